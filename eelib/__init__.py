@@ -1,0 +1,1 @@
+"""eelib: early data exposure, reproduced."""

@@ -1,0 +1,5 @@
+import sys
+
+from eelib.cli import main
+
+sys.exit(main())

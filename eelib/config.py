@@ -1,0 +1,328 @@
+"""Typed configs for the three stages, and the YAML file that maps onto them 1:1.
+
+A params file is one `ExperimentConfig`: shared fields (pipeline, model, data, seed) plus one
+section per stage, plus an optional `grid` of dotted field names -> value lists that expands into
+runs. Every field has a default; every knob the paper leaves open is listed in docs/decisions.md.
+
+Bad input is refused with a `ConfigError` naming the field and the fix (issue 7): unknown keys,
+wrong types, out-of-range values and inconsistent combinations. Nothing is written before the
+whole file validates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CORPUS_NAMES = ("c4", "musicpile", "chempile", "flan")
+# Table 1 of the paper: D_pre is always C4; the pipelines pair a post-training and a fine-tuning set.
+PIPELINES = {
+    "music->chem": ("musicpile", "chempile"),
+    "music->flan": ("musicpile", "flan"),
+    "flan->chem": ("flan", "chempile"),
+    "flan->music": ("flan", "musicpile"),
+}
+
+
+class ConfigError(ValueError):
+    """A params file (or override) that cannot run. The message names the field and the fix."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "offline"          # offline (installs with eelib) | hub (real HF datasets) | local
+    tokenizer: str = "bytes"         # bytes (offline, 258 ids) | smollm2 (HF, vocab 49,152)
+    seq_len: int = 256               # training window; paper: 1,024 (Table 6)
+    general_tokens: int = 1_000_000  # stage-1 D_pre (C4) budget; paper: 8.7B at 135M
+    post_tokens: int = 200_000       # |D_post|; paper: 30M / 150M / 300M
+    val_tokens: int = 32_768         # held-out tokens per corpus for L_im/L_ret/L_ft/L_pre
+    data_files: dict = field(default_factory=dict)  # source=local: corpus name -> file glob
+    cache_dir: str = ".cache/eelib"  # tokenized corpora, keyed by what produced them
+
+
+@dataclass
+class Stage1Config:
+    """Stage 1, upstream pretraining on D_pre with λ·|D_post| mixed in (§3, §4.1)."""
+    lam: float = 0.0                 # λ: fraction of one pass over D_post mixed into stage 1
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    batch_size: int = 16             # sequences per optimizer step (global)
+    grad_accum: int = 1
+
+
+@dataclass
+class Stage2Config:
+    """Stage 2, upstream post-training on D_post until its validation loss stops improving."""
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_tokens: int = 2_000_000      # cap; paper: 2B tokens with early stopping
+    eval_interval: int = 25          # steps between validation evals (early stopping)
+    patience: int = 3                # evals without improvement before stopping (paper 1B: 3)
+    dropout: float = 0.0             # embed/attn/resid/mlp dropout, stage 2 only (§4.4)
+    replay: float = 0.0              # fraction of stage-2 tokens drawn from D_pre (paper: 0.01)
+    lora_r: int = 0                  # 0 = full fine-tuning; paper Table 9: r=64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.0
+
+
+@dataclass
+class Stage3Config:
+    """Stage 3, downstream fine-tuning on D_ft for a fixed token budget, one run per LR."""
+    lrs: list = field(default_factory=lambda: [3e-4, 1e-3])
+    tokens: int = 150_000            # paper: 200M
+    min_lr_ratio: float = 0.1        # cosine target as a fraction of the peak LR
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    eval_interval: int = 10          # steps between trajectory evals (feeds the frontiers)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    pipeline: str = "music->chem"
+    allocation: str = "added"        # added: Fig 3a (λ·D_post on top) | split: Fig 3b (λ / 1−λ)
+    model: str = "cpu-tiny"          # preset in eelib.model.PRESETS
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda
+    compile: bool = False            # torch.compile the model (off on CPU: +4–11% only)
+    threads: int = 0                 # torch CPU threads; 0 = torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+    grid: dict = field(default_factory=dict)   # "stage1.lam": [0, 0.5, 1], "seed": [0, 1, 2]
+
+    @property
+    def post_corpus(self) -> str:
+        return PIPELINES[self.pipeline][0]
+
+    @property
+    def ft_corpus(self) -> str:
+        return PIPELINES[self.pipeline][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: one rule per field, each with the fix in its message.
+
+def _check(cond: bool, path: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {msg}")
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
+    _check(cfg.pipeline in PIPELINES, "pipeline", f"unknown pipeline {cfg.pipeline!r}; use one of {sorted(PIPELINES)}")
+    _check(cfg.allocation in ("added", "split"), "allocation", "use 'added' (Fig 3a) or 'split' (Fig 3b)")
+    from eelib.model import PRESETS  # local import: config must not pull torch at import time
+    _check(cfg.model in PRESETS, "model", f"unknown preset {cfg.model!r}; use one of {sorted(PRESETS)}")
+    _check(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
+    _check(cfg.seed >= 0, "seed", "must be >= 0")
+    _check(cfg.threads >= 0, "threads", "must be >= 0 (0 = torch default)")
+    _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
+           "must be a non-empty directory name without '/'")
+    _check(d.source in ("offline", "hub", "local"), "data.source", "use offline, hub or local")
+    _check(d.tokenizer in ("bytes", "smollm2"), "data.tokenizer", "use bytes or smollm2")
+    for f in ("seq_len", "general_tokens", "post_tokens", "val_tokens"):
+        _check(getattr(d, f) > 0, f"data.{f}", "must be > 0")
+    _check(d.seq_len >= 8, "data.seq_len", "must be >= 8")
+    _check(d.val_tokens >= d.seq_len, "data.val_tokens", "must hold at least one window (>= data.seq_len)")
+    _check(d.post_tokens >= d.seq_len, "data.post_tokens", "must hold at least one window (>= data.seq_len)")
+    if d.source == "local":
+        needed = {"c4", cfg.post_corpus, cfg.ft_corpus}
+        missing = sorted(needed - set(d.data_files))
+        _check(not missing, "data.data_files", f"source=local needs files for {missing}")
+        for k, v in d.data_files.items():
+            _check(k in CORPUS_NAMES, f"data.data_files.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
+            _check(bool(list(Path().glob(v)) if not Path(v).is_absolute() else Path(v).exists()),
+                   f"data.data_files.{k}", f"no file matches {v!r}; fix the path")
+    _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
+    for name, st in (("stage1", s1), ("stage2", s2)):
+        _check(st.lr > 0, f"{name}.lr", "must be > 0")
+        _check(0 <= st.min_lr <= st.lr, f"{name}.min_lr", f"must lie in [0, {name}.lr]")
+    for name, st in (("stage1", s1), ("stage2", s2), ("stage3", s3)):
+        _check(st.batch_size > 0, f"{name}.batch_size", "must be > 0")
+        _check(st.grad_accum > 0, f"{name}.grad_accum", "must be > 0")
+        _check(st.batch_size % st.grad_accum == 0, f"{name}.batch_size",
+               f"must be divisible by {name}.grad_accum")
+        _check(st.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
+        _check(st.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
+    _check(s2.max_tokens > 0, "stage2.max_tokens", "must be > 0")
+    _check(s2.eval_interval > 0, "stage2.eval_interval", "must be > 0")
+    _check(s2.patience > 0, "stage2.patience", "must be > 0")
+    _check(0.0 <= s2.dropout < 1.0, "stage2.dropout", "must lie in [0, 1)")
+    _check(0.0 <= s2.replay < 1.0, "stage2.replay", "must lie in [0, 1) (paper: 0.01)")
+    _check(s2.lora_r >= 0, "stage2.lora_r", "must be >= 0 (0 = full fine-tuning)")
+    _check(s2.lora_alpha > 0, "stage2.lora_alpha", "must be > 0")
+    _check(0.0 <= s2.lora_dropout < 1.0, "stage2.lora_dropout", "must lie in [0, 1)")
+    _check(not (s2.lora_r and s2.dropout), "stage2.dropout",
+           "model dropout with LoRA is not a paper setting; use stage2.lora_dropout")
+    _check(isinstance(s3.lrs, list) and len(s3.lrs) > 0, "stage3.lrs", "give a non-empty list of learning rates")
+    for i, lr in enumerate(s3.lrs):
+        _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0,
+               f"stage3.lrs[{i}]", "each learning rate must be a number > 0")
+    _check(len(set(s3.lrs)) == len(s3.lrs), "stage3.lrs", "remove the duplicate learning rates")
+    _check(s3.tokens > 0, "stage3.tokens", "must be > 0")
+    _check(0.0 <= s3.min_lr_ratio <= 1.0, "stage3.min_lr_ratio", "must lie in [0, 1]")
+    _check(s3.eval_interval > 0, "stage3.eval_interval", "must be > 0")
+    for key, values in cfg.grid.items():
+        _check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "give a non-empty list of values")
+        _check(key not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML <-> dataclasses, strict: unknown keys and wrong types are errors, not silently ignored.
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if tp is list or origin is list:
+        return isinstance(value, list)
+    if tp is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    return True
+
+
+def _from_dict(cls, raw, path: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'params'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid fields: {sorted(names)}"
+            raise ConfigError(f"{where}: unknown field{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value, where)
+            continue
+        if tp is float and isinstance(value, str):  # YAML reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, tp):
+            tname = getattr(tp, "__name__", str(tp))
+            raise ConfigError(f"{where}: expected {tname}, got {type(value).__name__} {value!r}")
+        kwargs[key] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    cfg = _from_dict(ExperimentConfig, raw or {}, "")
+    # stage3.lrs may be written as 3e-4 strings in YAML too
+    cfg.stage3.lrs = [float(x) if isinstance(x, str) and _is_float(x) else x for x in cfg.stage3.lrs]
+    return validate(cfg)
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read a params YAML file (+ dotted overrides) into a validated ExperimentConfig."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {str(path)!r}: not found; pass an existing YAML file (see params/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params file {str(path)!r}: not valid YAML ({e.__class__.__name__}); fix the syntax") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {str(path)!r}: top level must be a mapping of fields")
+    raw.setdefault("name", path.stem)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def expand(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+    """The grid's cartesian product, one validated config per run (grid emptied), in file order."""
+    if not cfg.grid:
+        return [cfg]
+    keys = list(cfg.grid)
+    base = to_dict(cfg)
+    base["grid"] = {}
+    runs = []
+    for combo in itertools.product(*(cfg.grid[k] for k in keys)):
+        raw = json.loads(json.dumps(base))
+        for k, v in zip(keys, combo):
+            try:
+                set_dotted(raw, k, v)
+            except ConfigError as e:
+                raise ConfigError(f"grid.{k}: {e}") from e
+        try:
+            runs.append(from_dict(raw))
+        except ConfigError as e:
+            raise ConfigError(f"grid ({', '.join(f'{k}={v}' for k, v in zip(keys, combo))}): {e}") from e
+    return runs
+
+
+def run_name(cfg: ExperimentConfig, grid_keys: list[str]) -> str:
+    """Human-readable run directory name from the swept fields, e.g. 'lam0.25-seed1'."""
+    if not grid_keys:
+        return "run"
+    raw = to_dict(cfg)
+    parts = []
+    for k in grid_keys:
+        node = raw
+        for p in k.split("."):
+            node = node[p]
+        short = {"stage1.lam": "lam", "stage2.dropout": "drop", "stage2.replay": "replay",
+                 "stage2.lora_r": "lora", "data.post_tokens": "post", "stage2.lr": "s2lr",
+                 "stage2.batch_size": "s2bs"}.get(k, k.split(".")[-1])
+        parts.append(f"{short}{node}")
+    return "-".join(parts)
+
+
+def digest(obj) -> str:
+    """Stable short hash of a JSON-able object: the key of a stage's outputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,118 @@
+"""SmolLM2-style models (transformers Llama) at the paper's scales and at CPU sizes.
+
+The paper trains everything from scratch (§2), so a preset is a `LlamaConfig`, never a hub
+checkpoint. Dropout on embeddings / attention / residual / MLP is the paper's stage-2 intervention
+(§4.4); stock `LlamaConfig` has attention dropout only, so the other three are forward hooks that
+this module adds and removes (`set_dropout`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+# vocab_size=None: taken from the tokenizer (the CPU presets use the byte tokenizer).
+PRESETS: dict[str, dict] = {
+    # The released HuggingFaceTB/SmolLM2-135M config (paper-notes §2: no 135M table in the paper).
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                         tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=8192,
+                         rms_norm_eps=1e-5),
+    # Paper Table 2: 24 layers, hidden 1728, 27 heads MHA, MLP 4608, RoPE 1e5, untied; 1.03B params.
+    "paper-1b": dict(hidden_size=1728, intermediate_size=4608, num_hidden_layers=24,
+                     num_attention_heads=27, num_key_value_heads=27, vocab_size=49152,
+                     tie_word_embeddings=False, rope_theta=100000.0, max_position_embeddings=8192,
+                     rms_norm_eps=1e-5),
+    # CPU sizes (feasibility.md: ~25k tok/s at 0.6M params on 2 cores). Same family, same code path.
+    "cpu-tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4, vocab_size=None,
+                     tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=2048,
+                     rms_norm_eps=1e-5),
+    "cpu-small": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4,
+                      num_attention_heads=6, num_key_value_heads=6, vocab_size=None,
+                      tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=2048,
+                      rms_norm_eps=1e-5),
+    # For unit tests only: a few thousand parameters.
+    "test-micro": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, vocab_size=None,
+                       tie_word_embeddings=True, rope_theta=10000.0, max_position_embeddings=1024,
+                       rms_norm_eps=1e-5),
+}
+
+
+def llama_config(preset: str, vocab_size: int) -> LlamaConfig:
+    kw = dict(PRESETS[preset])
+    if kw["vocab_size"] is None:
+        kw["vocab_size"] = vocab_size
+    elif kw["vocab_size"] < vocab_size:
+        raise ValueError(f"model preset {preset!r} has vocab {kw['vocab_size']} < tokenizer's {vocab_size}")
+    return LlamaConfig(attention_dropout=0.0, hidden_act="silu", initializer_range=0.02,
+                       bos_token_id=None, eos_token_id=None, pad_token_id=None, **kw)
+
+
+def build_model(preset: str, vocab_size: int, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised model; `seed` alone fixes its weights."""
+    cfg = llama_config(preset, vocab_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+    return model
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage-2 dropout (§4.4: "embed/attn/resid/mlp"). One rate p for all four places:
+#   embed: on the token embeddings;  attn: on attention probabilities (LlamaConfig.attention_dropout);
+#   resid: on each block's output before it is added to the residual stream (o_proj, down_proj);
+#   mlp:   inside the MLP, on the activations entering down_proj.
+
+def _out_hook(p):
+    def hook(module, args, output):
+        return F.dropout(output, p, module.training)
+    return hook
+
+
+def _in_hook(p):
+    def hook(module, args):
+        return (F.dropout(args[0], p, module.training),) + tuple(args[1:])
+    return hook
+
+
+def set_dropout(model: LlamaForCausalLM, p: float) -> None:
+    """Install (p > 0) or remove (p == 0) the four dropouts; idempotent."""
+    for h in getattr(model, "_eelib_dropout_hooks", []):
+        h.remove()
+    model._eelib_dropout_hooks = []
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = base.model
+    inner.config.attention_dropout = p
+    for layer in inner.layers:
+        layer.self_attn.attention_dropout = p
+    if p <= 0:
+        return
+    hooks = [inner.embed_tokens.register_forward_hook(_out_hook(p))]
+    for layer in inner.layers:
+        hooks.append(layer.self_attn.o_proj.register_forward_hook(_out_hook(p)))
+        hooks.append(layer.mlp.down_proj.register_forward_hook(_out_hook(p)))
+        hooks.append(layer.mlp.down_proj.register_forward_pre_hook(_in_hook(p)))
+    model._eelib_dropout_hooks = hooks
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage-2 LoRA (App., Table 9): r=64, α=128, targets "projection, mlp, head" with Q/K/V excluded.
+LORA_TARGETS = ["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
+
+
+def add_lora(model: LlamaForCausalLM, r: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
+                     bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def merge_lora(model):
+    """Fold the adapters into the weights: stage 3 fine-tunes the full merged model."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

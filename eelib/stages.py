@@ -1,0 +1,256 @@
+"""The paper's three stages, each one call: pretrain → posttrain → finetune (§3, Fig 1).
+
+Each stage writes under outputs/<experiment>/stage{1,2,3}/<key>/, where <key> is a digest of every
+config field that stage's result depends on (and of the stage before it). So a sweep that varies
+only stage-3 LR reuses one stage-2 checkpoint, and a sweep over stage-2 settings reuses one stage-1
+checkpoint. A stage whose `stage.json` exists is done and is reused as is; a stage with checkpoints
+but no `stage.json` was interrupted and resumes from its newest good checkpoint.
+
+    s1 = pretrain(cfg)            # θ_pre; cfg.stage1.lam of D_post mixed in
+    s2 = posttrain(cfg, s1)       # θ_post; L_im
+    s3 = finetune(cfg, s2, lr)    # θ_ft; L_ret, L_ft, L_pre and their trajectory
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eelib import checkpoint, config as C
+from eelib.data import corpus_windows, vocab_size
+from eelib.io import atomic_write_json, atomic_write_text
+from eelib.mixture import Mixture, Source, check_delivery
+from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
+from eelib.train import LoopSpec, heldout_loss, train
+
+OUTPUTS = Path("outputs")
+
+
+@dataclass
+class StageResult:
+    stage: int
+    dir: Path
+    record: dict      # the stage.json contents: losses, audit, timings, keys
+
+    def __getitem__(self, k):
+        return self.record[k]
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys: what each stage's result depends on.
+
+def _stage1_key(cfg: C.ExperimentConfig) -> dict:
+    d = cfg.data
+    # allocation is absent on purpose: stage 1 takes the first round(λ·N) windows of D_post in both
+    # Fig 3a ("added") and Fig 3b ("split"), so both experiments can share one stage-1 checkpoint.
+    return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus,
+            "data": [d.source, d.tokenizer, d.seq_len, d.general_tokens, d.post_tokens, d.data_files],
+            "stage1": dataclasses.asdict(cfg.stage1)}
+
+
+def _stage2_key(cfg: C.ExperimentConfig) -> dict:
+    return {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
+            "val_tokens": cfg.data.val_tokens, "stage2": dataclasses.asdict(cfg.stage2)}
+
+
+def _stage3_key(cfg: C.ExperimentConfig, lr: float) -> dict:
+    s3 = dataclasses.asdict(cfg.stage3)
+    s3.pop("lrs")
+    return {"stage2": C.digest(_stage2_key(cfg)), "ft": cfg.ft_corpus, "lr": lr, "stage3": s3}
+
+
+def stage_dir(cfg: C.ExperimentConfig, stage: int, lr: float | None = None, root: Path | None = None) -> Path:
+    key = {1: _stage1_key, 2: _stage2_key}.get(stage)
+    k = C.digest(key(cfg)) if key else C.digest(_stage3_key(cfg, lr))
+    return Path(root or OUTPUTS) / cfg.name / f"stage{stage}" / k
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared set-up.
+
+def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda was asked for but no CUDA device is visible; use device: auto")
+        return torch.device("cuda")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return torch.device("cpu")
+
+
+def heldout(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
+    """Fixed held-out windows for D_pre (c4), D_post and D_ft (§5: loss on held-out splits)."""
+    names = {"pre": "c4", "post": cfg.post_corpus, "ft": cfg.ft_corpus}
+    return {role: corpus_windows(c, "val", cfg.data.val_tokens, cfg.data).tokens for role, c in names.items()}
+
+
+def _losses(model, val: dict, device, roles=("pre", "post", "ft")) -> dict:
+    return {f"L_{r}_val": heldout_loss(model, val[r], device) for r in roles}
+
+
+def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
+    """Reuse a finished stage; refuse a directory written by a different config."""
+    done = sdir / "stage.json"
+    if done.exists():
+        import json
+        rec = json.loads(done.read_text())
+        if rec.get("key") != json.loads(json_dumps(key)):
+            raise RuntimeError(f"{sdir} holds a stage made by a different config; it is never overwritten. "
+                               "Move it away or use another experiment name.")
+        return StageResult(stage, sdir, rec)
+    sdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sdir / "config.yaml", C.dump(cfg))
+    return None
+
+
+def json_dumps(o) -> str:
+    import json
+    return json.dumps(o, sort_keys=True, default=str)
+
+
+def _finish(stage: int, sdir: Path, key: dict, record: dict) -> StageResult:
+    import json
+    record = dict(record, stage=stage, key=json.loads(json_dumps(key)), digest=C.digest(key))
+    atomic_write_json(sdir / "stage.json", record)
+    shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # the stage is done; final/ holds its output
+    return StageResult(stage, sdir, record)
+
+
+def _steps(windows: int, batch: int) -> int:
+    return max(1, math.ceil(windows / batch))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: pretraining on D_pre with λ of D_post mixed in.
+
+def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool = True) -> StageResult:
+    key = _stage1_key(cfg)
+    sdir = stage_dir(cfg, 1, root=root)
+    if (r := _begin(cfg, 1, sdir, key)) is not None:
+        return r
+    t0, device = time.time(), resolve_device(cfg)
+    d, s1 = cfg.data, cfg.stage1
+    general = corpus_windows("c4", "train", d.general_tokens, d)
+    post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
+    k = round(s1.lam * post.n)  # λ·|D_post|, in whole windows, at most one pass (§3)
+    sources = [Source("c4", general.tokens, general.n, once=True, quota=general.n)]
+    if k:
+        sources.append(Source(cfg.post_corpus, post.tokens, k, once=True, quota=k))
+    mix = Mixture(sources, seed=cfg.seed)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    spec = LoopSpec(lr=s1.lr, min_lr=s1.min_lr, warmup_steps=s1.warmup_steps,
+                    weight_decay=s1.weight_decay, batch_size=s1.batch_size, grad_accum=s1.grad_accum,
+                    max_steps=_steps(mix.total, s1.batch_size), ckpt_interval=50)
+    out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
+                seed=cfg.seed, compile=cfg.compile, desc=f"stage1 λ={s1.lam}", progress=progress)
+    audit = mix.audit()
+    check_delivery(audit)
+    checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 1})
+    losses = _losses(model, heldout(cfg), device)
+    return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
+                                  "losses": losses, "n_params": n_params(model),
+                                  "seconds": time.time() - t0})
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: post-training on D_post until its validation loss stops improving (§3).
+
+def posttrain(cfg: C.ExperimentConfig, stage1: StageResult, root: Path | None = None,
+              progress: bool = True) -> StageResult:
+    key = _stage2_key(cfg)
+    sdir = stage_dir(cfg, 2, root=root)
+    if (r := _begin(cfg, 2, sdir, key)) is not None:
+        return r
+    t0, device = time.time(), resolve_device(cfg)
+    d, s2 = cfg.data, cfg.stage2
+    val = heldout(cfg)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    model.load_state_dict(checkpoint.load_model(stage1.dir / "final"))
+    post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
+    general = corpus_windows("c4", "train", d.general_tokens, d)
+    split = cfg.allocation == "split"
+    k = round(cfg.stage1.lam * post.n) if split else 0
+    if split:
+        # Fig 3b: the remaining 1−λ of one pass, once; replay is sized relative to it.
+        rest = post.n - k
+        sources = [Source(cfg.post_corpus, post.tokens[k:], 1.0 - s2.replay, once=True, quota=rest)] if rest else []
+        n_replay = round(s2.replay / (1 - s2.replay) * rest) if rest else 0
+        if n_replay:
+            sources.append(Source("c4", general.tokens, s2.replay, once=True, quota=n_replay))
+    else:
+        # Fig 3a: all of D_post, repeated as long as validation improves, up to max_tokens.
+        sources = [Source(cfg.post_corpus, post.tokens, 1.0 - s2.replay, once=False)]
+        if s2.replay:
+            sources.append(Source("c4", general.tokens, s2.replay, once=False))
+    record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
+    if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
+        checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 2, "skipped": True})
+        losses = _losses(model, val, device)
+        return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
+                                          L_im=losses["L_post_val"], seconds=time.time() - t0))
+    mix = Mixture(sources, seed=cfg.seed + 1)
+    if s2.lora_r:
+        model = add_lora(model, s2.lora_r, s2.lora_alpha, s2.lora_dropout)
+    set_dropout(model, s2.dropout)
+    max_steps = (_steps(mix.total, s2.batch_size) if split
+                 else max(1, s2.max_tokens // (s2.batch_size * d.seq_len)))
+    spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=s2.warmup_steps,
+                    weight_decay=s2.weight_decay, batch_size=s2.batch_size, grad_accum=s2.grad_accum,
+                    max_steps=max_steps, eval_interval=s2.eval_interval,
+                    patience=0 if split else s2.patience, early_stop_key="L_post_val")
+    out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
+                seed=cfg.seed + 1, compile=cfg.compile, progress=progress,
+                evaluator=lambda m: _losses(m, val, device, roles=("post",)),
+                desc=f"stage2 λ={cfg.stage1.lam}")
+    audit = mix.audit()
+    check_delivery(audit)
+    if out["best_state"] is not None:  # early stopping hands on the best evaluation's weights
+        model.load_state_dict(out["best_state"])
+    set_dropout(model, 0.0)
+    model = merge_lora(model)
+    checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 2})
+    losses = _losses(model, val, device)
+    return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
+                                      best_step=out["best_step"], stopped_early=out["stopped_early"],
+                                      mixture=audit, trajectory=out["trajectory"], losses=losses,
+                                      L_im=losses["L_post_val"], seconds=time.time() - t0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: downstream fine-tuning on D_ft, fixed token budget, one learning rate (§3).
+
+def finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, root: Path | None = None,
+             progress: bool = True) -> StageResult:
+    key = _stage3_key(cfg, lr)
+    sdir = stage_dir(cfg, 3, lr=lr, root=root)
+    if (r := _begin(cfg, 3, sdir, key)) is not None:
+        return r
+    t0, device = time.time(), resolve_device(cfg)
+    d, s3 = cfg.data, cfg.stage3
+    val = heldout(cfg)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    model.load_state_dict(checkpoint.load_model(stage2.dir / "final"))
+    ft = corpus_windows(cfg.ft_corpus, "train", s3.tokens, d)
+    mix = Mixture([Source(cfg.ft_corpus, ft.tokens, 1.0, once=True, quota=ft.n)], seed=cfg.seed + 2)
+    spec = LoopSpec(lr=lr, min_lr=lr * s3.min_lr_ratio, warmup_steps=s3.warmup_steps,
+                    weight_decay=s3.weight_decay, batch_size=s3.batch_size, grad_accum=s3.grad_accum,
+                    max_steps=_steps(mix.total, s3.batch_size), eval_interval=s3.eval_interval)
+    # The trajectory (every eval_interval steps) feeds the frontiers: each point is a checkpoint.
+    out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
+                seed=cfg.seed + 2, compile=cfg.compile, progress=progress,
+                evaluator=lambda m: _losses(m, val, device), desc=f"stage3 lr={lr:g}")
+    audit = mix.audit()
+    check_delivery(audit)
+    final = out["trajectory"][-1]
+    traj = [{"step": r["step"], "tokens": r["tokens"], "L_ret": r["L_post_val"],
+             "L_ft": r["L_ft_val"], "L_pre": r["L_pre_val"]} for r in out["trajectory"]]
+    return _finish(3, sdir, key, {"lr": lr, "steps": out["steps"], "mixture": audit,
+                                  "L_ret": final["L_post_val"], "L_ft": final["L_ft_val"],
+                                  "L_pre": final["L_pre_val"], "trajectory": traj,
+                                  "seconds": time.time() - t0})

@@ -1,0 +1,203 @@
+"""The one training loop all three stages share; the stages differ only by config (§3, Table 5).
+
+AdamW (β 0.9/0.95), grad-norm clip 1.0, linear warmup then cosine to a minimum LR, decoupled weight
+decay on matrices only, gradient accumulation, bf16 autocast on CUDA, optional torch.compile.
+Evaluation every `eval_interval` steps feeds early stopping (stage 2) and the loss trajectory
+(stage 3). Checkpoints carry everything needed to resume bit-exactly on CPU: model, optimizer,
+step, mixture position, RNG states, early-stopping state and the trajectory so far.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eelib import checkpoint
+from eelib.mixture import Mixture
+
+
+@dataclass
+class LoopSpec:
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    weight_decay: float
+    batch_size: int          # sequences per optimizer step
+    grad_accum: int
+    max_steps: int           # schedule length; the stage may stop earlier (early stopping)
+    eval_interval: int = 0   # 0: no evaluation during training
+    patience: int = 0        # 0: no early stopping
+    early_stop_key: str = ""  # evaluator key watched by early stopping
+    ckpt_interval: int = 0   # 0: checkpoint at every eval
+    clip: float = 1.0
+    betas: tuple = (0.9, 0.95)
+
+
+def lr_at(step: int, s: LoopSpec) -> float:
+    """Linear warmup to s.lr, then cosine to s.min_lr at s.max_steps (Table 7: warmup + cosine)."""
+    if s.warmup_steps and step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    span = max(1, s.max_steps - s.warmup_steps)
+    t = min(1.0, (step - s.warmup_steps) / span)
+    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def make_optimizer(model: torch.nn.Module, s: LoopSpec, device: torch.device) -> torch.optim.AdamW:
+    # Decay matrices only; norms and other 1-D params are not decayed (common practice; the paper
+    # gives only the weight-decay value).
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": s.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=1e-8,
+                             fused=(device.type == "cuda"))
+
+
+def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over a [B, T] window batch (positions 1..T−1 predicted)."""
+    logits = model(input_ids=tokens).logits
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                           tokens[:, 1:].reshape(-1))
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: int = 32) -> float:
+    """L(θ; D) of §1: mean token cross-entropy on the fixed held-out windows of one corpus."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        x = torch.from_numpy(np.asarray(windows[i:i + batch_size], dtype=np.int64)).to(device)
+        with _autocast(device):
+            loss = lm_loss(model, x)
+        n = x.size(0) * (x.size(1) - 1)
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir: Path,
+          config_digest: str, device: torch.device, seed: int,
+          evaluator: Callable[[torch.nn.Module], dict] | None = None,
+          compile: bool = False, desc: str = "train", progress: bool = True,
+          on_eval: Callable[[dict], None] | None = None) -> dict:
+    """Train in place; resume from the newest good checkpoint in `stage_dir` if one exists.
+
+    Returns {"steps", "tokens", "trajectory", "best", "stopped_early", "best_state"}; for early
+    stopping, `best_state` holds the weights at the best evaluation (what stage 2 hands on).
+    """
+    from tqdm.auto import tqdm
+
+    model.to(device).train()
+    opt = make_optimizer(model, spec, device)
+    fwd = torch.compile(model) if compile else model
+    step, trajectory = 0, []
+    best, best_step, bad_evals, best_state, stopped = math.inf, -1, 0, None, False
+    torch.manual_seed(seed)
+
+    resumed = checkpoint.load_latest(stage_dir, config_digest)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["optimizer"])
+        mixture.load_state_dict(resumed["mixture"])
+        _set_rng_state(resumed["rng"])
+        step, trajectory = resumed["step"], resumed["trajectory"]
+        best, best_step, bad_evals = resumed["best"], resumed["best_step"], resumed["bad_evals"]
+        best_state, stopped = resumed["best_state"], resumed["stopped"]
+
+    def save(step_now):
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "mixture": mixture.state_dict(), "rng": _rng_state(), "step": step_now,
+                 "trajectory": trajectory, "best": best, "best_step": best_step,
+                 "bad_evals": bad_evals, "best_state": best_state, "stopped": stopped}
+        checkpoint.save_checkpoint(stage_dir, step_now, state, {"config_digest": config_digest})
+
+    def evaluate(step_now):
+        nonlocal best, best_step, bad_evals, best_state, stopped
+        row = {"step": step_now, "tokens": step_now * spec.batch_size * mixture.seq_len}
+        row.update(evaluator(model))
+        trajectory.append(row)
+        if on_eval:
+            on_eval(row)
+        if spec.patience:
+            v = row[spec.early_stop_key]
+            if v < best:
+                best, best_step, bad_evals = v, step_now, 0
+                best_state = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
+            else:
+                bad_evals += 1
+                stopped = bad_evals >= spec.patience
+        return row
+
+    micro = spec.batch_size // spec.grad_accum
+    bar = tqdm(total=spec.max_steps, initial=step, desc=desc, disable=not progress, leave=False,
+               unit="step", dynamic_ncols=True)
+    t0, tok0 = time.time(), step
+    if step == 0 and evaluator is not None and spec.eval_interval and not trajectory:
+        evaluate(0)
+    while step < spec.max_steps and not stopped:
+        if mixture.remaining() == 0:
+            break
+        lr = lr_at(step, spec)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch, _ = mixture.next_batch(spec.batch_size)
+        x_all = torch.from_numpy(batch.astype(np.int64))
+        n_micro = math.ceil(x_all.size(0) / micro)
+        for m in range(n_micro):
+            x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
+            with _autocast(device):
+                loss = lm_loss(fwd, x)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"{desc}: loss is {float(loss)} at step {step} (lr {lr:.3g}); "
+                                    "lower the learning rate or check the data")
+            (loss * x.size(0) / x_all.size(0)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        if progress and step % 10 == 0:
+            rate = (step - tok0) * spec.batch_size * mixture.seq_len / max(time.time() - t0, 1e-9)
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+        at_end = step >= spec.max_steps or mixture.remaining() == 0
+        if evaluator is not None and spec.eval_interval and (step % spec.eval_interval == 0 or at_end):
+            evaluate(step)
+        ck = spec.ckpt_interval or spec.eval_interval
+        if ck and step % ck == 0 and not at_end:
+            save(step)
+    bar.close()
+    return {"steps": step, "tokens": step * spec.batch_size * mixture.seq_len,
+            "trajectory": trajectory, "best": best if best < math.inf else None,
+            "best_step": best_step, "stopped_early": stopped, "best_state": best_state}
