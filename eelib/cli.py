@@ -29,6 +29,16 @@ def _print_table(rows: list[dict]) -> None:
                         else f"{str(r[c]):>10}" for c in cols))
 
 
+def _report(experiment: str, out: str) -> None:
+    """Figures + claims report for an experiment (issue 4), if that module is installed."""
+    try:
+        from eelib.claims import report
+    except ImportError:
+        return
+    paths = report(experiment, root=out)
+    print(f"report: {paths}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="eelib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -37,6 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p_run.add_argument("--out", default="outputs", help="outputs root (default: outputs)")
     p_run.add_argument("--no-progress", action="store_true")
+    p_run.add_argument("--workers", type=int, default=1,
+                       help="runs at once, each in its own process (default 1: in this process)")
+    p_bat = sub.add_parser("batch", help="run the grid through the stage notebooks with papermill")
+    p_bat.add_argument("params")
+    p_bat.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    p_bat.add_argument("--out", default="outputs")
+    p_bat.add_argument("--workers", type=int, default=None, help="default: one per GPU, else one per core")
+    p_bat.add_argument("--executor", choices=["papermill", "python"], default="papermill")
+    p_bat.add_argument("--no-report", action="store_true", help="skip the figures and claims report")
+    p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
+    p_one.add_argument("params")
+    p_one.add_argument("--run", required=True)
+    p_one.add_argument("--out", default="outputs")
+    p_one.add_argument("--set", action="append", default=[])
     p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")
     p_chk.add_argument("params")
     p_chk.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
@@ -53,13 +77,30 @@ def main(argv: list[str] | None = None) -> int:
             for name, _ in runs:
                 print(f"  {name}")
             return 0
-        if args.cmd == "run":
-            from eelib import pipeline, stages
-            stages.OUTPUTS = Path(args.out)
-            rows = pipeline.run_experiment(cfg, progress=not args.no_progress)
+        if args.cmd == "run-one":
+            from eelib import pipeline
+            pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False)
+            return 0
+        if args.cmd == "run" and args.workers == 1:
+            from eelib import pipeline
+            rows = pipeline.run_experiment(cfg, root=Path(args.out), progress=not args.no_progress)
             _print_table(rows)
             print(f"results: {Path(args.out) / cfg.name / 'results.jsonl'}")
             return 0
+        if args.cmd in ("run", "batch"):
+            from eelib import batch, pipeline
+            executor = "python" if args.cmd == "run" else args.executor
+            summary = batch.execute(cfg, executor=executor, workers=args.workers, root=args.out)
+            rows = pipeline.collect(cfg.name, Path(args.out))
+            _print_table(rows)
+            if args.cmd == "batch" and not args.no_report:
+                _report(cfg.name, args.out)
+            for r in summary["runs"]:
+                if r["status"] == "failed":
+                    print(f"FAILED {r['run']}: {r['error']}", file=sys.stderr)
+            print(f"results: {Path(args.out) / cfg.name / 'results.jsonl'}; "
+                  f"summary: {Path(args.out) / cfg.name / 'summary.md'}")
+            return 1 if summary["failed"] else 0
     except C.ConfigError as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2

@@ -13,9 +13,11 @@ but no `stage.json` was interrupted and resumes from its newest good checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +96,18 @@ def _losses(model, val: dict, device, roles=("pre", "post", "ft")) -> dict:
     return {f"L_{r}_val": heldout_loss(model, val[r], device) for r in roles}
 
 
+@contextmanager
+def _locked(sdir: Path):
+    """One process per stage directory: parallel runs that share a stage wait, then reuse it."""
+    sdir.mkdir(parents=True, exist_ok=True)
+    with open(sdir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
     """Reuse a finished stage; refuse a directory written by a different config."""
     done = sdir / "stage.json"
@@ -130,8 +144,13 @@ def _steps(windows: int, batch: int) -> int:
 # Stage 1: pretraining on D_pre with λ of D_post mixed in.
 
 def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool = True) -> StageResult:
-    key = _stage1_key(cfg)
     sdir = stage_dir(cfg, 1, root=root)
+    with _locked(sdir):
+        return _pretrain(cfg, sdir, progress)
+
+
+def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResult:
+    key = _stage1_key(cfg)
     if (r := _begin(cfg, 1, sdir, key)) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
@@ -163,8 +182,13 @@ def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool =
 
 def posttrain(cfg: C.ExperimentConfig, stage1: StageResult, root: Path | None = None,
               progress: bool = True) -> StageResult:
-    key = _stage2_key(cfg)
     sdir = stage_dir(cfg, 2, root=root)
+    with _locked(sdir):
+        return _posttrain(cfg, stage1, sdir, progress)
+
+
+def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progress: bool) -> StageResult:
+    key = _stage2_key(cfg)
     if (r := _begin(cfg, 2, sdir, key)) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
@@ -227,8 +251,14 @@ def posttrain(cfg: C.ExperimentConfig, stage1: StageResult, root: Path | None = 
 
 def finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, root: Path | None = None,
              progress: bool = True) -> StageResult:
-    key = _stage3_key(cfg, lr)
     sdir = stage_dir(cfg, 3, lr=lr, root=root)
+    with _locked(sdir):
+        return _finetune(cfg, stage2, lr, sdir, progress)
+
+
+def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Path,
+              progress: bool) -> StageResult:
+    key = _stage3_key(cfg, lr)
     if (r := _begin(cfg, 3, sdir, key)) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)

