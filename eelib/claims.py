@@ -1,0 +1,413 @@
+"""The paper's claims, tested on an experiment's rows; written as claims.md + claims.json.
+
+Each claim gets a verdict computed from the rows, never written by hand:
+
+    holds           the effect is in the claimed direction and larger than 2 standard errors across
+                    seeds (mean > 2·SE, i.e. paired t > 2; one-sided p from a hand-written Student-t
+                    CDF and an exact sign-test p are reported alongside)
+    does not hold   the test could be run (>= 3 seeds with the needed rows) and the threshold is not met
+    inconclusive    the test could not be run: the needed rows are missing (e.g. no allocation=split
+                    runs, no +replay method) or fewer than 3 seeds have them; the reason is stated
+
+Claims (paper section -> statistic per seed, then the threshold across seeds):
+    a  mixing improves the L_ret-vs-L_ft frontier (§4.3, Fig 2): mean vertical gap between the
+       unmixed and mixed frontiers over their common L_ft range (frontier.mean_gap), per seed
+    b  the same for the L_pre-vs-L_ret frontier (Fig 2, right panels)
+    c  Fig 3a (allocation=added): L_ret improves with λ while L_im stays flat: per seed and post
+       size, ΔL_ret = L_ret(λ=0) − L_ret(λ_max) must pass the threshold and L_im is "flat":
+       |mean ΔL_im| <= FLAT_RATIO · mean ΔL_ret (the paper's own digitized values give ratios
+       0.01–0.24, see docs/frontiers.md)
+    d  Fig 3b (allocation=split): interior optimum of L_ret over λ: λ* = argmin of the seed-mean
+       curve is neither end of the λ grid, and both endpoint gaps L_ret(end) − L_ret(λ*) pass the
+       threshold (λ* is picked on the same data: a mild optimistic bias, stated in the report)
+    e  replay and dropout add to mixing (§4.4, Fig 4): mean gap of mixed+replay (resp.
+       mixed+dropout) below mixed on the L_ret-vs-L_ft frontier; holds if both parts hold
+    f  mixing helps LoRA too (App., Fig 7): as (a) for LoRA-unmixed vs LoRA-mixed
+
+"Mixed" means the largest λ among the mixed runs (the paper's mixed pretraining is very likely
+λ = 1, paper-notes §3), so both frontiers come from the same number of sweep points: pooling all
+λ > 0 would give the mixed frontier more points and bias it downward. Fig 3 claims read one
+stage-3 LR (the smallest swept, as the paper uses one small LR, 5e-5), unless told otherwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from eelib import frontier as F
+from eelib.io import atomic_write_json, atomic_write_text
+
+MIN_SEEDS = 3
+SE_MULT = 2.0        # holds if mean > SE_MULT · standard error
+FLAT_RATIO = 1 / 3   # claim c: |ΔL_im| at most a third of ΔL_ret
+HOLDS, NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small statistics, no scipy needed.
+
+def t_sf(t: float, dof: int) -> float:
+    """P(T > t) for Student's t with integer dof >= 1 (closed form, Abramowitz & Stegun 26.7.3-4)."""
+    if dof < 1:
+        return float("nan")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    th = math.atan(abs(t) / math.sqrt(dof))
+    c2, s = math.cos(th) ** 2, math.sin(th)
+    if dof % 2 == 1:   # A = 2/π (θ + sinθ cosθ (1 + 2/3 c² + 2·4/(3·5) c⁴ + ...)), dof−3 terms
+        term, acc = 1.0, 1.0 if dof > 1 else 0.0
+        for k in range(1, (dof - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            acc += term
+        a = 2 / math.pi * (th + s * math.cos(th) * acc)
+    else:              # A = sinθ (1 + 1/2 c² + 1·3/(2·4) c⁴ + ...)
+        term, acc = 1.0, 1.0
+        for k in range(1, dof // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            acc += term
+        a = s * acc
+    p = (1 - a) / 2
+    return p if t >= 0 else 1 - p
+
+
+def sign_test_p(diffs: Sequence[float]) -> float:
+    """One-sided exact sign test: P(at least this many positives | fair coin); zeros dropped."""
+    d = [x for x in diffs if x != 0]
+    n, k = len(d), sum(x > 0 for x in d)
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+
+
+def paired_summary(diffs: Sequence[float]) -> dict:
+    """mean, std (ddof=1), SE, t, one-sided t p-value and sign-test p of per-seed differences."""
+    d = np.asarray(diffs, float)
+    n = len(d)
+    out = {"n": n, "diffs": [round(float(x), 6) for x in d]}
+    if n == 0:
+        return out | {"mean": None, "std": None, "se": None, "t": None, "p_t": None, "p_sign": None}
+    mean = float(d.mean())
+    std = float(d.std(ddof=1)) if n > 1 else float("nan")
+    se = std / math.sqrt(n) if n > 1 else float("nan")
+    if n > 1 and se > 0:
+        t = mean / se
+    elif n > 1:
+        t = math.copysign(math.inf, mean) if mean else 0.0
+    else:
+        t = float("nan")
+    return out | {"mean": mean, "std": std, "se": se, "t": t,
+                  "p_t": t_sf(t, n - 1) if n > 1 and not math.isnan(t) else None,
+                  "p_sign": sign_test_p(d)}
+
+
+def verdict_of(s: dict) -> str:
+    """holds if n >= MIN_SEEDS and mean > SE_MULT·SE (a zero-variance positive effect also holds)."""
+    if s["n"] < MIN_SEEDS:
+        return INCONCLUSIVE
+    return HOLDS if s["mean"] > 0 and s["mean"] > SE_MULT * s["se"] else NOT_HOLD
+
+
+def _fmt(x, nd=4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _claim(cid: str, text: str, paper: str, verdict: str, reason: str, test: str,
+           numbers: dict | None = None, parts: list | None = None) -> dict:
+    return {"id": cid, "claim": text, "paper": paper, "verdict": verdict, "reason": reason,
+            "test": test, "numbers": numbers or {}, "parts": parts or []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Frontier claims (a, b, e, f)
+
+def _mixed_lam(df: pd.DataFrame, methods: Iterable[str]) -> float | None:
+    sub = df[df["method"].isin(list(methods)) & (df["lam"] > 0)]
+    return float(sub["lam"].max()) if len(sub) else None
+
+
+def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
+                      trajectory: bool = True) -> dict:
+    """Per seed: mean gap (base frontier − other frontier, positive = other better) over the
+    common x-range of the view, then the paired summary across seeds. Mixed methods are read at
+    their largest λ."""
+    pts = F.points(rows, trajectory=trajectory)
+    per_seed, skipped, dominated = {}, {}, {}
+    have = set(pts["method"]) if len(pts) else set()
+    missing = [m for m in (base, other) if m not in have]
+    if missing:
+        return {"missing": missing, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
+    lams = {}
+    for m in (base, other):
+        lam = _mixed_lam(pts, [m]) if m.replace("LoRA-", "").startswith("mixed") else None
+        lams[m] = lam
+    seeds = sorted(set(pts.loc[pts.method == base, "seed"]) & set(pts.loc[pts.method == other, "seed"]))
+    for seed in seeds:
+        fr = {}
+        for m in (base, other):
+            g = pts[(pts.method == m) & (pts.seed == seed)]
+            if lams[m] is not None:
+                g = g[g["lam"] == lams[m]]
+            fr[m] = F.front_of(g, view)
+        gap = F.mean_gap(fr[base], fr[other])
+        dominated[int(seed)] = F.dominated_fraction(fr[base], fr[other])
+        if math.isnan(gap):
+            skipped[int(seed)] = "frontiers do not overlap in x"
+        else:
+            per_seed[int(seed)] = gap
+    return {"missing": [], "lams": lams, "per_seed": per_seed, "skipped": skipped, "dominated": dominated,
+            "summary": paired_summary(list(per_seed.values()))}
+
+
+def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> dict:
+    r = frontier_gap_test(rows, base, other, view, trajectory)
+    s = r["summary"]
+    test = (f"per seed: mean vertical gap {base} − {other} frontier over their common x-range "
+            f"({view}; {'final + trajectory' if trajectory else 'final'} points; positive = {other} "
+            f"better); holds if mean > {SE_MULT:g}·SE over ≥ {MIN_SEEDS} seeds")
+    if r["missing"]:
+        return _claim(cid, text, paper, INCONCLUSIVE, f"no rows of method(s) {r['missing']}", test)
+    v = verdict_of(s)
+    if v == INCONCLUSIVE:
+        reason = (f"only {s['n']} seed(s) with overlapping {base}/{other} frontiers (need {MIN_SEEDS})"
+                  + (f"; skipped {r['skipped']}" if r["skipped"] else "")
+                  + f"; descriptive only: share of the {base} frontier dominated by {other}'s, per seed: "
+                  + ", ".join(f"{k}: {v:.2f}" for k, v in r["dominated"].items()))
+    else:
+        reason = f"mean gap {_fmt(s['mean'])} ± {_fmt(s['se'])} (SE), t = {_fmt(s['t'], 2)}"
+    nums = {"per_seed": r["per_seed"], "skipped": r["skipped"], "lam": r.get("lams"),
+            "dominated_fraction": r.get("dominated"),
+            **{k: s[k] for k in ("n", "mean", "std", "se", "t", "p_t", "p_sign")}}
+    return _claim(cid, text, paper, v, reason, test, nums)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig 3 claims (c, d)
+
+def _fig3_rows(rows: pd.DataFrame, allocation: str, stage3_lr: float | None) -> tuple[pd.DataFrame, float | None]:
+    sub = rows[(rows["allocation"] == allocation) & ~rows["method"].str.contains(r"\+|LoRA", regex=True)]
+    if sub.empty:
+        return sub, None
+    lr = float(sub["stage3_lr"].min()) if stage3_lr is None else float(stage3_lr)
+    return sub[np.isclose(sub["stage3_lr"], lr)], lr
+
+
+def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
+    text = "Fig 3a: with λ·|D_post| added to stage 1, L_im stays flat while L_ret improves as λ grows"
+    test = (f"per seed and post size: ΔL_ret = L_ret(λ=0) − L_ret(λ_max), ΔL_im likewise (one stage-3 LR); "
+            f"holds if mean ΔL_ret > {SE_MULT:g}·SE and |mean ΔL_im| ≤ {FLAT_RATIO:.2f}·mean ΔL_ret "
+            f"for every post size with ≥ {MIN_SEEDS} seeds")
+    sub, lr = _fig3_rows(rows, "added", stage3_lr)
+    if sub.empty:
+        return _claim("c", text, "§4.1, Fig 3a", INCONCLUSIVE, "no allocation=added rows of plain unmixed/mixed runs", test)
+    parts = []
+    for post, g in sub.groupby("post_tokens"):
+        lam_lo, lam_hi = float(g["lam"].min()), float(g["lam"].max())
+        if lam_lo != 0 or lam_hi == 0:
+            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
+                          "reason": f"needs λ=0 and some λ>0 runs, have λ ∈ {sorted(set(g['lam']))}"})
+            continue
+        d_ret, d_im = [], []
+        for seed, gs in g.groupby("seed"):
+            a, b = gs[gs["lam"] == lam_lo], gs[gs["lam"] == lam_hi]
+            if len(a) and len(b):
+                d_ret.append(float(a["L_ret"].mean() - b["L_ret"].mean()))
+                d_im.append(float(a["L_im"].mean() - b["L_im"].mean()))
+        sr, si = paired_summary(d_ret), paired_summary(d_im)
+        part = {"post_tokens": int(post), "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
+        if sr["n"] < MIN_SEEDS:
+            part |= {"verdict": INCONCLUSIVE, "reason": f"{sr['n']} paired seed(s), need {MIN_SEEDS}"}
+        else:
+            improves = verdict_of(sr) == HOLDS
+            flat = improves and abs(si["mean"]) <= FLAT_RATIO * sr["mean"]
+            part |= {"improves": improves, "flat": flat,
+                     "im_over_ret": abs(si["mean"]) / sr["mean"] if sr["mean"] > 0 else None,
+                     "verdict": HOLDS if improves and flat else NOT_HOLD,
+                     "reason": (f"ΔL_ret {_fmt(sr['mean'])} ± {_fmt(sr['se'])}, ΔL_im {_fmt(si['mean'])} ± "
+                                f"{_fmt(si['se'])}" + ("" if improves else "; L_ret not improved beyond 2 SE")
+                                + ("" if flat or not improves else "; L_im not flat"))}
+        parts.append(part)
+    return _combine("c", text, "§4.1, Fig 3a", parts, test, {"stage3_lr": lr})
+
+
+def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
+    text = "Fig 3b: with one pass over D_post split λ / (1−λ), L_ret is best at an interior λ"
+    test = (f"per post size: λ* = argmin of the seed-mean L_ret curve (one stage-3 LR); per seed "
+            f"L_ret(λ_end) − L_ret(λ*) for both ends of the λ grid; holds if λ* is interior and both "
+            f"mean gaps > {SE_MULT:g}·SE over ≥ {MIN_SEEDS} seeds (λ* chosen on the same data)")
+    sub, lr = _fig3_rows(rows, "split", stage3_lr)
+    if sub.empty:
+        return _claim("d", text, "§4.2, Fig 3b", INCONCLUSIVE,
+                      "no allocation=split (compute-matched) runs; run a params file with allocation: split", test)
+    parts = []
+    for post, g in sub.groupby("post_tokens"):
+        lams = sorted(set(g["lam"]))
+        curve = g.groupby(["seed", "lam"])["L_ret"].mean().unstack("lam")
+        curve = curve.dropna()  # seeds with every λ
+        if len(lams) < 3:
+            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
+                          "reason": f"needs ≥ 3 λ values, have {lams}"})
+            continue
+        if len(curve) < MIN_SEEDS:
+            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
+                          "reason": f"{len(curve)} seed(s) with every λ, need {MIN_SEEDS}"})
+            continue
+        mean_curve = curve.mean()
+        lam_star = float(mean_curve.idxmin())
+        ends = {"lo": lams[0], "hi": lams[-1]}
+        gaps = {k: paired_summary((curve[e] - curve[lam_star]).tolist()) for k, e in ends.items()}
+        interior = lam_star not in (lams[0], lams[-1])
+        ok = interior and all(verdict_of(s) == HOLDS for s in gaps.values())
+        parts.append({"post_tokens": int(post), "lam_star": lam_star, "interior": interior,
+                      "mean_curve": {str(k): float(v) for k, v in mean_curve.items()},
+                      "gap_lo": gaps["lo"], "gap_hi": gaps["hi"],
+                      "verdict": HOLDS if ok else NOT_HOLD,
+                      "reason": (f"λ* = {lam_star:g} ({'interior' if interior else 'an endpoint'}); "
+                                 f"gap to λ={ends['lo']:g}: {_fmt(gaps['lo']['mean'])} ± {_fmt(gaps['lo']['se'])}, "
+                                 f"to λ={ends['hi']:g}: {_fmt(gaps['hi']['mean'])} ± {_fmt(gaps['hi']['se'])}")})
+    return _combine("d", text, "§4.2, Fig 3b", parts, test, {"stage3_lr": lr})
+
+
+def _combine(cid, text, paper, parts, test, numbers) -> dict:
+    """All parts must hold; any 'does not hold' fails; otherwise (only inconclusive) inconclusive."""
+    vs = [p["verdict"] for p in parts]
+    if vs and all(v == HOLDS for v in vs):
+        v = HOLDS
+    elif NOT_HOLD in vs:
+        v = NOT_HOLD
+    else:
+        v = INCONCLUSIVE
+    key = "post_tokens" if parts and "post_tokens" in parts[0] else "part"
+    reason = "; ".join(f"{p.get(key)}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
+    return _claim(cid, text, paper, v, reason, test, numbers, parts)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
+             stage3_lr: float | None = None) -> list[dict]:
+    """All six claims (a–f) on an experiment's rows (eelib.pipeline.collect)."""
+    df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if df.empty:
+        empty = pd.DataFrame(columns=["method", "seed", "lam", "allocation", "stage3_lr", "post_tokens",
+                                      "L_im", "L_ret", "L_ft", "L_pre"])
+        df = empty
+    df = df.astype({"method": str}) if len(df) else df
+    out = [
+        _frontier_claim("a", "Mixing improves the L_ret-vs-L_ft frontier", "§4.3, Fig 2 (left)",
+                        df, "unmixed", "mixed", "L_ret vs L_ft", trajectory),
+        _frontier_claim("b", "Mixing improves the L_pre-vs-L_ret frontier", "§4.3, Fig 2 (right)",
+                        df, "unmixed", "mixed", "L_pre vs L_ret", trajectory),
+        claim_fig3a(df, stage3_lr) if len(df) else _claim("c", "Fig 3a", "§4.1", INCONCLUSIVE, "no rows", ""),
+        claim_fig3b(df, stage3_lr) if len(df) else _claim("d", "Fig 3b", "§4.2", INCONCLUSIVE, "no rows", ""),
+    ]
+    parts = [_frontier_claim("e." + m.split("+")[1], f"{m} improves on mixed (L_ret-vs-L_ft frontier)",
+                             "§4.4, Fig 4", df, "mixed", m, "L_ret vs L_ft", trajectory)
+             for m in ("mixed+replay", "mixed+dropout")]
+    for p in parts:
+        p["part"] = p["id"]
+    out.insert(4, _combine("e", "Replay and dropout each add to mixing", "§4.4, Fig 4", parts,
+                           "both parts (e.replay, e.dropout) as in claim a, mixed vs mixed+X", {}))
+    out.append(_frontier_claim("f", "Mixing helps LoRA stage-2 too (LoRA-mixed beats LoRA-unmixed)",
+                               "App., Fig 7", df, "LoRA-unmixed", "LoRA-mixed", "L_ret vs L_ft", trajectory))
+    return out
+
+
+def to_markdown(claims: list[dict], experiment: str, n_rows: int) -> str:
+    lines = [f"# Claims report: `{experiment}`", "",
+             f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
+             f"Verdicts: **holds** = mean effect > {SE_MULT:g}·SE across ≥ {MIN_SEEDS} seeds; "
+             "**does not hold** = tested, threshold not met; **inconclusive** = not testable (reason given). "
+             "Losses are nats/token; the paper's scale (135M/1B) differs from a CPU run's, so compare signs, "
+             "not magnitudes.", "",
+             "| claim | paper | verdict | numbers |", "|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c['id']}. {c['claim']} | {c['paper']} | **{c['verdict']}** | {c['reason']} |")
+    lines += ["", "## Tests used", ""]
+    for c in claims:
+        lines.append(f"* **{c['id']}**: {c['test']}")
+        for p in c.get("parts", []):
+            if "id" in p:
+                lines.append(f"  * {p['id']}: **{p['verdict']}**: {p['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        f = float(o)
+        return None if math.isnan(f) else (str(f) if math.isinf(f) else f)
+    return o
+
+
+def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int) -> dict[str, Path]:
+    """claims.md and claims.json in out_dir, written atomically; returns their paths."""
+    out_dir = Path(out_dir)
+    md, js = out_dir / "claims.md", out_dir / "claims.json"
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows))
+    atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
+                           "se_mult": SE_MULT, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims)})
+    return {"claims_md": md, "claims_json": js}
+
+
+def resolve_root(root: str | Path = "outputs") -> Path:
+    """`root` as given if it exists; else, for a relative path, the same path under the repository
+    (notebooks run with their own folder as cwd, e.g. under nbval); else `root` unchanged."""
+    p = Path(root)
+    if p.exists() or p.is_absolute():
+        return p
+    repo = Path(__file__).resolve().parents[1] / p
+    return repo if repo.exists() else p
+
+
+def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
+           trajectory: bool = True) -> dict[str, Path]:
+    """`eelib report <experiment>`: collect rows, write claims.md/.json and the figures.
+
+    Returns {name: path} of everything written under <root>/<experiment>/ (figures in figures/).
+    """
+    from eelib.pipeline import collect
+    root = Path(root)
+    if not (root / experiment / "runs").is_dir():
+        raise FileNotFoundError(f"no runs under {root / experiment}; make some with `make run` or "
+                                f"`eelib run params/quick.yaml --out {root}`")
+    rows = collect(experiment, root)
+    claims = evaluate(rows, trajectory=trajectory)
+    paths = write(claims, root / experiment, experiment, len(rows))
+    if figures and rows:
+        from eelib import figures as FG
+        paths |= FG.save_all(rows, root / experiment / "figures")
+    return paths
+
+
+def main_report(argv: list[str] | None = None) -> int:
+    """CLI hook: `eelib report <experiment> [--root outputs] [--no-figures] [--final-only]`."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="eelib report", description=report.__doc__)
+    ap.add_argument("experiment")
+    ap.add_argument("--root", "--out", dest="root", default="outputs")
+    ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--final-only", action="store_true", help="frontiers from final points only")
+    a = ap.parse_args(argv)
+    try:
+        paths = report(a.experiment, a.root, figures=not a.no_figures, trajectory=not a.final_only)
+    except FileNotFoundError as e:
+        print(f"eelib: error: {e}")
+        return 2
+    print(paths["claims_md"].read_text())
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0

@@ -1,0 +1,276 @@
+"""The paper's figures reproduced from an experiment's rows (altair), with the paper's numbers beside.
+
+    fig2   mixed vs unmixed frontiers, views "L_ret vs L_ft" and "L_pre vs L_ret"   (§4.3, Fig 2)
+    fig3a  L_im and L_ret vs λ, λ·|D_post| added to stage 1, one line per |D_post|  (§4.1, Fig 3a)
+    fig3b  the same, compute-matched (one pass split λ / 1−λ)                        (§4.2, Fig 3b)
+    fig4   unmixed / mixed / mixed+dropout / mixed+replay, x = L_ret, y = L_ft       (§4.4, Fig 4)
+    fig5   the same methods, C4 view (x = L_ret, y = L_pre)                           (Fig 5)
+    fig6   dropout / replay without mixing                                            (Fig 6)
+    fig7   full fine-tuning vs LoRA in stage 2, mixed and unmixed                     (App., Fig 7)
+
+Each figure is two rows: our run on top, and below it a separate panel titled
+"paper (digitized, 135M/1B)" drawn from eelib/paper_values.json (values read off the paper's
+vector figures; shared/paper_digitized.json). The panels keep their own axes because the paper's
+models (135M/1B, SmolLM2 tokenizer) and a CPU run's losses are on different scales: compare
+shapes and orderings, not numbers. Frontier lines are Pareto sets (eelib.frontier); in the paper
+panel the digitized matched-x readings are joined by lines.
+
+`save(chart, stem)` writes stem.png, stem.svg and a self-contained stem.html (inline JS),
+each atomically.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+import altair as alt
+import pandas as pd
+
+from eelib import frontier as F
+from eelib.io import atomic_path
+
+PAPER_LABEL = "paper (digitized, {scale})"
+COLORS = {"unmixed": "#222222", "mixed": "#7b3fb5", "mixed+dropout": "#e07b00", "mixed+replay": "#1b9e5a",
+          "unmixed+dropout": "#f2b36b", "unmixed+replay": "#8fd1a9", "LoRA-unmixed": "#888888",
+          "LoRA-mixed": "#c39be8", "mixed+dropout+replay": "#1f78b4"}
+FIG_METHODS = {
+    "fig2": ["unmixed", "mixed"],
+    "fig4": ["unmixed", "mixed", "mixed+dropout", "mixed+replay"],
+    "fig5": ["unmixed", "mixed", "mixed+dropout", "mixed+replay"],
+    "fig6": ["unmixed", "mixed", "unmixed+dropout", "unmixed+replay"],
+    "fig7": ["unmixed", "mixed", "LoRA-unmixed", "LoRA-mixed"],
+}
+# paper figures with the same content at 1B (drawn in the same paper panel, dashed)
+PAPER_1B = {"fig2": ["fig8", "fig9"], "fig4": ["fig10"], "fig6": ["fig12"]}
+PAPER_METHOD = {"fft-unmixed": "unmixed", "fft-mixed": "mixed", "lora-unmixed": "LoRA-unmixed",
+                "lora-mixed": "LoRA-mixed"}
+W, H = 260, 200
+
+
+@lru_cache(maxsize=1)
+def paper_values() -> dict:
+    """The digitized numbers (eelib/paper_values.json, copied from shared/paper_digitized.json)."""
+    return json.loads((Path(__file__).with_name("paper_values.json")).read_text())
+
+
+def _color(methods: list[str]) -> alt.Color:
+    return alt.Color("method:N", title="method", sort=methods,
+                     scale=alt.Scale(domain=methods, range=[COLORS.get(m, "#1f77b4") for m in methods]))
+
+
+def _df(rows) -> pd.DataFrame:
+    return rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+
+
+def mixed_at_max_lam(pts: pd.DataFrame) -> pd.DataFrame:
+    """Keep, for each method with λ > 0, only its largest λ (the paper's 'mixed' is λ = 1, notes §3)."""
+    if pts.empty:
+        return pts
+    keep = []
+    for m, g in pts.groupby("method"):
+        keep.append(g[g["lam"] == g["lam"].max()] if (g["lam"] > 0).any() else g)
+    return pd.concat(keep, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Our panels
+
+def frontier_panel(rows, methods: list[str], xcol: str, ycol: str, title: str,
+                   trajectory: bool = True) -> alt.Chart | None:
+    """Sweep points (faint: trajectory; solid: final) and each method's Pareto line in (xcol, ycol)."""
+    pts = F.points(_df(rows), trajectory=trajectory)
+    pts = mixed_at_max_lam(pts[pts["method"].isin(methods)]) if len(pts) else pts
+    if pts.empty:
+        return None
+    methods = [m for m in methods if m in set(pts["method"])]
+    front = F.frontiers(pts, (xcol, ycol), by="method")
+    pts = pts.assign(kind=["final" if s == -1 else "trajectory" for s in pts["step"]])
+    tip = ["method", "lam", "seed", "stage3_lr", "step", xcol, ycol]
+    base = alt.Chart(pts).encode(
+        x=alt.X(f"{xcol}:Q", title=xcol, scale=alt.Scale(zero=False)),
+        y=alt.Y(f"{ycol}:Q", title=ycol, scale=alt.Scale(zero=False)), color=_color(methods))
+    dots = base.mark_point(filled=True).encode(
+        opacity=alt.Opacity("kind:N", scale=alt.Scale(domain=["final", "trajectory"], range=[0.9, 0.2]),
+                            legend=None),
+        size=alt.Size("kind:N", scale=alt.Scale(domain=["final", "trajectory"], range=[40, 12]), legend=None),
+        tooltip=[t for t in tip if t in pts.columns])
+    line = alt.Chart(front).mark_line(point=True, strokeWidth=2).encode(
+        x=f"x:Q", y=f"y:Q", color=_color(methods), order="x:Q")
+    return (dots + line).properties(title=title, width=W, height=H)
+
+
+def fig3_panel(rows, allocation: str, stage3_lr: float | None = None) -> alt.Chart | None:
+    """L_im and L_ret vs λ: mean over seeds, error bars ± 1 std, one line per |D_post|."""
+    df = _df(rows)
+    if df.empty:
+        return None
+    df = df[(df["allocation"] == allocation) & ~df["method"].astype(str).str.contains(r"\+|LoRA", regex=True)]
+    if df.empty:
+        return None
+    lr = float(df["stage3_lr"].min()) if stage3_lr is None else stage3_lr
+    df = df[df["stage3_lr"] == lr]
+    long = df.melt(id_vars=["post_tokens", "lam", "seed"], value_vars=["L_im", "L_ret"], var_name="loss")
+    g = long.groupby(["loss", "post_tokens", "lam"])["value"]
+    agg = g.mean().rename("mean").to_frame().join(g.std(ddof=1).fillna(0).rename("std")) \
+        .join(g.count().rename("n_seeds")).reset_index()
+    agg["lo"], agg["hi"] = agg["mean"] - agg["std"], agg["mean"] + agg["std"]
+    agg["post size"] = agg["post_tokens"].map(lambda t: f"{t:,} tok")
+    enc = dict(x=alt.X("lam:Q", title="λ"), color=alt.Color("post size:N"))
+    ln = alt.Chart().mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="loss (mean ± 1 std over seeds)", scale=alt.Scale(zero=False)),
+        tooltip=["post size", "lam", "mean", "std", "n_seeds"], **enc)
+    eb = alt.Chart().mark_errorbar().encode(y=alt.Y("lo:Q", title="loss (mean ± 1 std over seeds)"),
+                                            y2="hi:Q", **enc)
+    return alt.layer(ln, eb, data=agg).properties(width=W, height=H).facet(
+        column=alt.Column("loss:N", title=f"ours ({allocation}, stage-3 LR {lr:g})")
+    ).resolve_scale(y="independent")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper panels
+
+def paper_frontier_df(fig: str, pipeline: str | None = None, view: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Long table (fig, scale, pipeline, xname, yname, x, method, y) of a digitized frontier figure."""
+    pv = paper_values()
+    out = []
+    for f in [fig] + PAPER_1B.get(fig, []):
+        for e in pv.get(f, []):
+            if pipeline and e["pipeline"] != pipeline:
+                continue
+            xname, yname = e["x"], e["y"]
+            if view and (xname, yname) != view:
+                continue
+            for p in e["points"]:
+                for k, v in p.items():
+                    if k in ("x",):
+                        continue
+                    out.append({"fig": f, "scale": pv["model_scale"].get(f, "?"), "pipeline": e["pipeline"],
+                                "xname": xname, "yname": yname, "x": p["x"],
+                                "method": PAPER_METHOD.get(k, k), "y": v})
+    return pd.DataFrame(out)
+
+
+def paper_frontier_panel(fig: str, methods: list[str], view: tuple[str, str],
+                         pipeline: str | None = None) -> alt.Chart | None:
+    df = paper_frontier_df(fig, pipeline, view)
+    if df.empty:
+        return None
+    df = df[df["method"].isin(methods)]
+    scales = "/".join(sorted(set(df["scale"]), key=lambda s: s != "135M"))
+    df["source"] = df.apply(lambda r: f"{PAPER_LABEL.format(scale=r['scale'])} Fig {r['fig'][3:]}", axis=1)
+    return alt.Chart(df).mark_line(point=True, strokeWidth=1.5).encode(
+        x=alt.X("x:Q", title=f"{view[0]} (paper)", scale=alt.Scale(zero=False)),
+        y=alt.Y("y:Q", title=f"{view[1]} (paper)", scale=alt.Scale(zero=False)),
+        color=_color(methods), strokeDash=alt.StrokeDash("source:N", title="paper source",
+                                                      legend=alt.Legend(symbolType="stroke")),
+        detail="source:N", tooltip=["source", "pipeline", "method", "x", "y"],
+    ).properties(title=PAPER_LABEL.format(scale=scales) + f": {pipeline or 'all pipelines'}",
+                 width=W, height=H)
+
+
+def paper_fig3_panel(which: str) -> alt.Chart:
+    pv = paper_values()[which]
+    out = []
+    for size, d in pv["by_post_size"].items():
+        for loss in ("L_im", "L_ret"):
+            for lam, v in zip(pv["lams"], d[loss]):
+                out.append({"post size": size, "loss": loss, "lam": lam, "value": v})
+    label = PAPER_LABEL.format(scale=paper_values()["model_scale"][which])
+    return alt.Chart(pd.DataFrame(out)).mark_line(point=True, strokeDash=[4, 2]).encode(
+        x=alt.X("lam:Q", title="λ"), y=alt.Y("value:Q", title="loss (paper)", scale=alt.Scale(zero=False)),
+        color=alt.Color("post size:N", title="paper |D_post|", sort=list(pv["by_post_size"])), tooltip=["post size", "lam", "value"],
+    ).properties(width=W, height=H).facet(
+        column=alt.Column("loss:N", title=f"{label}, Fig {which[3:]}, stage-3 LR {pv['stage3_lr']:g}")
+    ).resolve_scale(y="independent")
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole figures
+
+def _stack(ours: list, paper: list, title: str) -> alt.VConcatChart | None:
+    ours = [c for c in ours if c is not None]
+    paper = [c for c in paper if c is not None]
+    if not ours:
+        return None
+    rows = [alt.hconcat(*ours)]
+    if paper:
+        rows.append(alt.hconcat(*paper))
+    return alt.vconcat(*rows).resolve_scale(color="independent", strokeDash="independent").properties(
+        title=alt.TitleParams(title, anchor="start"))
+
+
+def fig2(rows, pipeline: str, trajectory: bool = True) -> alt.VConcatChart | None:
+    """Fig 2: unmixed vs mixed frontiers in both views for one pipeline."""
+    df = _df(rows)
+    df = df[df["pipeline"] == pipeline] if len(df) else df
+    ms = FIG_METHODS["fig2"]
+    ours = [frontier_panel(df, ms, *F.view_axes(v), f"ours: {pipeline}, {v}", trajectory) for v in F.VIEWS]
+    paper = [paper_frontier_panel("fig2", ms, F.view_axes(v), pipeline) for v in F.VIEWS]
+    return _stack(ours, paper, f"Fig 2: mixing and the frontiers ({pipeline}); lower-left is better")
+
+
+def fig3(rows, allocation: str = "added") -> alt.VConcatChart | None:
+    """Fig 3a (allocation='added') or 3b ('split'): L_im and L_ret vs λ, per post size."""
+    which = "fig3a" if allocation == "added" else "fig3b"
+    ours = fig3_panel(rows, allocation)
+    if ours is None:
+        return None
+    what = "λ·|D_post| added to stage 1" if allocation == "added" else "compute-matched λ / (1−λ) split"
+    return alt.vconcat(ours, paper_fig3_panel(which)).resolve_scale(color="independent").properties(
+        title=alt.TitleParams(f"Fig {which[3:]}: immediate vs retained loss over λ ({what})", anchor="start"))
+
+
+def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.VConcatChart | None:
+    """Figs 4–7: several methods' frontiers; x = L_ret, y = L_ft (Fig 5: y = L_pre)."""
+    view = ("L_ret", "L_pre") if fig == "fig5" else F.FIG4_VIEW
+    ms = FIG_METHODS[fig]
+    df = _df(rows)
+    df = df[df["pipeline"] == pipeline] if len(df) else df
+    present = set(df["method"]) if len(df) else set()
+    if not (present & (set(ms) - {"unmixed", "mixed"})):
+        return None  # nothing beyond Fig 2 to show
+    ours = [frontier_panel(df, ms, *view, f"ours: {pipeline}", trajectory)]
+    paper = [paper_frontier_panel(fig, ms, view, pipeline)]
+    titles = {"fig4": "Fig 4: replay and dropout on top of mixing", "fig5": "Fig 5: C4 retention",
+              "fig6": "Fig 6: dropout / replay without mixing", "fig7": "Fig 7: full fine-tuning vs LoRA"}
+    return _stack(ours, paper, titles[fig])
+
+
+def save(chart: alt.TopLevelMixin, stem: str | Path) -> dict[str, Path]:
+    """stem.png, stem.svg and a self-contained stem.html (inline=True), each written atomically."""
+    stem = Path(stem)
+    out = {}
+    with alt.data_transformers.disable_max_rows():
+        for fmt in ("png", "svg", "html"):
+            path = stem.with_suffix(f".{fmt}")
+            with atomic_path(path) as tmp:
+                kw = {"inline": True} if fmt == "html" else ({"scale_factor": 1.5} if fmt == "png" else {})
+                chart.save(str(tmp), format=fmt, **kw)
+            out[f"{stem.name}.{fmt}"] = path
+    return out
+
+
+def all_figures(rows, trajectory: bool = True) -> dict[str, alt.TopLevelMixin]:
+    """Every figure the rows allow, keyed by file stem (e.g. 'fig2_music-chem', 'fig3a')."""
+    df = _df(rows)
+    figs: dict[str, alt.TopLevelMixin | None] = {}
+    if df.empty:
+        return {}
+    for pipe in sorted(set(df["pipeline"])):
+        tag = pipe.replace("->", "-")
+        figs[f"fig2_{tag}"] = fig2(df, pipe, trajectory)
+        for f in ("fig4", "fig5", "fig6", "fig7"):
+            figs[f"{f}_{tag}"] = fig_methods(df, f, pipe, trajectory)
+    figs["fig3a"] = fig3(df, "added")
+    figs["fig3b"] = fig3(df, "split")
+    return {k: v for k, v in figs.items() if v is not None}
+
+
+def save_all(rows: Iterable[dict] | pd.DataFrame, out_dir: str | Path, trajectory: bool = True) -> dict[str, Path]:
+    """Save every available figure as PNG/SVG/HTML under out_dir; returns {file name: path}."""
+    out: dict[str, Path] = {}
+    for stem, chart in all_figures(rows, trajectory).items():
+        out |= save(chart, Path(out_dir) / stem)
+    return out

@@ -1,0 +1,152 @@
+"""Claims on synthetic rows (eelib.claims): verdicts, thresholds, missing data, files written."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from eelib import claims as CL
+
+LRS = (1e-3, 3e-3)
+
+
+def frontier_rows(method, lam, seed, shift=0.0, noise=0.0, allocation="added", post=1000, pipeline="music->chem"):
+    """Rows whose (L_ft, L_ret) lie on L_ret = 5 - L_ft (+ shift, + per-seed noise); L_pre likewise."""
+    rng = np.random.default_rng(seed * 1000 + int(lam * 100) + len(method))
+    out = []
+    for lr in LRS:
+        for s2lr in (1e-3, 2e-3):
+            lft = 2.0 + 1000 * lr + 100 * s2lr
+            e = noise * rng.standard_normal()
+            lret = 5.0 - lft + shift + e
+            traj = [{"step": k, "tokens": k, "L_ft": lft + 0.2 * (3 - k), "L_ret": lret - 0.2 * (3 - k),
+                     "L_pre": 4.0 - 0.5 * lret + shift} for k in range(4)]
+            out.append({"experiment": "syn", "run": f"{method}-{lam}-{seed}-{s2lr}", "pipeline": pipeline,
+                        "allocation": allocation, "method": method, "seed": seed, "lam": lam,
+                        "post_tokens": post, "stage2_lr": s2lr, "stage2_batch": 8, "dropout": 0.0,
+                        "replay": 0.0, "lora_r": 0, "stage3_lr": lr, "L_im": 2.0, "L_ret": lret, "L_ft": lft,
+                        "L_pre": 4.0 - 0.5 * lret + shift, "trajectory": traj})
+    return out
+
+
+def by_id(cl):
+    return {c["id"]: c for c in cl}
+
+
+def test_t_sf_known_values():
+    assert CL.t_sf(1.0, 1) == pytest.approx(0.25)
+    assert CL.t_sf(2.919986, 2) == pytest.approx(0.05, abs=1e-5)
+    assert CL.t_sf(2.015048, 5) == pytest.approx(0.05, abs=1e-5)
+    assert CL.t_sf(1.812461, 10) == pytest.approx(0.05, abs=1e-5)
+    assert CL.t_sf(-1.0, 3) == pytest.approx(1 - CL.t_sf(1.0, 3))
+    assert CL.sign_test_p([1, 1, 1]) == pytest.approx(1 / 8)
+
+
+def test_clear_effect_holds():
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0.0, 0.01)
+            + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
+    c = by_id(CL.evaluate(rows))
+    assert c["a"]["verdict"] == CL.HOLDS
+    assert c["a"]["numbers"]["mean"] == pytest.approx(0.3, abs=0.05)
+    assert c["b"]["verdict"] == CL.HOLDS
+    assert c["d"]["verdict"] == CL.INCONCLUSIVE and "split" in c["d"]["reason"]
+    assert c["e"]["verdict"] == CL.INCONCLUSIVE and c["f"]["verdict"] == CL.INCONCLUSIVE
+
+
+def test_no_effect_does_not_hold():
+    rows = [r for s in range(4) for r in frontier_rows("unmixed", 0.0, s) + frontier_rows("mixed", 1.0, s)]
+    c = by_id(CL.evaluate(rows))
+    assert c["a"]["verdict"] == CL.NOT_HOLD
+    assert c["a"]["numbers"]["mean"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_opposite_effect_does_not_hold():
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, 0.2, 0.01)]
+    assert by_id(CL.evaluate(rows))["a"]["verdict"] == CL.NOT_HOLD
+
+
+def test_too_few_seeds_inconclusive():
+    rows = [r for s in range(2) for r in frontier_rows("unmixed", 0.0, s) + frontier_rows("mixed", 1.0, s, -0.3)]
+    c = by_id(CL.evaluate(rows))
+    assert c["a"]["verdict"] == CL.INCONCLUSIVE and "2 seed" in c["a"]["reason"]
+
+
+def test_mixed_uses_largest_lambda():
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01)
+            + frontier_rows("mixed", 0.5, s, +0.5, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
+    c = by_id(CL.evaluate(rows))
+    assert c["a"]["verdict"] == CL.HOLDS and c["a"]["numbers"]["lam"]["mixed"] == 1.0
+
+
+def test_replay_dropout_and_lora():
+    rows = []
+    for s in range(3):
+        rows += frontier_rows("mixed", 1.0, s, 0, 0.01) + frontier_rows("mixed+replay", 1.0, s, -0.2, 0.01)
+        rows += frontier_rows("mixed+dropout", 1.0, s, -0.1, 0.01)
+        rows += frontier_rows("LoRA-unmixed", 0.0, s, 0, 0.01) + frontier_rows("LoRA-mixed", 1.0, s, -0.2, 0.01)
+    c = by_id(CL.evaluate(rows))
+    assert c["e"]["verdict"] == CL.HOLDS and len(c["e"]["parts"]) == 2
+    assert c["f"]["verdict"] == CL.HOLDS
+    rows = [r for r in rows if r["method"] != "mixed+dropout"]
+    assert by_id(CL.evaluate(rows))["e"]["verdict"] == CL.INCONCLUSIVE
+
+
+def fig3_rows(allocation, curve_ret, curve_im, seeds=3, noise=0.005):
+    rows = []
+    for s in range(seeds):
+        rng = np.random.default_rng(s)
+        for lam, lr_, li in zip((0.0, 0.25, 0.5, 0.75, 1.0), curve_ret, curve_im):
+            for r in frontier_rows("mixed" if lam else "unmixed", lam, s, allocation=allocation)[:1]:
+                r.update(L_ret=lr_ + noise * rng.standard_normal(), L_im=li + noise * rng.standard_normal(),
+                         stage3_lr=1e-3)
+                rows.append(r)
+    return rows
+
+
+def test_fig3a_flat_im_improving_ret():
+    rows = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.80, 1.79, 1.80, 1.79, 1.795])
+    assert by_id(CL.evaluate(rows))["c"]["verdict"] == CL.HOLDS
+    rows = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.80, 1.75, 1.70, 1.65, 1.60])  # L_im moves too
+    c = by_id(CL.evaluate(rows))["c"]
+    assert c["verdict"] == CL.NOT_HOLD and "not flat" in c["reason"]
+    assert by_id(CL.evaluate(fig3_rows("added", [2.2] * 5, [1.8] * 5, seeds=2)))["c"]["verdict"] == CL.INCONCLUSIVE
+
+
+def test_paper_fig3a_numbers_pass_flat_rule():
+    """The rule is calibrated so the paper's own digitized Fig 3a counts as 'flat L_im'."""
+    from eelib.figures import paper_values
+    for d in paper_values()["fig3a"]["by_post_size"].values():
+        d_ret, d_im = d["L_ret"][0] - d["L_ret"][-1], d["L_im"][0] - d["L_im"][-1]
+        assert d_ret > 0 and abs(d_im) <= CL.FLAT_RATIO * d_ret
+
+
+def test_fig3b_interior_optimum():
+    rows = fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.33], [2.0, 2.03, 2.1, 2.2, 2.1])
+    c = by_id(CL.evaluate(rows))["d"]
+    assert c["verdict"] == CL.HOLDS and c["parts"][0]["lam_star"] == 0.25
+    rows = fig3_rows("split", [2.3, 2.25, 2.2, 2.15, 2.1], [2.0] * 5)   # monotone: optimum at the end
+    assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.NOT_HOLD
+
+
+def test_empty_rows_all_inconclusive():
+    assert {c["verdict"] for c in CL.evaluate([])} == {CL.INCONCLUSIVE}
+
+
+def test_written_files(tmp_path):
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
+    paths = CL.write(CL.evaluate(rows), tmp_path, "syn", len(rows))
+    md = paths["claims_md"].read_text()
+    js = json.loads(paths["claims_json"].read_text())
+    assert "| a. Mixing improves" in md and "**holds**" in md
+    assert [c["id"] for c in js["claims"]] == list("abcdef") and js["min_seeds"] == 3
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_report_end_to_end(tmp_path):
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
+    rdir = tmp_path / "syn" / "runs" / "all"
+    rdir.mkdir(parents=True)
+    (rdir / "result.json").write_text(json.dumps({"rows": rows}))
+    paths = CL.report("syn", tmp_path, figures=False)
+    assert paths["claims_json"].exists()
+    assert CL.main_report(["nope", "--root", str(tmp_path)]) == 2

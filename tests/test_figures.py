@@ -1,0 +1,39 @@
+"""Figures from synthetic rows: saved as PNG/SVG/HTML, with the paper's digitized panel present."""
+import json
+
+from eelib import figures as FG
+from test_claims import fig3_rows, frontier_rows
+
+
+def rows():
+    out = []
+    for s in range(3):
+        out += frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)
+        out += frontier_rows("mixed+replay", 1.0, s, -0.4, 0.01)
+    return out + fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.8] * 5)
+
+
+def test_paper_values_copied_with_source():
+    pv = FG.paper_values()
+    assert "2605.12705" in pv["provenance"] and pv["fig3a"]["by_post_size"]["300M"]["L_ret"][-1] == 1.682
+
+
+def test_figures_save_and_overlay(tmp_path):
+    figs = FG.all_figures(rows())
+    assert {"fig2_music-chem", "fig3a", "fig4_music-chem", "fig5_music-chem"} <= set(figs)
+    assert not {"fig3b", "fig6_music-chem", "fig7_music-chem"} & set(figs)   # no split, unmixed+X, LoRA rows
+    spec = json.dumps(figs["fig2_music-chem"].to_dict())
+    assert "paper (digitized, 135M" in spec and "ours: music->chem" in spec
+    assert "paper (digitized, 135M)" in json.dumps(figs["fig3a"].to_dict())
+    paths = FG.save(figs["fig2_music-chem"], tmp_path / "fig2")
+    png, svg, html = (tmp_path / f"fig2.{e}" for e in ("png", "svg", "html"))
+    assert set(paths.values()) == {png, svg, html}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in svg.read_text()[:500] and "paper (digitized" in svg.read_text()
+    h = html.read_text()
+    assert "paper (digitized" in h and "cdn.jsdelivr" not in h   # inline: works offline
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_no_rows_no_figures():
+    assert FG.all_figures([]) == {}
