@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     p_bat.add_argument("--workers", type=int, default=None, help="default: one per GPU, else one per core")
     p_bat.add_argument("--executor", choices=["papermill", "python"], default="papermill")
     p_bat.add_argument("--no-report", action="store_true", help="skip the figures and claims report")
+    for p in (p_run, p_bat):
+        p.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="add a seed axis to the grid (e.g. --seeds 0 1 2)")
+    p_rep = sub.add_parser("report", help="figures + claims report for an experiment's results")
+    p_rep.add_argument("experiment")
+    p_rep.add_argument("--out", default="outputs")
     p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
     p_one.add_argument("params")
     p_one.add_argument("--run", required=True)
@@ -67,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from eelib import config as C
+    if args.cmd == "report":
+        _report(args.experiment, args.out)
+        return 0
     try:
         cfg = C.load(args.params, _overrides(args.set))
+        if getattr(args, "seeds", None):
+            cfg.grid = {**cfg.grid, "seed": list(args.seeds)}
+            C.validate(cfg)
         if args.cmd == "check":
             from eelib.pipeline import grid_runs
             runs = grid_runs(cfg)

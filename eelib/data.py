@@ -105,7 +105,7 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
     n_exact = n_windows * data.seq_len
     # Key on the prefix length, not the budget: a longer cached prefix serves shorter requests.
     key = digest([corpus, split, data.source, data.tokenizer, data.data_files.get(corpus), CORPUS_SEED])
-    cache = Path(data.cache_dir) / "tokens"
+    cache = cache_root(data) / "tokens"
     best = None
     if cache.exists():
         for p in cache.glob(f"{corpus}-{split}-{key}-*.npy"):
@@ -121,6 +121,13 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
         flat = _pack(docs, tok, n_exact)
         atomic_save_npy(cache / f"{corpus}-{split}-{key}-{n_exact}.npy", flat)
     return Windows(corpus, split, np.ascontiguousarray(flat).reshape(n_windows, data.seq_len))
+
+
+def cache_root(data: DataConfig) -> Path:
+    """Where tokenized corpora live; shared by every run on this machine (the key says what's inside)."""
+    if data.cache_dir:
+        return Path(data.cache_dir)
+    return Path(os.environ.get("EELIB_CACHE_DIR") or Path.home() / ".cache" / "eelib")
 
 
 def vocab_size(data: DataConfig) -> int:

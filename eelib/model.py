@@ -106,9 +106,18 @@ def set_dropout(model: LlamaForCausalLM, p: float) -> None:
 LORA_TARGETS = ["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]
 
 
+def lora_targets(model: LlamaForCausalLM) -> list[str]:
+    # A tied head *is* the embedding matrix: an adapter on it, once merged, would silently change
+    # the input embeddings too. So with tied embeddings (SmolLM2-135M, CPU presets) the head is left
+    # out; the untied paper-1b gets it (docs/decisions.md).
+    if model.config.tie_word_embeddings:
+        return [t for t in LORA_TARGETS if t != "lm_head"]
+    return LORA_TARGETS
+
+
 def add_lora(model: LlamaForCausalLM, r: int, alpha: int, dropout: float):
     from peft import LoraConfig, get_peft_model
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
                      bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
 

@@ -164,7 +164,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     mix = Mixture(sources, seed=cfg.seed)
     model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
     spec = LoopSpec(lr=s1.lr, min_lr=s1.min_lr, warmup_steps=s1.warmup_steps,
-                    weight_decay=s1.weight_decay, batch_size=s1.batch_size, grad_accum=s1.grad_accum,
+                    weight_decay=s1.weight_decay, batch_size=s1.batch_size, micro_batch=s1.micro_batch,
                     max_steps=_steps(mix.total, s1.batch_size), ckpt_interval=50)
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed, compile=cfg.compile, desc=f"stage1 λ={s1.lam}", progress=progress)
@@ -225,7 +225,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     max_steps = (_steps(mix.total, s2.batch_size) if split
                  else max(1, s2.max_tokens // (s2.batch_size * d.seq_len)))
     spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=s2.warmup_steps,
-                    weight_decay=s2.weight_decay, batch_size=s2.batch_size, grad_accum=s2.grad_accum,
+                    weight_decay=s2.weight_decay, batch_size=s2.batch_size, micro_batch=s2.micro_batch,
                     max_steps=max_steps, eval_interval=s2.eval_interval,
                     patience=0 if split else s2.patience, early_stop_key="L_post_val")
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
@@ -269,7 +269,7 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     ft = corpus_windows(cfg.ft_corpus, "train", s3.tokens, d)
     mix = Mixture([Source(cfg.ft_corpus, ft.tokens, 1.0, once=True, quota=ft.n)], seed=cfg.seed + 2)
     spec = LoopSpec(lr=lr, min_lr=lr * s3.min_lr_ratio, warmup_steps=s3.warmup_steps,
-                    weight_decay=s3.weight_decay, batch_size=s3.batch_size, grad_accum=s3.grad_accum,
+                    weight_decay=s3.weight_decay, batch_size=s3.batch_size, micro_batch=s3.micro_batch,
                     max_steps=_steps(mix.total, s3.batch_size), eval_interval=s3.eval_interval)
     # The trajectory (every eval_interval steps) feeds the frontiers: each point is a checkpoint.
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,

@@ -1,0 +1,120 @@
+"""What the notebooks call: build a config from papermill parameters, resolve paths, show stages.
+
+A stage notebook's `parameters` cell holds the ExperimentConfig fields as literals (papermill's
+`-f params/x.yaml` injects a params file's top-level keys under the same names), plus a few
+conveniences: `lam` overrides stage1.lam, `run` names the run, `out_dir` the outputs root.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from eelib import config as C
+
+REPO = Path(__file__).resolve().parent.parent
+FIELDS = [f.name for f in dataclasses.fields(C.ExperimentConfig)]
+
+
+def resolve(path: str | Path) -> Path:
+    """A path as given if it exists from here, else relative to the repo (works from any cwd)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO / p if (REPO / p).exists() else p
+
+
+def outputs(out_dir: str | Path = "outputs") -> Path:
+    """The outputs root; $EELIB_OUTPUTS wins when set (tests point it at a temp dir)."""
+    return Path(os.environ.get("EELIB_OUTPUTS") or out_dir)
+
+
+def config(params: dict, lam: float | None = None, **overrides) -> C.ExperimentConfig:
+    """ExperimentConfig from a notebook's variables (pass `globals()`); other names are ignored.
+
+    The `grid` is dropped: a stage notebook runs one config (the batch runner expands grids).
+    """
+    raw = {k: params[k] for k in FIELDS if k in params and params[k] is not None}
+    raw["grid"] = {}
+    if lam is not None:
+        C.set_dotted(raw, "stage1.lam", lam)
+    for k, v in overrides.items():
+        C.set_dotted(raw, k, v)
+    return C.from_dict(raw)
+
+
+def stage_table(*stages) -> "pandas.DataFrame":
+    """One row per finished stage: held-out losses on D_pre / D_post / D_ft, steps, seconds."""
+    import pandas as pd
+    rows = []
+    for s in stages:
+        rec = s.record
+        losses = rec.get("losses", {})
+        rows.append({"stage": s.stage, "dir": s.dir.name, "steps": rec.get("steps"),
+                     "L_pre (C4)": losses.get("L_pre_val", rec.get("L_pre")),
+                     "L_post": losses.get("L_post_val", rec.get("L_ret")),
+                     "L_ft": losses.get("L_ft_val", rec.get("L_ft")),
+                     "seconds": round(rec.get("seconds", 0.0), 1)})
+    return pd.DataFrame(rows)
+
+
+def mixture_table(stage) -> "pandas.DataFrame":
+    """The stage's mixture audit: windows and tokens delivered per source vs requested."""
+    import pandas as pd
+    return pd.DataFrame([{"source": k, **v} for k, v in stage.record.get("mixture", {}).items()])
+
+
+def early_stopping_chart(stage2):
+    """Stage-2 validation loss on D_post against steps, the chosen (best) step marked."""
+    import altair as alt
+    import pandas as pd
+    traj = pd.DataFrame(stage2.record.get("trajectory", []))
+    if traj.empty:
+        return alt.Chart(pd.DataFrame({"note": ["stage 2 was skipped (λ=1 under the split)"]})).mark_text().encode(text="note")
+    line = alt.Chart(traj).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="stage-2 step"), y=alt.Y("L_post_val:Q", title="L(θ; D_post val)", scale=alt.Scale(zero=False)))
+    best = stage2.record.get("best_step", -1)
+    rule = alt.Chart(pd.DataFrame({"step": [best]})).mark_rule(color="purple", strokeDash=[4, 3]).encode(x="step:Q")
+    return (line + rule).properties(title="Stage 2: early stopping on D_post validation loss", width=420, height=220)
+
+
+def trajectory_chart(stage3s):
+    """Stage-3 forgetting: L_ret, L_ft and L_pre along fine-tuning, one line per learning rate."""
+    import altair as alt
+    import pandas as pd
+    rows = []
+    for s in stage3s:
+        for r in s.record["trajectory"]:
+            for m in ("L_ret", "L_ft", "L_pre"):
+                rows.append({"lr": f"{s.record['lr']:g}", "tokens": r["tokens"], "loss": m, "value": r[m]})
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("tokens:Q", title="stage-3 tokens"), y=alt.Y("value:Q", scale=alt.Scale(zero=False), title="held-out loss"),
+        color=alt.Color("lr:N", title="stage-3 LR"), column=alt.Column("loss:N", title=None),
+    ).properties(width=220, height=200, title="Stage 3: loss trajectories")
+
+
+def run_grid(cfg: C.ExperimentConfig, root: Path, workers: int = 1) -> None:
+    """Every run of the grid: in this kernel (workers=1) or in worker processes (eelib.batch)."""
+    if workers <= 1:
+        from eelib.pipeline import run_experiment
+        run_experiment(cfg, root=root, progress=False)
+        return
+    from eelib.batch import execute
+    summary = execute(cfg, executor="python", workers=workers, root=root)
+    if summary["failed"]:
+        print("failed runs:", summary["failed"], "- see", root / cfg.name / "summary.md")
+
+
+def rows_table(rows: list[dict]) -> "pandas.DataFrame":
+    import pandas as pd
+    cols = ["run", "pipeline", "method", "lam", "post_tokens", "seed", "stage2_lr", "stage3_lr",
+            "L_im", "L_ret", "L_ft", "L_pre"]
+    df = pd.DataFrame(rows)
+    return df[[c for c in cols if c in df]] if len(df) else df
+
+
+def claims_table(verdicts: list[dict]) -> "pandas.DataFrame":
+    import pandas as pd
+    return pd.DataFrame([{"claim": f"{c['id']}. {c['claim']}", "paper": c["paper"],
+                          "verdict": c["verdict"], "numbers": c["reason"]} for c in verdicts])
