@@ -5,6 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PARAMS  ?= params/quick.yaml
+SEEDS   ?=
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -23,11 +24,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# `make run SEEDS="0 1 2"`: the same grid over three seeds, as experiment quick-seeds (~25 min).
 run: $(STAMP)
-	$(BIN)/eelib batch $(PARAMS) --workers 2
+	$(BIN)/eelib batch $(PARAMS) --workers 2 $(if $(SEEDS),--seeds $(SEEDS) --set name=quick-seeds)
 
 readme: $(STAMP)
-	$(BIN)/python tools/update_readme.py outputs/quick
+	$(BIN)/python tools/update_readme.py $(if $(wildcard outputs/quick-seeds/results.jsonl),outputs/quick-seeds,outputs/quick)
 
 test: $(STAMP)
 	EELIB_OUTPUTS=$$(mktemp -d) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)

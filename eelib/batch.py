@@ -9,6 +9,10 @@ and the other runs go on. Runs are disjoint directories claimed by the parent be
 starts; stages shared by several runs (e.g. one stage-1 checkpoint under many stage-2 variants)
 are built once under a file lock and reused. Finished runs are reused, not rerun.
 
+With executor="ray" each run is a Ray task (one GPU, or one CPU where the cluster has no GPUs)
+that runs the same `python -m eelib run-one` command on whichever node Ray picks; the outputs
+root must then be on a filesystem every node shares (docs/scaling.md). Install: eelib[ray].
+
 With papermill each run executes notebooks/pretrain.ipynb → posttrain.ipynb → finetune.ipynb
 with the run's resolved config (`-f config.yaml`) in the current environment's `python3` kernel;
 the executed copies land in outputs/<experiment>/runs/<run>/.
@@ -51,10 +55,10 @@ def default_workers(cfg: C.ExperimentConfig) -> int:
 
 def _commands(executor: str, rdir: Path, run: str, root: Path) -> list[list[str]]:
     cfg_file = str(rdir / "config.yaml")
-    if executor == "python":
+    if executor in ("python", "ray"):
         return [[sys.executable, "-m", "eelib", "run-one", cfg_file, "--run", run, "--out", str(root)]]
     if executor != "papermill":
-        raise ValueError(f"executor must be python or papermill, got {executor!r}")
+        raise ValueError(f"executor must be python, papermill or ray, got {executor!r}")
     cmds = []
     for nb in STAGE_NOTEBOOKS:
         cmds.append([sys.executable, "-m", "papermill", str(NOTEBOOKS / nb), str(rdir / nb),
@@ -63,7 +67,7 @@ def _commands(executor: str, rdir: Path, run: str, root: Path) -> list[list[str]
     return cmds
 
 
-def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict) -> dict:
+def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: str | None = None) -> dict:
     t0 = time.time()
     log = rdir / "log.txt"
     status, error = "done", None
@@ -71,7 +75,7 @@ def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict) -> dict
         for cmd in _commands(executor, rdir, run, root):
             f.write(f"$ {' '.join(cmd)}\n")
             f.flush()
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
             if rc != 0:
                 status = "failed"
                 error = f"exit {rc} in {Path(cmd[3]).name if executor == 'papermill' else 'run-one'}; see {log}"
@@ -82,11 +86,43 @@ def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict) -> dict
             "error": error}
 
 
+# Driver environment a Ray task passes on to its run (the worker's own env supplies the rest,
+# including the CUDA_VISIBLE_DEVICES Ray assigns).
+_RAY_ENV_PREFIXES = ("EELIB_", "HF_", "TRANSFORMERS_", "TORCHINDUCTOR_", "PYTHONPATH", "OMP_NUM_THREADS")
+
+
+def _ray_task():
+    """`_run_one` as a Ray remote function: one GPU per run where the cluster has GPUs, else one CPU."""
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("executor='ray' needs Ray: pip install 'eelib[ray]'") from e
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+                 log_to_driver=False)
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+
+    def remote_run(run: str, rdir: str, root: str, env_extra: dict, cwd: str) -> dict:
+        env = dict(os.environ, **env_extra)
+        return _run_one("ray", run, Path(rdir), Path(root), env, cwd=cwd)
+    opts = {"num_gpus": 1} if has_gpu else {"num_cpus": 1}
+    return ray.remote(**opts)(remote_run).options(max_retries=0), ray
+
+
+def _ray_workers() -> int:
+    import ray
+    res = ray.cluster_resources()
+    return int(res.get("GPU", 0)) or max(1, int(res.get("CPU", 1)))
+
+
 def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: int | None = None,
             root: str | Path = "outputs", progress: bool = True, rerun_failed: bool = True) -> dict:
     """Run every run of the grid; returns (and writes) the summary. Never raises for a failed run."""
     root = Path(root).resolve()
     runs = grid_runs(cfg)
+    if executor == "ray":
+        ray_run, ray = _ray_task()
+        workers = workers or _ray_workers()
     workers = workers or default_workers(cfg)
     n_gpu = _gpu_count()
     # Claim every run directory first (refusing ones made by a different config), so workers only
@@ -112,7 +148,11 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))
         try:
-            res = _run_one(executor, run, rdir, root, env)
+            if executor == "ray":  # the same command, wherever Ray places it
+                extra = {k: v for k, v in env.items() if k.startswith(_RAY_ENV_PREFIXES)}
+                res = ray.get(ray_run.remote(run, str(rdir), str(root), extra, os.getcwd()))
+            else:
+                res = _run_one(executor, run, rdir, root, env)
         finally:
             slots.put(slot)
         with lock:

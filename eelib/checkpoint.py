@@ -22,13 +22,22 @@ from pathlib import Path
 
 import torch
 
-from eelib.io import _fsync_dir, atomic_write_json, check_free_disk, sha256_file
+from eelib.io import DIR_MODE, _fsync_dir, atomic_write_json, check_free_disk, fault_point, sha256_file
 
 
-def _write_dir(dest: Path, files: dict[str, object], meta: dict) -> None:
-    """Write `files` (name -> torch-saveable) and a manifest into `dest`, atomically as a dir."""
+def _write_dir(dest: Path, files: dict[str, object], meta: dict, fault: str = "") -> None:
+    """Write `files` (name -> torch-saveable) and a manifest into `dest`, atomically as a dir.
+
+    A kill at any point leaves `dest` as it was (absent, or the previous complete version) plus,
+    at worst, a hidden `.<name>.*` temp dir that nothing reads.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Temp dirs left by a writer killed mid-write (each as big as the payload). One process owns
+    # a stage directory at a time (stages._locked), so none of these is being written now.
+    for stale in dest.parent.glob(f".{dest.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(tmp, DIR_MODE)
     try:
         manifest = dict(meta, files={})
         for name, obj in files.items():
@@ -38,6 +47,8 @@ def _write_dir(dest: Path, files: dict[str, object], meta: dict) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        if fault:
+            fault_point(fault)  # tests: SIGKILL with the payload written but no manifest yet
         atomic_write_json(tmp / "manifest.json", manifest)
         _fsync_dir(tmp)
         if dest.exists():  # same step rewritten (e.g. resumed exactly at a checkpoint)
@@ -54,10 +65,12 @@ def _write_dir(dest: Path, files: dict[str, object], meta: dict) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify(d: Path) -> dict | None:
-    """The manifest if every file matches it, else None."""
+def verify(d: Path, expect: str | None = None) -> dict | None:
+    """The manifest if every file matches it (and it lists `expect`), else None."""
     try:
         manifest = json.loads((d / "manifest.json").read_text())
+        if expect is not None and expect not in manifest["files"]:
+            return None
         for name, info in manifest["files"].items():
             p = d / name
             if p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
@@ -72,8 +85,11 @@ def save_checkpoint(stage_dir: Path, step: int, state: dict, meta: dict, keep: i
     need = sum(t.numel() * t.element_size() for t in _tensors(state))
     check_free_disk(ckdir, need, "a checkpoint")
     dest = ckdir / f"step-{step:07d}"
-    _write_dir(dest, {"state.pt": state}, dict(meta, step=step))
-    for old in sorted(ckdir.glob("step-*"))[:-keep]:
+    _write_dir(dest, {"state.pt": state}, dict(meta, step=step),
+               fault=f"{Path(stage_dir).parent.name}:ckpt:{step}")
+    # Prune by step among complete names only: a leftover `step-N.old` must not take the place
+    # of a real checkpoint among the `keep` newest.
+    for old in sorted(d for d in ckdir.glob("step-*") if d.name[5:].isdigit())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return dest
 
@@ -82,9 +98,9 @@ def load_latest(stage_dir: Path, digest: str) -> dict | None:
     """The newest checkpoint that verifies and belongs to this config; None if there is none."""
     ckdir = Path(stage_dir) / "ckpt"
     for d in sorted(ckdir.glob("step-*"), reverse=True) if ckdir.exists() else []:
-        if d.name.endswith(".old"):
+        if not d.name[5:].isdigit():  # step-N.old: a swap interrupted mid-way
             continue
-        manifest = verify(d)
+        manifest = verify(d, expect="state.pt")
         if manifest is None:
             print(f"[eelib] checkpoint {d} is corrupt or incomplete; falling back to the previous one",
                   file=sys.stderr)
@@ -99,12 +115,13 @@ def load_latest(stage_dir: Path, digest: str) -> dict | None:
 def save_model(dest: Path, state_dict: dict, meta: dict) -> None:
     need = sum(t.numel() * t.element_size() for t in state_dict.values())
     check_free_disk(dest, need, "model weights")
-    _write_dir(Path(dest), {"model.pt": state_dict}, meta)
+    dest = Path(dest)
+    _write_dir(dest, {"model.pt": state_dict}, meta, fault=f"{dest.parent.parent.name}:final")
 
 
 def load_model(d: Path) -> dict:
     d = Path(d)
-    if verify(d) is None:
+    if verify(d, expect="model.pt") is None:
         raise RuntimeError(f"model weights in {d} are missing or corrupt (manifest check failed); "
                            "delete that directory and rerun to rebuild it")
     return torch.load(d / "model.pt", map_location="cpu", weights_only=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -9,12 +10,16 @@ import yaml
 
 
 def _overrides(pairs: list[str]) -> dict:
+    from eelib.config import ConfigError
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise SystemExit(f"eelib: error: --set {p!r}: use field=value, e.g. --set stage1.lam=0.5")
+            raise ConfigError(f"--set {p!r}: use field=value, e.g. --set stage1.lam=0.5")
         k, v = p.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {k}: {v!r} is not valid YAML; quote or fix the value") from None
     return out
 
 
@@ -54,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p_bat.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p_bat.add_argument("--out", default="outputs")
     p_bat.add_argument("--workers", type=int, default=None, help="default: one per GPU, else one per core")
-    p_bat.add_argument("--executor", choices=["papermill", "python"], default="papermill")
+    p_bat.add_argument("--executor", choices=["papermill", "python", "ray"], default="papermill",
+                       help="ray: each run is a Ray task (pip install 'eelib[ray]'; docs/scaling.md)")
     p_bat.add_argument("--no-report", action="store_true", help="skip the figures and claims report")
     for p in (p_run, p_bat):
         p.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -90,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}")
             return 0
         if args.cmd == "run-one":
-            from eelib import pipeline
-            pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False)
+            from eelib import distributed, pipeline
+            distributed.init_from_env()  # torchrun / accelerate launch: one DDP group (no-op alone)
+            try:
+                pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False)
+            finally:
+                distributed.shutdown()
             return 0
         if args.cmd == "run" and args.workers == 1:
             from eelib import pipeline
@@ -116,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     except C.ConfigError as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2
+    except (FloatingPointError, OSError, RuntimeError) as e:  # NaN guard, disk, run-dir conflicts
+        if os.environ.get("EELIB_DEBUG"):
+            raise
+        print(f"eelib: error: {e} (set EELIB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 1
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import glob
 import itertools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +33,15 @@ PIPELINES = {
     "flan->music": ("flan", "musicpile"),
 }
 
+# Corpora that end: tokens one pass holds, per (source, tokenizer, corpus, split), counted as the
+# data layer packs them (UTF-8 bytes + one end-of-document token per document). The offline C4
+# stand-in (KJV) is finite; the offline generators for the other three are infinite and absent.
+# tests/test_config.py recounts these from the installed corpus, so a drift fails a test.
+CORPUS_CAPACITY = {
+    ("offline", "bytes", "c4", "train"): 3_960_108,
+    ("offline", "bytes", "c4", "val"): 177_344,
+}
+
 
 class ConfigError(ValueError):
     """A params file (or override) that cannot run. The message names the field and the fix."""
@@ -45,7 +56,7 @@ class DataConfig:
     post_tokens: int = 200_000       # |D_post|; paper: 30M / 150M / 300M
     val_tokens: int = 32_768         # held-out tokens per corpus for L_im/L_ret/L_ft/L_pre
     data_files: dict = field(default_factory=dict)  # source=local: corpus name -> file glob
-    cache_dir: str = ".cache/eelib"  # tokenized corpora, keyed by what produced them
+    cache_dir: str = ""              # tokenized corpora; "" = $EELIB_CACHE_DIR or ~/.cache/eelib
 
 
 @dataclass
@@ -57,7 +68,8 @@ class Stage1Config:
     warmup_steps: int = 30
     weight_decay: float = 0.1
     batch_size: int = 16             # sequences per optimizer step (global)
-    grad_accum: int = 1
+    micro_batch: int = 0             # sequences per forward/backward; 0 = the whole batch
+    ckpt_interval: int = 50          # steps between resumable checkpoints (paper scale: ~1000)
 
 
 @dataclass
@@ -68,7 +80,7 @@ class Stage2Config:
     warmup_steps: int = 20
     weight_decay: float = 0.1
     batch_size: int = 16
-    grad_accum: int = 1
+    micro_batch: int = 0
     max_tokens: int = 2_000_000      # cap; paper: 2B tokens with early stopping
     eval_interval: int = 25          # steps between validation evals (early stopping)
     patience: int = 3                # evals without improvement before stopping (paper 1B: 3)
@@ -88,7 +100,7 @@ class Stage3Config:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     batch_size: int = 16
-    grad_accum: int = 1
+    micro_batch: int = 0
     eval_interval: int = 10          # steps between trajectory evals (feeds the frontiers)
 
 
@@ -102,6 +114,7 @@ class ExperimentConfig:
     device: str = "auto"             # auto | cpu | cuda
     compile: bool = False            # torch.compile the model (off on CPU: +4–11% only)
     threads: int = 0                 # torch CPU threads; 0 = torch's default
+    ce_chunk: int = 0                # tokens per chunk of the chunked cross-entropy (eelib/loss.py); 0 = plain
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
@@ -125,15 +138,22 @@ def _check(cond: bool, path: str, msg: str) -> None:
         raise ConfigError(f"{path}: {msg}")
 
 
-def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
+    """Every rule below; `models=False` skips the model-preset checks (they import torch)."""
     d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
     _check(cfg.pipeline in PIPELINES, "pipeline", f"unknown pipeline {cfg.pipeline!r}; use one of {sorted(PIPELINES)}")
+    post, ft = PIPELINES[cfg.pipeline]
+    # PIPELINES (Table 1) never pairs a corpus with itself; a custom entry must not either: with
+    # D_ft = D_post, L_ret and L_ft are one loss and forgetting cannot be measured.
+    _check(post in CORPUS_NAMES and ft in CORPUS_NAMES and "c4" not in (post, ft), "pipeline",
+           f"{cfg.pipeline!r} maps to ({post!r}, {ft!r}); both must be among {list(CORPUS_NAMES[1:])}")
+    _check(post != ft, "pipeline", f"{cfg.pipeline!r} fine-tunes on its post-training corpus {post!r}; "
+           "D_ft must differ from D_post")
     _check(cfg.allocation in ("added", "split"), "allocation", "use 'added' (Fig 3a) or 'split' (Fig 3b)")
-    from eelib.model import PRESETS  # local import: config must not pull torch at import time
-    _check(cfg.model in PRESETS, "model", f"unknown preset {cfg.model!r}; use one of {sorted(PRESETS)}")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
     _check(cfg.seed >= 0, "seed", "must be >= 0")
     _check(cfg.threads >= 0, "threads", "must be >= 0 (0 = torch default)")
+    _check(cfg.ce_chunk >= 0, "ce_chunk", "must be >= 0 (0 = the plain loss; e.g. 8192 tokens per chunk)")
     _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
            "must be a non-empty directory name without '/'")
     _check(d.source in ("offline", "hub", "local"), "data.source", "use offline, hub or local")
@@ -141,27 +161,46 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for f in ("seq_len", "general_tokens", "post_tokens", "val_tokens"):
         _check(getattr(d, f) > 0, f"data.{f}", "must be > 0")
     _check(d.seq_len >= 8, "data.seq_len", "must be >= 8")
-    _check(d.val_tokens >= d.seq_len, "data.val_tokens", "must hold at least one window (>= data.seq_len)")
-    _check(d.post_tokens >= d.seq_len, "data.post_tokens", "must hold at least one window (>= data.seq_len)")
+    for f in ("general_tokens", "post_tokens", "val_tokens"):
+        _check(getattr(d, f) >= d.seq_len, f"data.{f}", "must hold at least one window (>= data.seq_len)")
+    _check(s3.tokens >= d.seq_len, "stage3.tokens", "must hold at least one window (>= data.seq_len)")
+    for role, corpus, split, n in (("general_tokens", "c4", "train", d.general_tokens),
+                                   ("val_tokens", "c4", "val", d.val_tokens),
+                                   ("val_tokens", post, "val", d.val_tokens),
+                                   ("val_tokens", ft, "val", d.val_tokens),
+                                   ("post_tokens", post, "train", d.post_tokens),
+                                   ("tokens", ft, "train", s3.tokens)):
+        cap = CORPUS_CAPACITY.get((d.source, d.tokenizer, corpus, split))
+        if cap is None:  # infinite (offline generators) or unknown until read (hub, local)
+            continue
+        used = n // d.seq_len * d.seq_len  # budgets are cut to whole windows
+        _check(used <= cap, f"stage3.{role}" if role == "tokens" else f"data.{role}",
+               f"{n:,} tokens asked of {d.source} {corpus}/{split}, which holds {cap:,} "
+               f"({d.tokenizer} tokens); lower it to at most {cap:,} or use another data.source")
+    _check(isinstance(d.cache_dir, str) and not (d.cache_dir and Path(d.cache_dir).is_file()),
+           "data.cache_dir", f"{d.cache_dir!r} is not a usable directory; point it at a directory "
+           "(or leave it empty for $EELIB_CACHE_DIR / ~/.cache/eelib)")
+    _check(d.source == "local" or not d.data_files, "data.data_files",
+           f"only read with data.source: local (source is {d.source!r}); remove it or set source: local")
     if d.source == "local":
-        needed = {"c4", cfg.post_corpus, cfg.ft_corpus}
+        needed = {"c4", post, ft}
         missing = sorted(needed - set(d.data_files))
         _check(not missing, "data.data_files", f"source=local needs files for {missing}")
         for k, v in d.data_files.items():
             _check(k in CORPUS_NAMES, f"data.data_files.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
-            _check(bool(list(Path().glob(v)) if not Path(v).is_absolute() else Path(v).exists()),
-                   f"data.data_files.{k}", f"no file matches {v!r}; fix the path")
+            _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",
+                   "give a file path or glob as a string")
+            _check(bool(glob.glob(v)), f"data.data_files.{k}", f"no file matches {v!r}; fix the path")
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
         _check(0 <= st.min_lr <= st.lr, f"{name}.min_lr", f"must lie in [0, {name}.lr]")
     for name, st in (("stage1", s1), ("stage2", s2), ("stage3", s3)):
         _check(st.batch_size > 0, f"{name}.batch_size", "must be > 0")
-        _check(st.grad_accum > 0, f"{name}.grad_accum", "must be > 0")
-        _check(st.batch_size % st.grad_accum == 0, f"{name}.batch_size",
-               f"must be divisible by {name}.grad_accum")
+        _check(st.micro_batch >= 0, f"{name}.micro_batch", "must be >= 0 (0 = the whole batch)")
         _check(st.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
         _check(st.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
+    _check(s1.ckpt_interval > 0, "stage1.ckpt_interval", "must be > 0 (steps between checkpoints)")
     _check(s2.max_tokens > 0, "stage2.max_tokens", "must be > 0")
     _check(s2.eval_interval > 0, "stage2.eval_interval", "must be > 0")
     _check(s2.patience > 0, "stage2.patience", "must be > 0")
@@ -172,10 +211,18 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(0.0 <= s2.lora_dropout < 1.0, "stage2.lora_dropout", "must lie in [0, 1)")
     _check(not (s2.lora_r and s2.dropout), "stage2.dropout",
            "model dropout with LoRA is not a paper setting; use stage2.lora_dropout")
+    if cfg.allocation == "split" and s2.replay:
+        # stage 2 reads its replay windows of D_pre once; they must fit in data.general_tokens.
+        n_post = d.post_tokens // d.seq_len
+        rest = n_post - round(s1.lam * n_post)
+        n_replay = round(s2.replay / (1 - s2.replay) * rest) if rest else 0
+        _check(n_replay <= d.general_tokens // d.seq_len, "stage2.replay",
+               f"allocation split needs {n_replay} replay windows of D_pre but data.general_tokens holds "
+               f"{d.general_tokens // d.seq_len}; lower stage2.replay or raise data.general_tokens")
     _check(isinstance(s3.lrs, list) and len(s3.lrs) > 0, "stage3.lrs", "give a non-empty list of learning rates")
     for i, lr in enumerate(s3.lrs):
-        _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0,
-               f"stage3.lrs[{i}]", "each learning rate must be a number > 0")
+        _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
+               f"stage3.lrs[{i}]", "each learning rate must be a finite number > 0")
     _check(len(set(s3.lrs)) == len(s3.lrs), "stage3.lrs", "remove the duplicate learning rates")
     _check(s3.tokens > 0, "stage3.tokens", "must be > 0")
     _check(0.0 <= s3.min_lr_ratio <= 1.0, "stage3.min_lr_ratio", "must lie in [0, 1]")
@@ -183,6 +230,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for key, values in cfg.grid.items():
         _check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "give a non-empty list of values")
         _check(key not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
+    return _check_model(cfg) if models else cfg
+
+
+def _check_model(cfg: ExperimentConfig) -> ExperimentConfig:
+    # Apart, because it imports torch (seconds): the other checks answer a bad file instantly.
+    d = cfg.data
+    from eelib.model import PRESETS  # local import: config must not pull torch at import time
+    _check(cfg.model in PRESETS, "model", f"unknown preset {cfg.model!r}; use one of {sorted(PRESETS)}")
+    max_pos = PRESETS[cfg.model]["max_position_embeddings"]
+    _check(d.seq_len <= max_pos, "data.seq_len", f"must be <= {max_pos} for model {cfg.model!r}")
     return cfg
 
 
@@ -230,15 +287,36 @@ def _from_dict(cls, raw, path: str):
         if not _type_ok(value, tp):
             tname = getattr(tp, "__name__", str(tp))
             raise ConfigError(f"{where}: expected {tname}, got {type(value).__name__} {value!r}")
+        if tp is float and not math.isfinite(value):
+            raise ConfigError(f"{where}: got {value!r}; give a finite number")
         kwargs[key] = float(value) if tp is float else value
     return cls(**kwargs)
 
 
-def from_dict(raw: dict) -> ExperimentConfig:
+def from_dict(raw: dict, models: bool = True) -> ExperimentConfig:
     cfg = _from_dict(ExperimentConfig, raw or {}, "")
     # stage3.lrs may be written as 3e-4 strings in YAML too
-    cfg.stage3.lrs = [float(x) if isinstance(x, str) and _is_float(x) else x for x in cfg.stage3.lrs]
-    return validate(cfg)
+    if isinstance(cfg.stage3.lrs, list):
+        cfg.stage3.lrs = [float(x) if isinstance(x, str) and _is_float(x) else x for x in cfg.stage3.lrs]
+    validate(cfg, models=False)
+    # Every grid combination must validate too, before anything runs; the cheap checks of all
+    # combinations first, then the model-preset checks.
+    runs = expand(cfg, models=False) if cfg.grid else []
+    if models:
+        _check_model(cfg)
+        for c in runs:
+            try:
+                _check_model(c)
+            except ConfigError as e:
+                where = ", ".join(f"{k}={_get_dotted(to_dict(c), k)}" for k in cfg.grid)
+                raise ConfigError(f"grid ({where}): {e}") from e
+    return cfg
+
+
+def _get_dotted(raw: dict, key: str):
+    for p in key.split("."):
+        raw = raw[p]
+    return raw
 
 
 def _is_float(s: str) -> bool:
@@ -249,13 +327,28 @@ def _is_float(s: str) -> bool:
         return False
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(f"{key!r} given twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     """Read a params YAML file (+ dotted overrides) into a validated ExperimentConfig."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {str(path)!r}: not found; pass an existing YAML file (see params/)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+    except ConfigError as e:
+        raise ConfigError(f"params file {str(path)!r}: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"params file {str(path)!r}: not valid YAML ({e.__class__.__name__}); fix the syntax") from e
     if not isinstance(raw, dict):
@@ -284,7 +377,7 @@ def dump(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def expand(cfg: ExperimentConfig) -> list[ExperimentConfig]:
+def expand(cfg: ExperimentConfig, models: bool = True) -> list[ExperimentConfig]:
     """The grid's cartesian product, one validated config per run (grid emptied), in file order."""
     if not cfg.grid:
         return [cfg]
@@ -300,7 +393,7 @@ def expand(cfg: ExperimentConfig) -> list[ExperimentConfig]:
             except ConfigError as e:
                 raise ConfigError(f"grid.{k}: {e}") from e
         try:
-            runs.append(from_dict(raw))
+            runs.append(from_dict(raw, models=models))
         except ConfigError as e:
             raise ConfigError(f"grid ({', '.join(f'{k}={v}' for k, v in zip(keys, combo))}): {e}") from e
     return runs

@@ -9,11 +9,30 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+
+# mkstemp/mkdtemp create 0600/0700 entries; give renamed-in files the modes a plain open() would.
+def _read_umask() -> int:
+    try:  # Linux: read it without changing it (os.umask's set-and-restore races other threads)
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextmanager
@@ -25,6 +44,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -76,8 +96,14 @@ def append_jsonl(path, row: dict) -> None:
     """Append one line and fsync. A torn last line (kill mid-write) is skipped by read_jsonl."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+    with open(path, "a+b") as f:
+        # After a torn append the file ends mid-line: start a fresh line, or this row would be
+        # glued onto the torn one and both skipped by read_jsonl.
+        torn = False
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(row, default=_json_default) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
 
@@ -103,11 +129,29 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+class InsufficientDisk(OSError):
+    """Not enough free disk for a checkpoint or weights; raised before anything is written."""
+
+
 def check_free_disk(path, need_bytes: int, what: str) -> None:
     """Refuse to start a write that cannot fit (issue 7: free disk checked before writing)."""
     path = Path(path)
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
     free = shutil.disk_usage(probe).free
     if free < need_bytes * 1.1:
-        raise OSError(f"not enough free disk for {what} under {path}: need ~{need_bytes / 2**20:.0f} MiB, "
+        raise InsufficientDisk(f"not enough free disk for {what} under {path}: need ~{need_bytes / 2**20:.0f} MiB, "
                       f"have {free / 2**20:.0f} MiB; free space or set another output directory")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection for the resume tests (issue 7): EELIB_FAULT="stage2:step:25,stage1:ckpt:50"
+# kills this process with SIGKILL (no cleanup, no atexit, like kill -9 or a power cut) when the
+# named point is reached. Points: "<stage>:step:<n>" after optimizer step n (train.py);
+# "<stage>:ckpt:<n>" inside the step-n checkpoint write, after state.pt is written and before its
+# manifest and rename; "<stage>:final" inside the final-weights write (checkpoint.py).
+# Unset (the normal case) this is one dict lookup.
+
+def fault_point(tag: str) -> None:
+    spec = os.environ.get("EELIB_FAULT")
+    if spec and tag in spec.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)

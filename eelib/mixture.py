@@ -48,6 +48,12 @@ class Mixture:
                                  f"({len(s.windows)} windows); that would be a second epoch")
         self.sources = [s for s in sources if s.weight > 0]
         self.w = np.array([s.weight / total_w for s in self.sources])
+        quotas = [s.quota for s in self.sources]
+        if all(q is not None for q in quotas) and sum(quotas) > 0:
+            # Every source has a quota: the quotas are what gets delivered, so they are the target
+            # shares. Weights only roughly proportional to them (stage-2 split + replay rounds its
+            # replay quota) would otherwise drift more than one window off near the end.
+            self.w = np.array(quotas, dtype=np.float64) / sum(quotas)
         self.seed = seed
         self.n = 0
         self.counts = np.zeros(len(self.sources), dtype=np.int64)

@@ -78,7 +78,9 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
     s2 = posttrain(cfg, s1, root=root, progress=progress)
     s3s = [finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
     rows = rows_for(cfg, run, s1, s2, s3s)
-    atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
+    from eelib import distributed
+    if distributed.is_main():  # under torchrun, rank 0 writes the run's result
+        atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
     return rows
 
 

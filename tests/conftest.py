@@ -1,0 +1,137 @@
+"""Shared fixtures for the reliability tests (issue 7): a tiny end-to-end config, a CLI runner,
+and one uninterrupted baseline run that the resume, corruption, offline and determinism tests
+compare against.
+
+The tiny config runs all three stages in ~10 s on one CPU thread: stage 1 has 86 steps
+(checkpoint every 50), stage 2 58 steps (eval + checkpoint every 10), stage 3 16 steps per LR
+(eval + checkpoint every 5), two LRs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "model": "test-micro",
+    "threads": 1,
+    "data": {"seq_len": 64, "general_tokens": 40000, "post_tokens": 8000, "val_tokens": 2048,
+             "cache_dir": "cache"},  # relative: each test's working directory gets a fresh cache
+    "stage1": {"lam": 0.5, "batch_size": 8},
+    "stage2": {"batch_size": 8, "max_tokens": 30000, "eval_interval": 10, "patience": 2},
+    "stage3": {"lrs": [1.0e-3, 3.0e-3], "tokens": 8000, "batch_size": 8, "eval_interval": 5},
+}
+
+# What a results row must reproduce exactly (stage_dirs and timings legitimately differ).
+COMPARED = ("stage3_lr", "L_im", "L_ret", "L_ft", "L_pre", "L_pre_im", "stage2_steps",
+            "stage2_stopped_early", "trajectory")
+
+
+def write_params(path: Path, cfg: dict | None = None) -> Path:
+    path.write_text(yaml.safe_dump(cfg if cfg is not None else TINY, sort_keys=False))
+    return path
+
+
+def child_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "EELIB_FAULT"}
+    env.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def eelib_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "eelib", *args]
+
+
+def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(eelib_cmd(*args), cwd=cwd, env=env or child_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_tiny(cwd: Path, fault: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`eelib run tiny.yaml --out outputs` in `cwd`; with `fault`, EELIB_FAULT kills it there."""
+    params = cwd / "tiny.yaml"
+    if not params.exists():
+        write_params(params)
+    e = dict(env or child_env())
+    if fault:
+        e["EELIB_FAULT"] = fault
+    return run_cli(cwd, "run", "tiny.yaml", "--out", "outputs", "--no-progress", env=e)
+
+
+def read_rows(cwd: Path, name: str = "tiny") -> list[dict]:
+    p = cwd / "outputs" / name / "results.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def max_abs_diff(a, b) -> float:
+    """Largest |a - b| over two nested row structures; inf if their shapes or non-floats differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return float("inf")
+        return max((max_abs_diff(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return float("inf")
+        return max((max_abs_diff(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
+def compared(rows: list[dict]) -> list[dict]:
+    return [{k: r[k] for k in COMPARED} for r in rows]
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory) -> dict:
+    """One uninterrupted tiny run through the CLI: {"dir": its cwd, "rows": results rows}."""
+    cwd = tmp_path_factory.mktemp("baseline")
+    p = run_tiny(cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return {"dir": cwd, "rows": read_rows(cwd)}
+
+
+# A sitecustomize that makes every outgoing connection (and DNS lookup) fail, and logs the try.
+NO_NETWORK = '''
+import os, socket
+
+def _blocked(*args, **kwargs):
+    log = os.environ.get("EELIB_NET_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(repr(args[:2]) + "\\n")
+    raise OSError("network blocked by the eelib offline test")
+
+socket.socket.connect = _blocked
+socket.socket.connect_ex = _blocked
+socket.create_connection = _blocked
+socket.getaddrinfo = _blocked
+'''
+
+
+def offline_env(tmp: Path) -> dict:
+    block = tmp / "no_network"
+    block.mkdir(exist_ok=True)
+    (block / "sitecustomize.py").write_text(NO_NETWORK)
+    env = child_env(EELIB_NET_LOG=str(tmp / "net.log"), HF_HUB_OFFLINE="0")
+    env["PYTHONPATH"] = f"{block}{os.pathsep}{env['PYTHONPATH']}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def offline_run(tmp_path_factory) -> dict:
+    """A second fresh tiny run (own outputs dir, own cache) with the network blocked."""
+    cwd = tmp_path_factory.mktemp("offline")
+    env = offline_env(cwd)
+    p = run_tiny(cwd, env=env)
+    return {"dir": cwd, "env": env, "proc": p,
+            "rows": read_rows(cwd) if p.returncode == 0 else None}

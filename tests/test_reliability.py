@@ -1,0 +1,209 @@
+"""Issue 7, guard rails and determinism: NaN/inf stops the run, free disk is checked before any
+checkpoint byte is written, a run directory made by another config is never reused, writes are
+atomic, and the same params + seed give identical losses on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TINY, child_env, compared, run_cli, write_params
+from eelib import checkpoint, config as C, io, pipeline, stages
+from eelib import train as T
+from eelib.mixture import Mixture, Source
+
+
+def _cfg(tmp_path: Path, **overrides) -> C.ExperimentConfig:
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    for k, v in overrides.items():
+        C.set_dotted(raw, k, v)
+    return C.from_dict(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+
+def test_same_params_and_seed_give_identical_rows(baseline, offline_run):
+    """Two fresh runs (different outputs dirs, different token caches, one with the network
+    blocked) give bit-identical losses and trajectories on CPU."""
+    assert offline_run["rows"] is not None, offline_run["proc"].stderr[-3000:]
+    assert compared(offline_run["rows"]) == compared(baseline["rows"])
+    assert baseline["dir"] != offline_run["dir"]  # really two fresh outputs dirs and caches
+    assert (baseline["dir"] / "cache").is_dir() and (offline_run["dir"] / "cache").is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN / inf
+
+def test_huge_lr_stops_with_step_and_hint(tmp_path):
+    cfg = _cfg(tmp_path, **{"stage1.lr": 1e6, "stage1.min_lr": 1e5, "stage1.warmup_steps": 0})
+    with pytest.raises(T.NonFiniteLoss, match=r"stage1 .*: .* is nan at step \d+ \(lr .*\); lower the learning rate"):
+        stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+    sdir = stages.stage_dir(cfg, 1, root=tmp_path / "out")
+    assert not (sdir / "stage.json").exists() and not (sdir / "final").exists()
+
+
+def _micro_loop(tmp_path, evaluator=None):
+    from eelib.model import build_model
+    model = build_model("test-micro", 258, seed=0)
+    windows = np.random.default_rng(0).integers(0, 256, size=(40, 16))
+    mix = Mixture([Source("x", windows, 1.0, once=True, quota=40)], seed=0)
+    spec = T.LoopSpec(lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.0, batch_size=4,
+                      micro_batch=0, max_steps=10, eval_interval=2 if evaluator else 0)
+    return lambda: T.train(model, mix, spec, stage_dir=tmp_path / "stage3" / "k", config_digest="d",
+                           device=torch.device("cpu"), seed=0, evaluator=evaluator, progress=False)
+
+
+def test_nan_training_loss_stops_the_run(tmp_path, monkeypatch):
+    real = T.lm_loss
+    calls = {"n": 0}
+
+    def flaky(model, tokens):
+        calls["n"] += 1
+        loss = real(model, tokens)
+        return loss * float("nan") if calls["n"] == 4 else loss
+    monkeypatch.setattr(T, "lm_loss", flaky)
+    with pytest.raises(T.NonFiniteLoss, match=r"loss is nan at step 3 .*lower the learning rate"):
+        _micro_loop(tmp_path)()
+
+
+def test_inf_eval_loss_stops_the_run(tmp_path):
+    evals = iter([{"L_x_val": 3.0}, {"L_x_val": float("inf")}])
+    with pytest.raises(T.NonFiniteLoss, match=r"evaluation at step 2 gave \{'L_x_val': inf\}"):
+        _micro_loop(tmp_path, evaluator=lambda m: next(evals))()
+
+
+def test_cli_nan_run_exits_nonzero_with_the_step(tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["stage1"].update(lr=1e6, min_lr=1e5, warmup_steps=0)
+    write_params(tmp_path / "nan.yaml", cfg)
+    p = run_cli(tmp_path, "run", "nan.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode != 0
+    assert "is nan at step" in p.stderr and "lower the learning rate" in p.stderr
+    assert not list((tmp_path / "outputs").glob("tiny/stage1/*/stage.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Free disk
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def test_low_disk_refuses_a_checkpoint_before_writing_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
+    cfg = _cfg(tmp_path)
+    with pytest.raises(io.InsufficientDisk, match="not enough free disk for a checkpoint .* free space"):
+        stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+    ck = stages.stage_dir(cfg, 1, root=tmp_path / "out") / "ckpt"
+    assert not ck.exists() or list(ck.iterdir()) == []  # not one byte of the checkpoint
+
+
+def test_low_disk_refuses_final_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9, 0))
+    dest = tmp_path / "stage1" / "k" / "final"
+    with pytest.raises(io.InsufficientDisk, match="model weights"):
+        checkpoint.save_model(dest, {"w": torch.ones(1000)}, {"stage": 1})
+    assert not dest.exists() and not list(dest.parent.glob(".final.*"))
+
+
+def test_enough_disk_passes(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+    io.check_free_disk(tmp_path / "x", 10**9, "a checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories are never silently reused by another config
+
+def test_run_dir_of_another_config_is_refused(tmp_path):
+    root = tmp_path / "out"
+    a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage1.lam": 0.25})
+    rdir = pipeline.claim_run_dir(a, "run", root)
+    before = {p.name: p.read_bytes() for p in rdir.iterdir()}
+    assert pipeline.claim_run_dir(a, "run", root) == rdir  # the same config re-enters it
+    with pytest.raises(RuntimeError, match="made by a different config .* never overwritten"):
+        pipeline.claim_run_dir(b, "run", root)
+    assert {p.name: p.read_bytes() for p in rdir.iterdir()} == before
+
+
+def test_stage_dir_holding_another_stage_is_refused(tmp_path):
+    root = tmp_path / "out"
+    cfg = _cfg(tmp_path)
+    sdir = stages.stage_dir(cfg, 1, root=root)
+    sdir.mkdir(parents=True)
+    foreign = {"stage": 1, "key": {"not": "this config"}, "losses": {}}
+    (sdir / "stage.json").write_text(json.dumps(foreign))
+    with pytest.raises(RuntimeError, match="different config; it is never overwritten"):
+        stages.pretrain(cfg, root=root, progress=False)
+    assert json.loads((sdir / "stage.json").read_text()) == foreign
+
+
+def test_cli_refuses_to_reuse_a_run_made_by_another_config(tmp_path, baseline):
+    shutil.copytree(baseline["dir"] / "outputs", tmp_path / "outputs")
+    before = (tmp_path / "outputs" / "tiny" / "results.jsonl").read_bytes()
+    cfg = json.loads(json.dumps(TINY))
+    cfg["stage1"]["lam"] = 0.25  # same experiment name and run name, different config
+    write_params(tmp_path / "tiny.yaml", cfg)
+    p = run_cli(tmp_path, "run", "tiny.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode != 0
+    assert "different config" in p.stderr
+    assert (tmp_path / "outputs" / "tiny" / "results.jsonl").read_bytes() == before
+    assert len(list((tmp_path / "outputs" / "tiny" / "stage1").iterdir())) == 1  # no stage-1 run started
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+KILL_MID_WRITE = """
+import os, signal, sys
+from eelib import io
+path = sys.argv[1]
+io.atomic_write_json(path, {"version": 1})
+with io.atomic_path(path) as tmp:
+    with open(tmp, "w") as f:
+        f.write('{"version": 2, "half')
+        f.flush()
+        os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_mid_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "summary.json"
+    p = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(target)], env=child_env(),
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr
+    assert json.loads(target.read_text()) == {"version": 1}
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "stage.json"
+    io.atomic_write_json(target, {"ok": True})
+    with pytest.raises(TypeError):
+        io.atomic_write_json(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.json"]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    io.atomic_write_text(tmp_path / "a.txt", "x")
+    checkpoint.save_model(tmp_path / "s" / "k" / "final", {"w": torch.ones(1)}, {})
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == io.FILE_MODE
+    assert (tmp_path / "s" / "k" / "final").stat().st_mode & 0o777 == io.DIR_MODE
+
+
+def test_append_after_a_torn_line_keeps_the_new_row(tmp_path):
+    log = tmp_path / "events.jsonl"
+    io.append_jsonl(log, {"i": 1})
+    with open(log, "a") as f:
+        f.write('{"i": 2, "tor')  # a kill in the middle of an append
+    io.append_jsonl(log, {"i": 3})
+    assert io.read_jsonl(log) == [{"i": 1}, {"i": 3}]
