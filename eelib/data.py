@@ -5,18 +5,22 @@ each followed by an end-of-document token, packed and cut at exactly n·seq_len 
 budget is counted in whole windows and a budget of B tokens delivers exactly ⌊B/seq_len⌋·seq_len.
 Prefixes are nested by construction: the 30M D_post is the first 30M tokens of the 150M one (§4.1).
 
-Arrays are cached under data.cache_dir keyed by everything that produced them, written atomically.
+Token arrays are uint16 shards (both tokenizers have < 65,536 ids) cached under the cache root,
+keyed by everything that produced them, with a manifest; they are read back as memmaps.
 """
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from eelib.config import DataConfig, digest
-from eelib.io import atomic_save_npy
+from eelib.io import atomic_write_json, check_free_disk, sha256_file
 
 CORPUS_SEED = 0  # the corpora's content is fixed; the run seed varies init and order (decisions.md)
 
@@ -80,19 +84,54 @@ class Windows:
         return int(self.tokens.size)
 
 
-def _pack(docs, tokenizer, n_tokens: int) -> np.ndarray:
-    out = np.empty(n_tokens, dtype=np.int32)
-    filled = 0
+PROGRESS_EVERY = 1 << 22  # tokens between progress records while tokenizing (resume points)
+
+
+def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) -> None:
+    """Tokenize `docs` into a uint16 .npy shard of exactly n_tokens, resumably, then publish it.
+
+    The shard is filled in place through a memmap under <cache>/partial/; every PROGRESS_EVERY
+    tokens the position (tokens filled, documents consumed) is recorded atomically, after whole
+    documents only. An interrupted build resumes from that record, skipping the consumed documents.
+    The finished file gets a manifest (source, token and document counts, sha256) and is renamed
+    into place: readers only ever see complete shards.
+    """
+    partial = final.parent / "partial" / final.name
+    progress = partial.with_suffix(".progress.json")
+    if partial.exists() and progress.exists():
+        arr = np.lib.format.open_memmap(partial, mode="r+")
+        st = json.loads(progress.read_text())
+        docs = itertools.islice(docs, st["documents"], None)
+    else:
+        check_free_disk(final.parent, n_tokens * 2, f"the tokenized {meta['corpus']}/{meta['split']} shard")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n_tokens,))
+        st = {"tokens": 0, "documents": 0}
+    filled, n_docs, mark = st["tokens"], st["documents"], st["tokens"]
     for doc in docs:
         ids = tokenizer.encode(doc)
         ids.append(tokenizer.eos_id)
         take = min(len(ids), n_tokens - filled)
-        out[filled:filled + take] = ids[:take]
+        arr[filled:filled + take] = ids[:take]
         filled += take
+        n_docs += 1
         if filled == n_tokens:
-            return out
-    raise ValueError(f"corpus exhausted after {filled} tokens; asked for {n_tokens}. "
-                     "Lower the budget (data.*_tokens / stage3.tokens) or use a larger corpus.")
+            break
+        if filled - mark >= PROGRESS_EVERY:
+            arr.flush()
+            atomic_write_json(progress, {"tokens": filled, "documents": n_docs})
+            mark = filled
+    else:
+        raise ValueError(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
+                         f"asked for {n_tokens:,}. Lower the budget (data.*_tokens / stage3.tokens) "
+                         "or use a larger corpus.")
+    arr.flush()
+    del arr
+    manifest = dict(meta, dtype="uint16", tokens=n_tokens, documents=n_docs,
+                    sha256=sha256_file(partial), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    atomic_write_json(final.with_suffix(".json"), manifest)
+    os.replace(partial, final)
+    progress.unlink(missing_ok=True)
 
 
 def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> Windows:
@@ -112,15 +151,20 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
             have = int(p.stem.rsplit("-", 1)[1])
             if have >= n_exact and (best is None or have < best[0]):
                 best = (have, p)
-    if best is not None:
-        flat = np.load(best[1], mmap_mode="r")[:n_exact]
-    else:
-        tok = get_tokenizer(data.tokenizer)
+    if best is None:
+        final = cache / f"{corpus}-{split}-{key}-{n_exact}.npy"
+        spec = corpora.CORPORA[corpus]
+        meta = {"corpus": corpus, "split": split, "source": data.source, "tokenizer": data.tokenizer,
+                "hub_id": spec.hub_id if data.source == "hub" else None,
+                "hub_config": spec.hub_config if data.source == "hub" else None,
+                "data_files": data.data_files.get(corpus), "corpus_seed": CORPUS_SEED}
         docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
                                  data_files=data.data_files.get(corpus))
-        flat = _pack(docs, tok, n_exact)
-        atomic_save_npy(cache / f"{corpus}-{split}-{key}-{n_exact}.npy", flat)
-    return Windows(corpus, split, np.ascontiguousarray(flat).reshape(n_windows, data.seq_len))
+        _tokenize_to_shard(docs, get_tokenizer(data.tokenizer), n_exact, final, meta)
+        best = (n_exact, final)
+    # A read-only memmap: paper-scale corpora (17 GB of C4 at 135M) are never loaded into memory.
+    flat = np.load(best[1], mmap_mode="r")[:n_exact]
+    return Windows(corpus, split, flat.reshape(n_windows, data.seq_len))
 
 
 def cache_root(data: DataConfig) -> Path:
