@@ -64,7 +64,7 @@ def prepare_data(cfg) -> None:
     for split, n in (("train", d.general_tokens), ("val", d.val_tokens)):
         n_exact = n // d.seq_len * d.seq_len
         key = C.digest(["c4", split, d.source, d.tokenizer, d.data_files.get("c4"), CORPUS_SEED])
-        flat = rng.integers(0, 256, size=n_exact, dtype=np.int32)
+        flat = rng.integers(0, 256, size=n_exact).astype(np.uint16)  # the cache's dtype
         atomic_save_npy(cache_root(d) / "tokens" / f"c4-{split}-{key}-{n_exact}.npy", flat)
         got = corpus_windows("c4", split, n_exact, d).tokens.reshape(-1)
         if not np.array_equal(got, flat):  # the cache key scheme changed: fail loudly, not slowly

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--out", default="outputs")
     p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
     p_one.add_argument("params")
-    p_one.add_argument("--run", required=True)
+    # --run-name: torchrun's own parser would take a bare --run as an abbreviation of --run-path.
+    p_one.add_argument("--run", "--run-name", dest="run", required=True)
     p_one.add_argument("--out", default="outputs")
     p_one.add_argument("--set", action="append", default=[])
     p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")

@@ -10,6 +10,7 @@ keyed by everything that produced them, with a manifest; they are read back as m
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -136,7 +137,6 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
 
 def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> Windows:
     """The first ⌊n_tokens/seq_len⌋ windows of `corpus`/`split`, cached."""
-    from eelib import corpora
     n_windows = n_tokens // data.seq_len
     if n_windows < 1:
         raise ValueError(f"{corpus}/{split}: a budget of {n_tokens} tokens is less than one window "
@@ -152,19 +152,30 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
             if have >= n_exact and (best is None or have < best[0]):
                 best = (have, p)
     if best is None:
-        final = cache / f"{corpus}-{split}-{key}-{n_exact}.npy"
-        spec = corpora.CORPORA[corpus]
-        meta = {"corpus": corpus, "split": split, "source": data.source, "tokenizer": data.tokenizer,
-                "hub_id": spec.hub_id if data.source == "hub" else None,
-                "hub_config": spec.hub_config if data.source == "hub" else None,
-                "data_files": data.data_files.get(corpus), "corpus_seed": CORPUS_SEED}
-        docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
-                                 data_files=data.data_files.get(corpus))
-        _tokenize_to_shard(docs, get_tokenizer(data.tokenizer), n_exact, final, meta)
-        best = (n_exact, final)
+        return _build_locked(corpus, split, n_exact, key, cache, data)
     # A read-only memmap: paper-scale corpora (17 GB of C4 at 135M) are never loaded into memory.
     flat = np.load(best[1], mmap_mode="r")[:n_exact]
     return Windows(corpus, split, flat.reshape(n_windows, data.seq_len))
+
+
+def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, data: DataConfig) -> Windows:
+    """Build one shard under a file lock: parallel runs needing it wait, then read the same file."""
+    from eelib import corpora
+    cache.mkdir(parents=True, exist_ok=True)
+    final = cache / f"{corpus}-{split}-{key}-{n_exact}.npy"
+    with open(cache / f".{corpus}-{split}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.exists():
+            spec = corpora.CORPORA[corpus]
+            meta = {"corpus": corpus, "split": split, "source": data.source, "tokenizer": data.tokenizer,
+                    "hub_id": spec.hub_id if data.source == "hub" else None,
+                    "hub_config": spec.hub_config if data.source == "hub" else None,
+                    "data_files": data.data_files.get(corpus), "corpus_seed": CORPUS_SEED}
+            docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
+                                     data_files=data.data_files.get(corpus))
+            _tokenize_to_shard(docs, get_tokenizer(data.tokenizer), n_exact, final, meta)
+    flat = np.load(final, mmap_mode="r")
+    return Windows(corpus, split, flat.reshape(n_exact // data.seq_len, data.seq_len))
 
 
 def cache_root(data: DataConfig) -> Path:

@@ -43,7 +43,7 @@ def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, body=None) -> torch
     passes a compiled copy of it when `compile` is on.
     """
     base = base_model(model)
-    hidden = (body or base.model)(input_ids=tokens).last_hidden_state
+    hidden = (base.model if body is None else body)(input_ids=tokens).last_hidden_state
     h = hidden[:, :-1].reshape(-1, hidden.size(-1))
     y = tokens[:, 1:].reshape(-1)
     head = base.lm_head
@@ -79,4 +79,5 @@ class LMLoss(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.chunk:
             return chunked_lm_loss(self.model, tokens, self.chunk, body=self._run[0])
-        return self.plain(self._run[0] or self.model, tokens)
+        run = self._run[0]  # (not `or`: a compiled module refuses truth testing)
+        return self.plain(self.model if run is None else run, tokens)

@@ -170,10 +170,11 @@ def test_offline_c4_capacity_table_matches_the_installed_corpus():
     assert sum(len(d.encode("utf-8")) + 1 for d in documents("c4", "train", "offline", seed=7)) == counts["train"]
 
 
-def test_capacity_boundary_is_tight():
+def test_capacity_boundary_is_tight(tmp_path):
     """At capacity the config validates and the data layer delivers; one window more is refused
     by validation (and would have failed mid-run in the data layer)."""
-    from eelib.data import ByteTokenizer, _pack
+    import numpy as np
+    from eelib.data import ByteTokenizer, _tokenize_to_shard
     from eelib.corpora import documents
     cap = C.CORPUS_CAPACITY[("offline", "bytes", "c4", "val")]
     seq = 64
@@ -182,11 +183,13 @@ def test_capacity_boundary_is_tight():
     with pytest.raises(C.ConfigError, match="data.val_tokens"):
         C.from_dict(yaml.safe_load(_with(data__val_tokens=(cap // seq + 1) * seq)))
     try:
-        assert len(_pack(documents("c4", "val", "offline"), ByteTokenizer(), cap)) == cap
+        meta = {"corpus": "c4", "split": "val"}
+        _tokenize_to_shard(documents("c4", "val", "offline"), ByteTokenizer(), cap, tmp_path / "a.npy", meta)
+        assert np.load(tmp_path / "a.npy").size == cap
     except FileNotFoundError as e:
         pytest.skip(str(e))
     with pytest.raises(ValueError, match="corpus exhausted"):
-        _pack(documents("c4", "val", "offline"), ByteTokenizer(), cap + 1)
+        _tokenize_to_shard(documents("c4", "val", "offline"), ByteTokenizer(), cap + 1, tmp_path / "b.npy", meta)
 
 
 def test_grid_combinations_are_validated_at_load():

@@ -117,3 +117,42 @@ def test_zero_row_rank_gets_a_zero_weight_row():
     assert len(rows) == 1 and denom == float("inf")
     rows, denom = distributed.Dist(rank=0, world=2, local_rank=0).shard(np.arange(24).reshape(3, 8))
     assert len(rows) == 2 and denom == 1.5
+
+
+TINY_DDP = """name: trun
+model: test-micro
+threads: 1
+data: {seq_len: 64, general_tokens: 16384, post_tokens: 4096, val_tokens: 1024, cache_dir: cache}
+stage1: {lam: 0.5, batch_size: 8}
+stage2: {batch_size: 8, max_tokens: 8192, eval_interval: 8, patience: 2}
+stage3: {lrs: [0.001], tokens: 4096, batch_size: 8, eval_interval: 4}
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_run_one_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m eelib run-one` (gloo): all three stages, rank-0 files, the
+    same losses as `python -m eelib run-one` within float noise (~20 s)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from conftest import child_env
+    (tmp_path / "tiny.yaml").write_text(TINY_DDP)
+    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    env = child_env()
+    one = subprocess.run([sys.executable, "-m", "eelib", "run-one", "tiny.yaml", "--run", "r", "--out", "one"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "eelib", "run-one", "tiny.yaml",
+                          "--run-name", "r", "--out", "two"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one/trun/runs/r/result.json").read_text())["rows"][0]
+    b = json.loads((tmp_path / "two/trun/runs/r/result.json").read_text())["rows"][0]
+    assert a["stage2_steps"] == b["stage2_steps"]
+    for k in ("L_im", "L_ret", "L_ft", "L_pre"):
+        assert abs(a[k] - b[k]) < 1e-3, (k, a[k], b[k])
+    assert len(list((tmp_path / "two/trun").glob("stage*/*/stage.json"))) == 3

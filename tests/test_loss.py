@@ -59,7 +59,7 @@ def test_chunked_with_lora_matches_plain():
     for p in list(a.parameters()) + list(b.parameters()):  # make the adapters non-trivial
         if p.requires_grad:
             torch.nn.init.normal_(p.data, std=0.02, generator=torch.Generator().manual_seed(p.numel()))
-    assert abs(float(lm_loss(a, tokens)) - float(LMLoss(b, chunk=6)(tokens))) < 1e-6
+    assert abs(lm_loss(a, tokens).item() - LMLoss(b, chunk=6)(tokens).item()) < 1e-6
 
 
 def test_training_loop_with_chunked_ce_matches_plain(tmp_path):
@@ -77,3 +77,18 @@ def test_training_loop_with_chunked_ce_matches_plain(tmp_path):
     plain, chunked = run(0, "a"), run(11, "b")
     for k in plain:
         torch.testing.assert_close(chunked[k], plain[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", [0, 11])
+def test_compiled_loss_matches_eager(chunk):
+    """compile=True (CPU inductor, ~30-60 s cold) gives the eager loss and gradients."""
+    tokens = torch.randint(0, 258, (2, 16), generator=torch.Generator().manual_seed(0))
+    a, b = build_model("test-micro", 258, seed=1), build_model("test-micro", 258, seed=1)
+    la, lb = LMLoss(a, chunk)(tokens), LMLoss(b, chunk, compile=True)(tokens)
+    la.backward()
+    lb.backward()
+    assert abs(la.item() - lb.item()) < 1e-5
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=n)
+    assert set(a.state_dict()) == set(b.state_dict())  # compiling leaves the checkpoint keys alone

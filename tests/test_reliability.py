@@ -98,9 +98,28 @@ def test_cli_nan_run_exits_nonzero_with_the_step(tmp_path):
 Usage = namedtuple("Usage", "total used free")
 
 
-def test_low_disk_refuses_a_checkpoint_before_writing_it(tmp_path, monkeypatch):
+def _warm_token_cache(cfg):
+    from eelib.data import corpus_windows
+    d = cfg.data
+    for corpus, split, n in [("c4", "train", d.general_tokens), (cfg.post_corpus, "train", d.post_tokens),
+                             ("c4", "val", d.val_tokens), (cfg.post_corpus, "val", d.val_tokens),
+                             (cfg.ft_corpus, "val", d.val_tokens)]:
+        corpus_windows(corpus, split, n, d)
+
+
+def test_low_disk_refuses_a_token_shard_before_writing_it(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
     cfg = _cfg(tmp_path)
+    with pytest.raises(io.InsufficientDisk, match="not enough free disk for the tokenized"):
+        stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+    tokens = Path(cfg.data.cache_dir) / "tokens"
+    assert not tokens.exists() or not list(tokens.rglob("*.npy"))
+
+
+def test_low_disk_refuses_a_checkpoint_before_writing_it(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    _warm_token_cache(cfg)  # the shards exist; now the disk "fills up"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(io.InsufficientDisk, match="not enough free disk for a checkpoint .* free space"):
         stages.pretrain(cfg, root=tmp_path / "out", progress=False)
     ck = stages.stage_dir(cfg, 1, root=tmp_path / "out") / "ckpt"

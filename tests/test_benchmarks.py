@@ -1,0 +1,54 @@
+"""benchmarks/throughput.py and benchmarks/sweep_throughput.py run on CPU and write their JSON."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, child_env
+
+
+def _run(*args, timeout=240):
+    p = subprocess.run([sys.executable, *args], cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def test_throughput_json(tmp_path):
+    out = tmp_path / "t.json"
+    p = _run("benchmarks/throughput.py", "--preset", "test-micro", "--batch", "4", "--seq", "32",
+             "--steps", "2", "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--json", str(out))
+    d = json.loads(out.read_text())
+    for k in ("preset", "batch", "seq", "device", "n_params", "flops_per_token", "flops_formula",
+              "peak_tflops", "results", "ratio"):
+        assert k in d, k
+    assert d["device"] == "cpu" and d["preset"] == "test-micro"
+    assert [r["mode"] for r in d["results"]] == ["eelib", "plain-eager"]
+    for r in d["results"]:
+        assert r["status"] == "ok"
+        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and 0 < r["mfu"] < 1
+        assert r["loss"] > 0
+    # 6N + 12·L·d·T for the tied test-micro: N = all params.
+    assert d["flops_per_token"] == 6 * d["n_params"] + 12 * 1 * 32 * 32
+    assert d["ratio"]["ours"] == "eelib" and d["ratio"]["tokens_per_s"] > 0
+    assert "eelib / plain-eager" in p.stdout
+
+
+@pytest.mark.slow  # ~25 s: 4 pipeline runs in subprocesses
+def test_sweep_throughput_two_runs(tmp_path):
+    out = tmp_path / "s.json"
+    p = _run("benchmarks/sweep_throughput.py", "--runs", "2", "--workers", "2", "--scale", "micro",
+             "--device", "cpu", "--work", str(tmp_path / "w"), "--json", str(out))
+    d = json.loads(out.read_text())
+    assert d["sequential"]["workers"] == 1 and d["concurrent"]["workers"] == 2
+    for mode in ("sequential", "concurrent"):
+        assert d[mode]["runs"] == 2 and d[mode]["failed"] == [] and d[mode]["runs_per_hour"] > 0
+    assert d["ratio"] > 0
+    assert "runs/hour" in p.stdout
+    # Both modes wrote full results into their own outputs roots.
+    for mode in ("sequential", "concurrent"):
+        rows = (tmp_path / "w" / mode / "sweep" / "results.jsonl").read_text().splitlines()
+        assert len(rows) == 2
