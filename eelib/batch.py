@@ -142,6 +142,7 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
         run, c, rdir = item
         slot = slots.get()
         env = dict(os.environ)
+        env.pop("EELIB_OUTPUTS", None)  # the batch passes its outputs root explicitly (-p out_dir)
         if n_gpu:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpu)
         elif not c.threads:
