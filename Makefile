@@ -29,7 +29,8 @@ run: $(STAMP)
 	$(BIN)/eelib batch $(PARAMS) --workers 2 $(if $(SEEDS),--seeds $(SEEDS) --set name=quick-seeds)
 
 readme: $(STAMP)
-	$(BIN)/python tools/update_readme.py $(if $(wildcard outputs/quick-seeds/results.jsonl),outputs/quick-seeds,outputs/quick)
+	$(BIN)/python tools/update_readme.py $(if $(wildcard outputs/quick-seeds/results.jsonl),outputs/quick-seeds,outputs/quick) \
+	    outputs/fig3b-offline-200k outputs/replay-dropout-offline-small
 
 test: $(STAMP)
 	EELIB_OUTPUTS=$$(mktemp -d) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)

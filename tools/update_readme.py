@@ -15,7 +15,38 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(exp_dir: str) -> None:
+FIG_ORDER = ("fig3a.png", "fig3b.png", "fig4_music-chem.png", "fig2_music-chem.png")
+
+
+def _figure(edir: Path) -> str:
+    """Copy the experiment's main figure into docs/figures/ and return its Markdown."""
+    figs = [edir / "figures" / f for f in FIG_ORDER if (edir / "figures" / f).exists()]
+    figs = figs or sorted((edir / "figures").glob("*.png"))
+    if not figs:
+        return ""
+    dest = ROOT / "docs" / "figures" / f"{edir.name}_{figs[0].name}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(figs[0], dest)
+    return f"![{edir.name}: {figs[0].stem}]({dest.relative_to(ROOT)})\n\n"
+
+
+def _extra(edir: Path) -> str:
+    """A further experiment: its figure and the claims it could test (full report copied to docs/results/)."""
+    summary = json.loads((edir / "summary.json").read_text()) if (edir / "summary.json").exists() else {}
+    claims = json.loads((edir / "claims.json").read_text())["claims"] if (edir / "claims.json").exists() else []
+    dest = ROOT / "docs" / "results" / f"{edir.name}-claims.md"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if (edir / "claims.md").exists():
+        shutil.copyfile(edir / "claims.md", dest)
+    tested = [c for c in claims if c["verdict"] != "inconclusive"]
+    lines = ["| claim | verdict | numbers |", "|---|---|---|"]
+    lines += [f"| {c['id']}. {c['claim']} | **{c['verdict']}** | {c['reason']} |" for c in tested]
+    took = f"{len(summary.get('runs', []))} runs, {summary['seconds']:.0f} s with {summary['workers']} workers" if summary else ""
+    return (f"\n### `{edir.name}` ({took})\n\n" + _figure(edir) + "\n".join(lines)
+            + f"\n\nFull report: [{dest.relative_to(ROOT)}]({dest.relative_to(ROOT)}).\n")
+
+
+def main(exp_dir: str, extra_dirs: list[str] = ()) -> None:
     edir = Path(exp_dir)
     rows = [json.loads(line) for line in (edir / "results.jsonl").read_text().splitlines() if line]
     if not rows:
@@ -31,13 +62,7 @@ def main(exp_dir: str) -> None:
         lines.append(f"| {lam:g} | {lr:g} | {n[(lam, lr)]} | " + " | ".join(cell(c) for c in ("L_im", "L_ret", "L_ft", "L_pre")) + " |")
     claims_md = (edir / "claims.md").read_text() if (edir / "claims.md").exists() else ""
     table = "\n".join(l for l in claims_md.splitlines() if l.startswith("|"))
-    figs = sorted((edir / "figures").glob("fig3a.png")) or sorted((edir / "figures").glob("*.png"))
-    fig_md = ""
-    if figs:
-        dest = ROOT / "docs" / "figures" / f"{edir.name}_{figs[0].name}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(figs[0], dest)
-        fig_md = f"![{edir.name}: {figs[0].stem}]({dest.relative_to(ROOT)})\n\n"
+    fig_md = _figure(edir)
     took = f", {summary['seconds']:.0f} s wall with {summary['workers']} workers" if summary else ""
     runs = df.drop_duplicates("run")
     stopped = int(runs["stage2_stopped_early"].fillna(False).astype(bool).sum())
@@ -48,6 +73,7 @@ def main(exp_dir: str) -> None:
             "nats per byte token (mean ± std over seeds where there are several).\n\n"
             + fig_md + s2_note + "\n".join(lines) + "\n\n**Claims** (computed by `eelib.claims`; "
             f"full report in `{edir}/claims.md`):\n\n" + table + "\n")
+    body += "".join(_extra(Path(d)) for d in extra_dirs if (Path(d) / "results.jsonl").exists())
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + body + m.group(2),
@@ -57,4 +83,4 @@ def main(exp_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "outputs/quick")
+    main(sys.argv[1] if len(sys.argv) > 1 else "outputs/quick", sys.argv[2:])
