@@ -187,7 +187,3 @@ def cache_root(data: DataConfig) -> Path:
 
 def vocab_size(data: DataConfig) -> int:
     return ByteTokenizer.vocab_size if data.tokenizer == "bytes" else 49152
-
-
-def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import math
 import shutil
 import time
@@ -123,7 +124,6 @@ def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
     """Reuse a finished stage; refuse a directory written by a different config."""
     done = sdir / "stage.json"
     if done.exists():
-        import json
         rec = json.loads(done.read_text())
         if rec.get("key") != json.loads(json_dumps(key)):
             raise RuntimeError(f"{sdir} holds a stage made by a different config; it is never overwritten. "
@@ -137,12 +137,10 @@ def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
 
 
 def json_dumps(o) -> str:
-    import json
     return json.dumps(o, sort_keys=True, default=str)
 
 
 def _finish(stage: int, sdir: Path, key: dict, record: dict) -> StageResult:
-    import json
     record = dict(record, stage=stage, key=json.loads(json_dumps(key)), digest=C.digest(key))
     if distributed.is_main():
         atomic_write_json(sdir / "stage.json", record)

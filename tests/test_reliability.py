@@ -217,12 +217,3 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     checkpoint.save_model(tmp_path / "s" / "k" / "final", {"w": torch.ones(1)}, {})
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == io.FILE_MODE
     assert (tmp_path / "s" / "k" / "final").stat().st_mode & 0o777 == io.DIR_MODE
-
-
-def test_append_after_a_torn_line_keeps_the_new_row(tmp_path):
-    log = tmp_path / "events.jsonl"
-    io.append_jsonl(log, {"i": 1})
-    with open(log, "a") as f:
-        f.write('{"i": 2, "tor')  # a kill in the middle of an append
-    io.append_jsonl(log, {"i": 3})
-    assert io.read_jsonl(log) == [{"i": 1}, {"i": 3}]
