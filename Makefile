@@ -7,8 +7,6 @@ STAMP   := $(VENV)/.installed
 PARAMS  ?= params/quick.yaml
 SEEDS   ?=
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: setup run test test-fast browser readme clean-env
 
