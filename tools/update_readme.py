@@ -15,7 +15,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
-FIG_ORDER = ("fig3a.png", "fig3b.png", "fig4_music-chem.png", "fig2_music-chem.png")
+FIG_ORDER = ("fig3b.png", "fig4_music-chem.png", "fig3a.png", "fig2_music-chem.png")  # most specific first
 
 
 def _figure(edir: Path) -> str:
