@@ -366,11 +366,8 @@ def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int)
 def resolve_root(root: str | Path = "outputs") -> Path:
     """`root` as given if it exists; else, for a relative path, the same path under the repository
     (notebooks run with their own folder as cwd, e.g. under nbval); else `root` unchanged."""
-    p = Path(root)
-    if p.exists() or p.is_absolute():
-        return p
-    repo = Path(__file__).resolve().parents[1] / p
-    return repo if repo.exists() else p
+    from eelib.notebook import resolve
+    return resolve(root)
 
 
 def report(experiment: str, root: str | Path = "outputs", figures: bool = True,

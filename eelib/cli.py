@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from eelib import config as C
     if args.cmd == "report":
-        _report(args.experiment, args.out)
-        return 0
+        from eelib.claims import main_report
+        return main_report([args.experiment, "--root", args.out])
     try:
         cfg = C.load(args.params, _overrides(args.set))
         if getattr(args, "seeds", None):
