@@ -57,13 +57,13 @@ def make_config(scale: str, runs: int, cache_dir: str, threads: int):
 def prepare_data(cfg) -> None:
     """Random byte tokens as C4 (train, val) in the run's token cache; domain corpora prebuilt."""
     from eelib import config as C
-    from eelib.data import CORPUS_SEED, cache_root, corpus_windows
+    from eelib.data import cache_root, corpus_windows, shard_key
     from eelib.io import atomic_save_npy
     d = cfg.data
     rng = np.random.default_rng(0)
     for split, n in (("train", d.general_tokens), ("val", d.val_tokens)):
         n_exact = n // d.seq_len * d.seq_len
-        key = C.digest(["c4", split, d.source, d.tokenizer, d.data_files.get("c4"), CORPUS_SEED])
+        key = C.digest(shard_key("c4", split, d))
         flat = rng.integers(0, 256, size=n_exact).astype(np.uint16)  # the cache's dtype
         atomic_save_npy(cache_root(d) / "tokens" / f"c4-{split}-{key}-{n_exact}.npy", flat)
         got = corpus_windows("c4", split, n_exact, d).tokens.reshape(-1)

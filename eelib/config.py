@@ -50,12 +50,13 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "offline"          # offline (installs with eelib) | hub (real HF datasets) | local
-    tokenizer: str = "bytes"         # bytes (offline, 258 ids) | smollm2 (HF, vocab 49,152)
+    tokenizer: str = "bytes"         # bytes (offline, 258 ids) | smollm2 (HF, vocab 49,152) | a saved tokenizer dir
     seq_len: int = 256               # training window; paper: 1,024 (Table 6)
     general_tokens: int = 1_000_000  # stage-1 D_pre (C4) budget; paper: 8.7B at 135M
     post_tokens: int = 200_000       # |D_post|; paper: 30M / 150M / 300M
     val_tokens: int = 32_768         # held-out tokens per corpus for L_im/L_ret/L_ft/L_pre
     data_files: dict = field(default_factory=dict)  # source=local: corpus name -> file glob
+    revisions: dict = field(default_factory=dict)   # source=hub: corpus name -> dataset commit/tag to pin
     cache_dir: str = ""              # tokenized corpora; "" = $EELIB_CACHE_DIR or ~/.cache/eelib
 
 
@@ -157,7 +158,22 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
            "must be a non-empty directory name without '/'")
     _check(d.source in ("offline", "hub", "local"), "data.source", "use offline, hub or local")
-    _check(d.tokenizer in ("bytes", "smollm2"), "data.tokenizer", "use bytes or smollm2")
+    _check(isinstance(d.tokenizer, str) and (d.tokenizer in ("bytes", "smollm2")
+                                             or (Path(d.tokenizer) / "tokenizer.json").is_file()),
+           "data.tokenizer", f"{d.tokenizer!r} is not a tokenizer; use bytes, smollm2, or a directory "
+           "holding a saved Hugging Face tokenizer (tokenizer.json, e.g. from save_pretrained)")
+    if d.tokenizer not in ("bytes", "smollm2"):
+        from eelib.tokenizer import tokenizer_vocab
+        n = tokenizer_vocab(d.tokenizer)
+        _check(n <= 65536, "data.tokenizer", f"{d.tokenizer} has {n:,} ids; tokens are stored as uint16, "
+               "so use a tokenizer with at most 65,536")
+    _check(isinstance(d.revisions, dict), "data.revisions", "must map corpus names to dataset revisions")
+    _check(d.source == "hub" or not d.revisions, "data.revisions",
+           f"only used with data.source: hub (source is {d.source!r}); remove it or set source: hub")
+    for k, v in d.revisions.items():
+        _check(k in CORPUS_NAMES, f"data.revisions.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
+        _check(isinstance(v, str) and bool(v.strip()), f"data.revisions.{k}",
+               "must be a commit sha, tag or branch of the dataset repository")
     for f in ("seq_len", "general_tokens", "post_tokens", "val_tokens"):
         _check(getattr(d, f) > 0, f"data.{f}", "must be > 0")
     _check(d.seq_len >= 8, "data.seq_len", "must be >= 8")

@@ -1,4 +1,4 @@
-"""Tokenizers and tokenized corpora: the token budgets of §3 turned into fixed windows.
+"""Tokenized corpora: the token budgets of §3 turned into fixed windows (tokenizers: eelib/tokenizer.py).
 
 A corpus split becomes a `Windows` array of shape [n, seq_len]: documents in their stream order,
 each followed by an end-of-document token, packed and cut at exactly n·seq_len tokens. So every
@@ -22,51 +22,9 @@ import numpy as np
 
 from eelib.config import DataConfig, digest
 from eelib.io import atomic_write_json, check_free_disk, sha256_file
+from eelib.tokenizer import ByteTokenizer, get_tokenizer, tokenizer_id, tokenizer_vocab  # noqa: F401 (re-exported)
 
 CORPUS_SEED = 0  # the corpora's content is fixed; the run seed varies init and order (decisions.md)
-
-
-class ByteTokenizer:
-    """UTF-8 bytes 0..255, plus end-of-document (256) and a spare pad id (257). Offline, exact."""
-    vocab_size = 258
-    eos_id = 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids) -> str:
-        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
-
-
-class HFTokenizer:
-    """The SmolLM2 tokenizer (vocab 49,152) for the paper-scale path (needs the hub once)."""
-    hub_id = "HuggingFaceTB/SmolLM2-135M"
-
-    def __init__(self):
-        from eelib.corpora import CORPORA, HubUnavailable, ensure_hub_reachable
-        try:
-            ensure_hub_reachable(CORPORA["c4"])
-        except HubUnavailable as e:
-            raise HubUnavailable(f"tokenizer {self.hub_id}: the Hugging Face hub cannot be reached; "
-                                 "use data.tokenizer: bytes with data.source: offline") from e
-        from transformers import AutoTokenizer
-        self.tok = AutoTokenizer.from_pretrained(self.hub_id)
-        self.vocab_size = 49152
-        self.eos_id = self.tok.eos_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids) -> str:
-        return self.tok.decode(list(ids))
-
-
-def get_tokenizer(name: str):
-    if name == "bytes":
-        return ByteTokenizer()
-    if name == "smollm2":
-        return HFTokenizer()
-    raise ValueError(f"data.tokenizer: unknown tokenizer {name!r}; use bytes or smollm2")
 
 
 @dataclass
@@ -86,15 +44,17 @@ class Windows:
 
 
 PROGRESS_EVERY = 1 << 22  # tokens between progress records while tokenizing (resume points)
+ENCODE_BATCH = 256        # documents per tokenizer call: one call per batch, parallel in Rust
 
 
 def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) -> None:
     """Tokenize `docs` into a uint16 .npy shard of exactly n_tokens, resumably, then publish it.
 
-    The shard is filled in place through a memmap under <cache>/partial/; every PROGRESS_EVERY
-    tokens the position (tokens filled, documents consumed) is recorded atomically, after whole
-    documents only. An interrupted build resumes from that record, skipping the consumed documents.
-    The finished file gets a manifest (source, token and document counts, sha256) and is renamed
+    Documents are encoded ENCODE_BATCH at a time. The shard is filled in place through a memmap
+    under <cache>/partial/; every PROGRESS_EVERY tokens the position (tokens filled, documents
+    consumed) is recorded atomically, after whole batches only. An interrupted build resumes from that record, skipping the consumed documents.
+    The finished file gets a manifest (source, dataset id and revision, tokenizer, token and
+    document counts, sha256) and is renamed
     into place: readers only ever see complete shards.
     """
     partial = final.parent / "partial" / final.name
@@ -109,23 +69,25 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
         arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n_tokens,))
         st = {"tokens": 0, "documents": 0}
     filled, n_docs, mark = st["tokens"], st["documents"], st["tokens"]
-    for doc in docs:
-        ids = tokenizer.encode(doc)
-        ids.append(tokenizer.eos_id)
-        take = min(len(ids), n_tokens - filled)
-        arr[filled:filled + take] = ids[:take]
-        filled += take
-        n_docs += 1
-        if filled == n_tokens:
-            break
-        if filled - mark >= PROGRESS_EVERY:
+    docs = iter(docs)
+    while filled < n_tokens:
+        batch = list(itertools.islice(docs, ENCODE_BATCH))
+        if not batch:
+            raise ValueError(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
+                             f"asked for {n_tokens:,}. Lower the budget (data.*_tokens / stage3.tokens) "
+                             "or use a larger corpus.")
+        for ids in tokenizer.encode_batch(batch):
+            ids.append(tokenizer.eos_id)
+            take = min(len(ids), n_tokens - filled)
+            arr[filled:filled + take] = ids[:take]
+            filled += take
+            n_docs += 1
+            if filled == n_tokens:
+                break
+        if filled < n_tokens and filled - mark >= PROGRESS_EVERY:  # resume points after whole batches
             arr.flush()
             atomic_write_json(progress, {"tokens": filled, "documents": n_docs})
             mark = filled
-    else:
-        raise ValueError(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
-                         f"asked for {n_tokens:,}. Lower the budget (data.*_tokens / stage3.tokens) "
-                         "or use a larger corpus.")
     arr.flush()
     del arr
     manifest = dict(meta, dtype="uint16", tokens=n_tokens, documents=n_docs,
@@ -133,6 +95,7 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
     atomic_write_json(final.with_suffix(".json"), manifest)
     os.replace(partial, final)
     progress.unlink(missing_ok=True)
+    final.parent.joinpath("partial", final.stem + ".meta.json").unlink(missing_ok=True)
 
 
 def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> Windows:
@@ -143,7 +106,7 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
                          f"(data.seq_len={data.seq_len})")
     n_exact = n_windows * data.seq_len
     # Key on the prefix length, not the budget: a longer cached prefix serves shorter requests.
-    key = digest([corpus, split, data.source, data.tokenizer, data.data_files.get(corpus), CORPUS_SEED])
+    key = digest(shard_key(corpus, split, data))
     cache = cache_root(data) / "tokens"
     best = None
     if cache.exists():
@@ -158,6 +121,25 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
     return Windows(corpus, split, flat.reshape(n_windows, data.seq_len))
 
 
+def shard_key(corpus: str, split: str, data: DataConfig) -> list:
+    """What a token shard depends on; its digest names the cache file (benchmarks prefill by it)."""
+    key = [corpus, split, data.source, tokenizer_id(data.tokenizer), data.data_files.get(corpus), CORPUS_SEED]
+    revision = data.revisions.get(corpus)
+    return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
+
+
+def _revision(spec, data: DataConfig, cache: Path, stem: str) -> str:
+    """The dataset commit to stream: that of an existing shard of the same key if there is one (a
+    150M D_post built after the 30M one must extend the same text for the subsets to nest), else
+    what the hub resolves data.revisions (or the default branch) to."""
+    from eelib import corpora
+    for m in sorted(cache.glob(f"{stem}-*.json")):
+        rev = json.loads(m.read_text()).get("revision")
+        if rev and " (unresolved" not in rev:
+            return rev
+    return corpora.resolve_revision(spec, data.revisions.get(spec.name))
+
+
 def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, data: DataConfig) -> Windows:
     """Build one shard under a file lock: parallel runs needing it wait, then read the same file."""
     from eelib import corpora
@@ -167,13 +149,32 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.exists():
             spec = corpora.CORPORA[corpus]
-            meta = {"corpus": corpus, "split": split, "source": data.source, "tokenizer": data.tokenizer,
-                    "hub_id": spec.hub_id if data.source == "hub" else None,
-                    "hub_config": spec.hub_config if data.source == "hub" else None,
-                    "data_files": data.data_files.get(corpus), "corpus_seed": CORPUS_SEED}
+            hub = data.source == "hub"
+            tok = get_tokenizer(data.tokenizer)
+            # An interrupted build resumes with the metadata it started with: above all the dataset
+            # commit, so a resume never splices documents of a newer revision onto an older prefix.
+            started = cache / "partial" / (final.stem + ".meta.json")
+            if started.exists():
+                meta = json.loads(started.read_text())
+            else:
+                meta = {"corpus": corpus, "split": split, "source": data.source,
+                        "tokenizer": data.tokenizer, "tokenizer_id": tokenizer_id(data.tokenizer),
+                        "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
+                        "hub_id": spec.hub_id if hub else None, "hub_config": spec.hub_config if hub else None,
+                        "revision_requested": data.revisions.get(corpus),
+                        "revision": _revision(spec, data, cache, f"{corpus}-{split}-{key}") if hub else None,
+                        "data_files": data.data_files.get(corpus),
+                        "input_files": (corpora.input_files(data.data_files[corpus])
+                                        if data.source == "local" else None),
+                        "corpus_seed": CORPUS_SEED}
+                started.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(started, meta)
+            revision = meta["revision_requested"]
+            if hub and " (unresolved" not in meta["revision"]:
+                revision = meta["revision"]  # stream the resolved commit: exactly what the manifest names
             docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
-                                     data_files=data.data_files.get(corpus))
-            _tokenize_to_shard(docs, get_tokenizer(data.tokenizer), n_exact, final, meta)
+                                     data_files=data.data_files.get(corpus), revision=revision)
+            _tokenize_to_shard(docs, tok, n_exact, final, meta)
     flat = np.load(final, mmap_mode="r")
     return Windows(corpus, split, flat.reshape(n_exact // data.seq_len, data.seq_len))
 
@@ -186,4 +187,4 @@ def cache_root(data: DataConfig) -> Path:
 
 
 def vocab_size(data: DataConfig) -> int:
-    return ByteTokenizer.vocab_size if data.tokenizer == "bytes" else 49152
+    return tokenizer_vocab(data.tokenizer)

@@ -27,6 +27,7 @@ import torch
 
 from eelib import checkpoint, config as C, distributed
 from eelib.data import corpus_windows, vocab_size
+from eelib.tokenizer import tokenizer_id
 from eelib.io import atomic_write_json, atomic_write_text
 from eelib.mixture import Mixture, Source, check_delivery
 from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
@@ -52,8 +53,10 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     d = cfg.data
     # allocation is absent on purpose: stage 1 takes the first round(λ·N) windows of D_post in both
     # Fig 3a ("added") and Fig 3b ("split"), so both experiments can share one stage-1 checkpoint.
-    return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus,
-            "data": [d.source, d.tokenizer, d.seq_len, d.general_tokens, d.post_tokens, d.data_files],
+    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, d.data_files]
+    if d.revisions:  # appended only when pinned, so keys of unpinned runs stay what they were
+        data.append(d.revisions)
+    return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
 
 

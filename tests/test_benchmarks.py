@@ -52,3 +52,14 @@ def test_sweep_throughput_two_runs(tmp_path):
     for mode in ("sequential", "concurrent"):
         rows = (tmp_path / "w" / mode / "sweep" / "results.jsonl").read_text().splitlines()
         assert len(rows) == 2
+
+
+def test_tokenize_throughput_batched_equals_per_document(tmp_path):
+    out = tmp_path / "tok.json"
+    p = _run("benchmarks/tokenize_throughput.py", "--vocab", "1000", "--tokens", "200000",
+             "--batches", "1,7,256", "--json", str(out))
+    d = json.loads(out.read_text())
+    assert d["identical_shards"] is True and d["vocab_size"] == 1000
+    assert [r["encode_batch"] for r in d["results"]] == [1, 7, 256]
+    assert all(r["tokens_per_s"] > 0 and len(r["sha256"]) == 64 for r in d["results"])
+    assert "8.7B" in p.stdout

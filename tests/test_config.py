@@ -67,6 +67,9 @@ BAD = [
     ("local-file-absent", _with(data__source="local", data__data_files={
         "c4": "nope/*.json", "musicpile": "nope.jsonl", "chempile": "nope.jsonl"}), "data.data_files.c4"),
     ("data-files-offline", _with(data__data_files={"c4": "x.json"}), "data.data_files"),
+    ("tokenizer-not-a-dir", _with(data__tokenizer="no/such/tokenizer"), "data.tokenizer: 'no/such/tokenizer' is not a tokenizer"),
+    ("revisions-offline", _with(data__revisions={"c4": "abc"}), "data.revisions: only used with data.source: hub"),
+    ("revisions-unknown-corpus", _with(data__source="hub", data__revisions={"c5": "abc"}), "data.revisions.c5"),
     ("name-with-slash", _with(name="a/b"), "name"),
     ("cache-dir-is-a-file", _with(data__cache_dir="bad.yaml"), "data.cache_dir"),
     ("duplicate-key", TINY_TEXT + "stage1: {lam: 0.0}\n", "'stage1' given twice"),

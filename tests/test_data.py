@@ -9,6 +9,7 @@ import pytest
 
 from eelib import corpora, data as D
 from eelib.config import DataConfig
+from eelib.tokenizer import train_bpe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hub"
 
@@ -42,19 +43,20 @@ def test_local_source_reads_hub_format_with_a_manifest(tmp_path):
 
 
 def test_interrupted_tokenization_resumes_to_the_same_shard(tmp_path, monkeypatch):
-    ref = D.corpus_windows("chempile", "train", 6000, _cfg(tmp_path / "ref")).tokens.copy()
+    ref = D.corpus_windows("chempile", "train", 20000, _cfg(tmp_path / "ref")).tokens.copy()
 
     monkeypatch.setattr(D, "PROGRESS_EVERY", 500)
+    monkeypatch.setattr(D, "ENCODE_BATCH", 2)
     real = corpora.documents
     calls = {"n": 0}
 
-    def dying(*a, **kw):  # the first build dies after 4 documents, as a kill would
+    def dying(*a, **kw):  # the first build dies at its 9th document, as a kill would
         calls["n"] += 1
         it = real(*a, **kw)
         if calls["n"] == 1:
             def gen():
                 for i, doc in enumerate(it):
-                    if i == 4:
+                    if i == 8:
                         raise KeyboardInterrupt("simulated kill")
                     yield doc
             return gen()
@@ -63,12 +65,13 @@ def test_interrupted_tokenization_resumes_to_the_same_shard(tmp_path, monkeypatc
     monkeypatch.setattr(corpora, "documents", dying)
     d = _cfg(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
-        D.corpus_windows("chempile", "train", 6000, d)
+        D.corpus_windows("chempile", "train", 20000, d)
     partial = list((tmp_path / "cut" / "cache" / "tokens" / "partial").glob("*.progress.json"))
     assert partial, "no resume point was recorded"
     done = json.loads(partial[0].read_text())
-    assert 0 < done["tokens"] < 6000 and done["documents"] <= 4
-    out = D.corpus_windows("chempile", "train", 6000, d).tokens
+    # resume points fall after whole batches, before the killed one
+    assert 0 < done["tokens"] < 20000 and done["documents"] <= 8 and done["documents"] % 2 == 0
+    out = D.corpus_windows("chempile", "train", 20000, d).tokens
     np.testing.assert_array_equal(out, ref)
     assert not list((tmp_path / "cut" / "cache" / "tokens" / "partial").glob("*"))
 
@@ -77,3 +80,115 @@ def test_exhausted_corpus_is_a_clear_error(tmp_path):
     d = _cfg(tmp_path, source="local", data_files={"flan": str(FIXTURES / "flan")})
     with pytest.raises(ValueError, match="corpus exhausted"):
         D.corpus_windows("flan", "train", 10_000_000, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# A saved Hugging Face tokenizer (the paper path's SmolLM2 tokenizer, or a researcher's own), tested
+# with a small byte-level BPE trained here on the hub-format fixtures.
+
+def _save_bpe(where: Path, vocab: int) -> Path:
+    texts = [t for c in ("c4", "musicpile", "chempile", "flan")
+             for t in corpora.documents(c, "train", source="local", data_files=str(FIXTURES / c))]
+    return train_bpe(texts, vocab, where)
+
+
+@pytest.fixture(scope="module")
+def bpe_dir(tmp_path_factory) -> Path:
+    return _save_bpe(tmp_path_factory.mktemp("bpe") / "tok", 600)
+
+
+def _local(tmp_path, tokenizer, **kw) -> DataConfig:
+    files = {c: str(FIXTURES / c) for c in ("c4", "musicpile", "chempile", "flan")}
+    return _cfg(tmp_path, source="local", data_files=files, tokenizer=str(tokenizer), **kw)
+
+
+def test_saved_tokenizer_dir_builds_shards_with_its_identity(tmp_path, bpe_dir, monkeypatch):
+    d = _local(tmp_path, bpe_dir)
+    tok = D.get_tokenizer(str(bpe_dir))
+    assert D.vocab_size(d) == tok.vocab_size == 600 and tok.eos_id == 0
+    w = D.corpus_windows("musicpile", "train", 2048, d)
+    flat = w.tokens.reshape(-1)
+    assert flat.max() < 600 and (flat == tok.eos_id).sum() >= 1
+    first = next(corpora.documents("musicpile", "train", source="local", data_files=str(FIXTURES / "musicpile")))
+    n_first = int(np.argmax(flat == tok.eos_id))
+    assert tok.decode(flat[:n_first]) == first  # a byte-level BPE round-trips the document exactly
+    (mpath,) = (tmp_path / "cache" / "tokens").glob("musicpile-train-*.json")
+    m = json.loads(mpath.read_text())
+    assert m["tokenizer_id"] == D.tokenizer_id(str(bpe_dir)) and m["tokenizer_id"].startswith("dir:")
+    assert m["vocab_size"] == 600 and m["eos_id"] == 0 and m["revision"] is None
+    assert [f["bytes"] for f in m["input_files"]] == [(FIXTURES / "musicpile" / "train.jsonl").stat().st_size]
+
+    # Batched encoding gives the same tokens as one document per call.
+    monkeypatch.setattr(D, "ENCODE_BATCH", 1)
+    one = D.corpus_windows("musicpile", "train", 2048, _local(tmp_path / "one", bpe_dir))
+    np.testing.assert_array_equal(one.tokens, w.tokens)
+
+
+def test_another_tokenizer_in_the_same_dir_gets_new_shards(tmp_path):
+    tok_dir = _save_bpe(tmp_path / "tok", 400)
+    d = _local(tmp_path, tok_dir)
+    before = D.tokenizer_id(str(tok_dir))
+    a = D.corpus_windows("flan", "train", 1024, d).tokens.copy()
+    _save_bpe(tok_dir, 500)  # retrained in place
+    assert D.tokenizer_id(str(tok_dir)) != before
+    b = D.corpus_windows("flan", "train", 1024, d).tokens
+    assert len(list((tmp_path / "cache" / "tokens").glob("flan-train-*.npy"))) == 2
+    assert not np.array_equal(a, b) and b.max() >= 400  # the new ids, not the stale shard
+
+
+def test_nested_shard_streams_the_revision_of_its_shorter_sibling(tmp_path, monkeypatch):
+    """A longer D_post built after a shorter one must come from the same dataset commit."""
+    cache = tmp_path / "tokens"
+    cache.mkdir()
+    (cache / "musicpile-train-k-1024.json").write_text(json.dumps({"revision": "abc123"}))
+
+    def no_lookup(*a, **kw):
+        raise AssertionError("the hub was asked although a sibling shard names the commit")
+
+    monkeypatch.setattr(corpora, "resolve_revision", no_lookup)
+    spec = corpora.CORPORA["musicpile"]
+    assert D._revision(spec, DataConfig(source="hub"), cache, "musicpile-train-k") == "abc123"
+    monkeypatch.setattr(corpora, "resolve_revision", lambda spec, rev: f"sha-of-{rev}")
+    assert D._revision(spec, DataConfig(source="hub", revisions={"musicpile": "v1"}), cache,
+                       "musicpile-train-other") == "sha-of-v1"
+    # Pinning a revision changes the cache key; not pinning keeps the key it always had.
+    plain, pinned = DataConfig(source="hub"), DataConfig(source="hub", revisions={"musicpile": "v1"})
+    assert D.shard_key("musicpile", "train", plain)[-1] == D.CORPUS_SEED
+    assert D.shard_key("musicpile", "train", pinned)[-1] == "v1"
+
+
+def test_tokenizer_over_uint16_is_refused_by_the_config(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from eelib import config as C
+    vocab = {f"w{i}": i for i in range(70_000)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1").save_pretrained(tmp_path / "big")
+    cfg = C.ExperimentConfig(data=DataConfig(tokenizer=str(tmp_path / "big")))
+    with pytest.raises(C.ConfigError, match="data.tokenizer: .* has 70,000 ids; tokens are stored as uint16"):
+        C.validate(cfg, models=False)
+
+
+def test_three_stages_on_hub_format_files_with_a_saved_tokenizer(tmp_path, bpe_dir):
+    """The paper path end to end, offline: source local (files in the hub's record format) and a
+    saved Hugging Face tokenizer, as on a cluster that holds downloaded corpora and SmolLM2's files.
+    About 3 s: test-micro, a few steps per stage."""
+    from eelib import config as C, stages
+    files = {c: str(FIXTURES / c) for c in ("c4", "musicpile", "chempile")}
+    cfg = C.validate(C.ExperimentConfig(
+        name="local-bpe", model="test-micro", threads=1, pipeline="music->chem",
+        data=DataConfig(source="local", tokenizer=str(bpe_dir), data_files=files, seq_len=32,
+                        general_tokens=1024, post_tokens=512, val_tokens=256,
+                        cache_dir=str(tmp_path / "cache")),
+        stage1=C.Stage1Config(lam=0.5, batch_size=4),
+        stage2=C.Stage2Config(batch_size=4, max_tokens=1024, eval_interval=4, patience=2),
+        stage3=C.Stage3Config(lrs=[1e-3], tokens=512, batch_size=4, eval_interval=2)))
+    s1 = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+    s2 = stages.posttrain(cfg, s1, root=tmp_path / "out", progress=False)
+    s3 = stages.finetune(cfg, s2, 1e-3, root=tmp_path / "out", progress=False)
+    for k in ("L_ret", "L_ft", "L_pre"):
+        assert 0 < s3[k] < np.log(600) + 1, (k, s3[k])  # finite and near or below uniform over 600 ids
+    assert s2["L_im"] < np.log(600)
+    # the stage key carries the tokenizer's identity, not its path
+    assert D.tokenizer_id(str(bpe_dir)) in json.dumps(json.loads((s1.dir / "key.json").read_text()))

@@ -17,14 +17,15 @@ from __future__ import annotations
 from typing import Iterator
 
 from .chem import chem_documents
-from .hub import HubUnavailable, ensure_hub_reachable, hub_documents
+from .hub import HubUnavailable, ensure_hub_reachable, hub_documents, input_files, resolve_revision
 from .instruct import instruction_documents
 from .music import music_documents
 from .prose import KJVMissing, kjv_documents
 from .registry import CORPORA, CorpusSpec
 from .split import GENERATED_HELDOUT_EVERY, in_split
 
-__all__ = ["CORPORA", "CorpusSpec", "HubUnavailable", "KJVMissing", "documents", "ensure_hub_reachable"]
+__all__ = ["CORPORA", "CorpusSpec", "HubUnavailable", "KJVMissing", "documents", "ensure_hub_reachable",
+           "input_files", "resolve_revision"]
 
 SPLITS = ("train", "val")
 SOURCES = ("offline", "hub", "local")
@@ -41,7 +42,7 @@ def _generated(name: str, split: str, seed: int) -> Iterator[str]:
 
 
 def documents(name: str, split: str, source: str = "offline", seed: int = 0,
-              data_files: str | None = None) -> Iterator[str]:
+              data_files: str | None = None, revision: str | None = None) -> Iterator[str]:
     """Yield documents of corpus `name` for `split` ("train" or "val") in a deterministic order.
 
     Offline generated corpora are infinite; offline C4 (KJV) and the hub/local sources end when
@@ -55,4 +56,4 @@ def documents(name: str, split: str, source: str = "offline", seed: int = 0,
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "offline":
         return kjv_documents(split, seed) if name == "c4" else _generated(name, split, seed)
-    return hub_documents(CORPORA[name], split, source, seed, data_files)
+    return hub_documents(CORPORA[name], split, source, seed, data_files, revision)

@@ -103,7 +103,28 @@ def _load_local(files: list[str]):
     return datasets.load_dataset(kinds.pop(), data_files=files, split="train", streaming=True)
 
 
-def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: str | None):
+def resolve_revision(spec: CorpusSpec, revision: str | None = None) -> str:
+    """The commit the hub serves for `revision` (None: the default branch), for shard manifests.
+
+    The paper names no dataset revisions; recording the resolved commit lets a rerun pin it with
+    data.revisions. If the hub answers the connection but not the API call, the requested name is
+    recorded with the reason instead of failing a multi-hour tokenization over metadata.
+    """
+    ensure_hub_reachable(spec)
+    try:
+        from huggingface_hub import HfApi
+        return HfApi().dataset_info(spec.hub_id, revision=revision).sha
+    except Exception as exc:  # network or API error: keep going, say so in the manifest
+        return f"{revision or 'main'} (unresolved: {type(exc).__name__})"
+
+
+def input_files(data_files: str) -> list[dict]:
+    """The local files a shard was read from, with sizes (hashing hundreds of GB would cost hours)."""
+    return [{"path": f, "bytes": os.path.getsize(f)} for f in _resolve_files(data_files)]
+
+
+def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: str | None,
+            revision: str | None = None):
     """(IterableDataset, hash_filter) for one corpus/split/source."""
     import datasets
 
@@ -111,7 +132,8 @@ def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: st
     if source == "hub":
         ensure_hub_reachable(spec)
         hub_split = (spec.val_split if split == "val" else "train") if official_val else "train"
-        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=hub_split, streaming=True)
+        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=hub_split, streaming=True,
+                                   revision=revision)
         return ds, not official_val
     if data_files is None:
         raise ValueError("source='local' needs data_files (a file, directory or glob in the hub's format)")
@@ -127,13 +149,13 @@ def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: st
 
 
 def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
-                  data_files: str | None = None) -> Iterator[str]:
+                  data_files: str | None = None, revision: str | None = None) -> Iterator[str]:
     """Documents of a real corpus (hub or local copy); ends when the source is exhausted.
 
     Not a generator function: the hub check and the file lookup run at call time, so a missing
     hub or a bad `data_files` fails where `documents(...)` is called, not at the first `next`.
     """
-    ds, hash_split = _stream(spec, split, source, seed, data_files)
+    ds, hash_split = _stream(spec, split, source, seed, data_files, revision)
     if split == "train":
         ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
 
