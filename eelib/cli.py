@@ -44,6 +44,32 @@ def _report(experiment: str, out: str) -> None:
     print(f"report: {paths}")
 
 
+def _plan(args) -> int:
+    from eelib import config as C, plan
+    try:
+        cfgs = []
+        for path in args.params:
+            cfg = C.load(path)
+            if args.seeds:
+                cfg.grid = {**cfg.grid, "seed": list(args.seeds)}
+                C.validate(cfg, models=False)
+            cfgs.append(cfg)
+        tok_s, source = args.tok_s, ""
+        if args.throughput:
+            tok_s, source = plan.tok_s_from_throughput(args.throughput, args.mode)
+        if tok_s is not None and tok_s <= 0:
+            raise C.ConfigError("--tok-s: must be > 0 (training tokens per second)")
+    except (C.ConfigError, OSError, ValueError, KeyError) as e:
+        print(f"eelib: error: {e}", file=sys.stderr)
+        return 2
+    p = plan.plan(cfgs, tok_s)
+    print(plan.format_plan(p, source))
+    if args.json:
+        from eelib.io import atomic_write_json
+        atomic_write_json(Path(args.json), dict(p, source=source))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="eelib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -77,9 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")
     p_chk.add_argument("params")
     p_chk.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    p_pln = sub.add_parser("plan", help="tokens per stage and GPU-hours of params files; writes nothing")
+    p_pln.add_argument("params", nargs="+")
+    p_pln.add_argument("--seeds", type=int, nargs="+", default=None)
+    speed = p_pln.add_mutually_exclusive_group()
+    speed.add_argument("--tok-s", type=float, default=None, help="training tokens/s to assume")
+    speed.add_argument("--throughput", default=None, metavar="JSON",
+                       help="take tokens/s from a benchmarks/throughput.py --json file")
+    p_pln.add_argument("--mode", default="", help="with --throughput: which mode (default: first ok)")
+    p_pln.add_argument("--json", default=None, help="also write the plan as JSON here")
     args = ap.parse_args(argv)
 
     from eelib import config as C
+    if args.cmd == "plan":
+        return _plan(args)
     if args.cmd == "report":
         from eelib.claims import main_report
         return main_report([args.experiment, "--root", args.out])

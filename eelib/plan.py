@@ -1,0 +1,123 @@
+"""What a params file costs before it runs: tokens per stage, with stage reuse, and GPU-hours.
+
+    eelib plan params/135m/*.yaml --tok-s 265000              # at an assumed training speed
+    eelib plan params/135m/*.yaml --throughput tp.json        # at a measured one (benchmarks/throughput.py)
+
+Counts follow eelib/stages.py exactly (whole windows, λ·|D_post| rounded to windows, the Fig 3b
+split, replay shares) and count each stage once per distinct stage key, as the runs reuse them.
+Stage 2 under `allocation: added` is counted at its `max_tokens` cap: early stopping can only make
+it cheaper, so that column is an upper bound. Evaluation is forward only (≈ 1/3 of a training
+token's FLOPs) and is added at that weight. Stages that different experiments share (Fig 3a and
+3b have the same stage-1 keys) are reported as `shared_across` but still counted per experiment,
+because each experiment trains its own under outputs/<experiment>/.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from eelib import config as C
+
+
+def _windows(tokens: int, seq: int) -> int:
+    return tokens // seq
+
+
+def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
+    """The stages one run trains: [{stage, key, train_tokens, eval_tokens, upper_bound}]."""
+    from eelib.stages import _stage1_key, _stage2_key, _stage3_key
+
+    d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
+    seq, val = d.seq_len, _windows(d.val_tokens, d.seq_len) * d.seq_len
+    post_w, general_w = _windows(d.post_tokens, seq), _windows(d.general_tokens, seq)
+    k = round(s1.lam * post_w)
+    out = [{"stage": 1, "key": C.digest(_stage1_key(cfg)), "train_tokens": (general_w + k) * seq,
+            "eval_tokens": 3 * val, "upper_bound": False}]
+
+    if cfg.allocation == "split":
+        rest = post_w - k
+        n_replay = round(s2.replay / (1 - s2.replay) * rest) if rest else 0
+        train2, upper = (rest + n_replay) * seq, False
+        evals2 = 0
+    else:
+        steps2 = max(1, s2.max_tokens // (s2.batch_size * seq))
+        train2, upper = steps2 * s2.batch_size * seq, True
+        evals2 = (steps2 // s2.eval_interval + 1) if s2.eval_interval else 0
+    out.append({"stage": 2, "key": C.digest(_stage2_key(cfg)), "train_tokens": train2,
+                "eval_tokens": evals2 * val + 3 * val, "upper_bound": upper})
+
+    ft_w = _windows(s3.tokens, seq)
+    steps3 = max(1, math.ceil(ft_w / s3.batch_size))
+    evals3 = (steps3 // s3.eval_interval + 1) if s3.eval_interval else 0
+    for lr in s3.lrs:
+        out.append({"stage": 3, "key": C.digest(_stage3_key(cfg, lr)), "train_tokens": ft_w * seq,
+                    "eval_tokens": 3 * val * (evals3 + 1), "upper_bound": False})
+    return out
+
+
+def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
+    """Per-experiment and total token counts (distinct stages only) and GPU-hours at `tok_s`."""
+    experiments, seen = [], {}
+    for cfg in cfgs:
+        runs = C.expand(cfg, models=False)
+        stages: dict[tuple, dict] = {}
+        for r in runs:
+            for st in run_stages(r):
+                stages.setdefault((st["stage"], st["key"]), st)
+        row = {"experiment": cfg.name, "runs": len(runs), "shared_across": 0, "upper_bound": False}
+        for n in (1, 2, 3):
+            sts = [s for (stage, _), s in stages.items() if stage == n]
+            row[f"stage{n}_runs"] = len(sts)
+            row[f"stage{n}_tokens"] = sum(s["train_tokens"] for s in sts)
+            row["upper_bound"] |= any(s["upper_bound"] for s in sts)
+        row["eval_tokens"] = sum(s["eval_tokens"] for s in stages.values())
+        for key in stages:
+            if key in seen and seen[key] != cfg.name:
+                row["shared_across"] += stages[key]["train_tokens"]
+            seen.setdefault(key, cfg.name)
+        row["train_tokens"] = sum(row[f"stage{n}_tokens"] for n in (1, 2, 3))
+        # forward-only evaluation costs about a third of a training token (2N vs 6N FLOPs)
+        row["equivalent_tokens"] = row["train_tokens"] + row["eval_tokens"] / 3
+        if tok_s:
+            row["gpu_hours"] = row["equivalent_tokens"] / tok_s / 3600
+        experiments.append(row)
+    total = {k: sum(e[k] for e in experiments) for k in
+             ("runs", "stage1_tokens", "stage2_tokens", "stage3_tokens", "eval_tokens", "train_tokens",
+              "equivalent_tokens", "shared_across")}
+    if tok_s:
+        total["gpu_hours"] = total["equivalent_tokens"] / tok_s / 3600
+    return {"tok_s": tok_s, "experiments": experiments, "total": total}
+
+
+def tok_s_from_throughput(path: str | Path, mode: str = "") -> tuple[float, str]:
+    """Tokens/s of one mode of a benchmarks/throughput.py JSON (default: its first 'ok' mode)."""
+    d = json.loads(Path(path).read_text())
+    for r in d["results"]:
+        if r.get("status") == "ok" and (not mode or r["mode"] == mode):
+            return float(r["tokens_per_s"]), f"{r['mode']} {d['preset']} on {d.get('device_name') or d['device']}"
+    raise ValueError(f"{path}: no successful result{' for mode ' + mode if mode else ''}")
+
+
+def _b(n: float) -> str:
+    return f"{n / 1e9:,.1f}B" if n >= 1e8 else f"{n / 1e6:,.2f}M"
+
+
+def format_plan(p: dict, source: str = "") -> str:
+    lines = []
+    speed = f" at {p['tok_s']:,.0f} tok/s{' (' + source + ')' if source else ''}" if p["tok_s"] else ""
+    lines.append(f"Training tokens per experiment, each distinct stage once{speed}:")
+    hdr = f"{'experiment':<28}{'runs':>6}{'stage 1':>11}{'stage 2':>12}{'stage 3':>11}{'eval':>10}"
+    lines.append(hdr + (f"{'GPU-h':>9}" if p["tok_s"] else ""))
+    for e in p["experiments"] + [dict(p["total"], experiment="total", upper_bound=any(
+            x["upper_bound"] for x in p["experiments"]))]:
+        s2 = _b(e["stage2_tokens"]) + ("≤" if e["upper_bound"] else " ")
+        line = (f"{e['experiment']:<28}{e['runs']:>6}{_b(e['stage1_tokens']):>11}{s2:>12}"
+                f"{_b(e['stage3_tokens']):>11}{_b(e['eval_tokens']):>10}")
+        lines.append(line + (f"{e['gpu_hours']:>9,.1f}" if p["tok_s"] else ""))
+    lines.append("≤: stage 2 counted at its max_tokens cap (early stopping can only shorten it). "
+                 "Eval counted at 1/3 weight in GPU-hours.")
+    if p["total"]["shared_across"]:
+        lines.append(f"{_b(p['total']['shared_across'])} training tokens are stages with the same key in an "
+                     "earlier experiment above; each experiment still trains its own copy.")
+    return "\n".join(lines)

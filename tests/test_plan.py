@@ -1,0 +1,74 @@
+"""`eelib plan` (eelib/plan.py): its token counts are what the stages actually train."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY, run_cli, write_params
+from eelib import config as C, plan
+
+
+def _stage_records(root, name="tiny"):
+    return {(int(p.parent.parent.name[-1]), p.parent.name): json.loads(p.read_text())
+            for p in (root / "outputs" / name).glob("stage*/*/stage.json")}
+
+
+def _trained(rec) -> int:
+    return sum(src["tokens"] for src in rec["mixture"].values())
+
+
+def test_plan_counts_equal_the_baseline_runs_tokens(baseline):
+    cfg = C.from_dict(json.loads(json.dumps(TINY)))
+    stages = {(s["stage"], s["key"]): s for s in plan.run_stages(cfg)}
+    recs = _stage_records(baseline["dir"])
+    assert set(stages) == set(recs)  # the same distinct stages, by key
+    for k, s in stages.items():
+        got = _trained(recs[k])
+        if s["upper_bound"]:  # stage 2 under "added": early stopping may end it before the cap
+            assert 0 < got <= s["train_tokens"], k
+        else:
+            assert got == s["train_tokens"], k
+
+
+def test_plan_of_the_split_and_a_grid(tmp_path):
+    raw = json.loads(json.dumps(TINY))
+    raw.update(allocation="split", grid={"stage1.lam": [0.0, 0.5, 1.0], "seed": [0, 1]})
+    raw["stage2"]["replay"] = 0.2
+    cfg = C.from_dict(raw)
+    p = plan.plan([cfg], tok_s=1000.0)
+    (e,) = p["experiments"]
+    seq, post_w, gen_w = 64, 8000 // 64, 40000 // 64
+    assert e["runs"] == 6 and e["stage1_runs"] == 6 and e["stage3_runs"] == 6 * 2
+    ks = [round(lam * post_w) for lam in (0.0, 0.5, 1.0)]
+    assert e["stage1_tokens"] == 2 * sum((gen_w + k) * seq for k in ks)
+    # stage 2 gets the remaining 1−λ of the pass once, plus replay at 0.2/(1−0.2) of it
+    assert e["stage2_tokens"] == 2 * sum((post_w - k + round(0.25 * (post_w - k))) * seq for k in ks)
+    assert e["upper_bound"] is False
+    assert e["gpu_hours"] == pytest.approx(e["equivalent_tokens"] / 1000 / 3600)
+    assert p["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"])
+
+
+def test_stages_shared_between_experiments_are_reported(tmp_path):
+    a = C.from_dict(dict(json.loads(json.dumps(TINY)), name="a"))
+    b = C.from_dict(dict(json.loads(json.dumps(TINY)), name="b", allocation="split"))
+    p = plan.plan([a, b])
+    # Fig 3a and 3b share stage 1 (allocation is not in its key); stage 2 differs.
+    assert p["experiments"][1]["shared_across"] == p["experiments"][1]["stage1_tokens"] > 0
+    assert p["experiments"][0]["shared_across"] == 0
+
+
+def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):
+    write_params(tmp_path / "tiny.yaml")
+    tp = tmp_path / "tp.json"
+    tp.write_text(json.dumps({"preset": "smollm2-135m", "device": "cuda", "device_name": "H100",
+                              "results": [{"mode": "plain-eager", "status": "failed"},
+                                          {"mode": "eelib-compiled", "status": "ok", "tokens_per_s": 5e5}]}))
+    p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--json", "plan.json")
+    assert p.returncode == 0, p.stderr
+    assert "500,000 tok/s (eelib-compiled smollm2-135m on H100)" in p.stdout
+    assert json.loads((tmp_path / "plan.json").read_text())["tok_s"] == 5e5
+    p = run_cli(tmp_path, "plan", "tiny.yaml", "--tok-s", "0")
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == ["eelib: error: --tok-s: must be > 0 (training tokens per second)"]
+    p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--mode", "plain-eager")
+    assert p.returncode == 2 and "no successful result for mode plain-eager" in p.stderr
