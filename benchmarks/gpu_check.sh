@@ -120,3 +120,10 @@ else:
 print("targets (issue 5): 135M >= 420k tok/s, >= 55% MFU, >= 1.6x plain-compiled; 1B >= 60% MFU; "
       "peak memory <= baseline; sweep >= 5x runs/hour")
 EOF
+
+# GPU-hours of the paper's 135M grid at the speed just measured (issue 5: state it in the README).
+if [ -f "$OUT/tp135-eelib-compiled.json" ]; then
+  echo
+  "$PY" -m eelib plan params/135m/*.yaml --throughput "$OUT/tp135-eelib-compiled.json" \
+    --json "$OUT/plan135.json" 2>&1 | tee "$OUT/plan135.txt"
+fi

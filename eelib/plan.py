@@ -8,8 +8,10 @@ split, replay shares) and count each stage once per distinct stage key, as the r
 Stage 2 under `allocation: added` is counted at its `max_tokens` cap: early stopping can only make
 it cheaper, so that column is an upper bound. Evaluation is forward only (≈ 1/3 of a training
 token's FLOPs) and is added at that weight. Stages that different experiments share (Fig 3a and
-3b have the same stage-1 keys) are reported as `shared_across` but still counted per experiment,
-because each experiment trains its own under outputs/<experiment>/.
+3b have the same stage-1 keys) are counted in each experiment's row and reported as
+`shared_across`; the total gives both sums, since run one after another into one outputs root
+the later experiment adopts the earlier one's finished stage (stages._adopt_twin), while
+experiments running at the same time each train their own.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
 
 def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
     """Per-experiment and total token counts (distinct stages only) and GPU-hours at `tok_s`."""
-    experiments, seen = [], {}
+    experiments, seen, distinct = [], {}, {}
     for cfg in cfgs:
         runs = C.expand(cfg, models=False)
         stages: dict[tuple, dict] = {}
@@ -72,6 +74,7 @@ def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
             row[f"stage{n}_tokens"] = sum(s["train_tokens"] for s in sts)
             row["upper_bound"] |= any(s["upper_bound"] for s in sts)
         row["eval_tokens"] = sum(s["eval_tokens"] for s in stages.values())
+        distinct.update(stages)
         for key in stages:
             if key in seen and seen[key] != cfg.name:
                 row["shared_across"] += stages[key]["train_tokens"]
@@ -85,8 +88,11 @@ def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
     total = {k: sum(e[k] for e in experiments) for k in
              ("runs", "stage1_tokens", "stage2_tokens", "stage3_tokens", "eval_tokens", "train_tokens",
               "equivalent_tokens", "shared_across")}
+    # Trained once across experiments (one outputs root, experiments one after another):
+    total["equivalent_tokens_reused"] = sum(s["train_tokens"] + s["eval_tokens"] / 3 for s in distinct.values())
     if tok_s:
         total["gpu_hours"] = total["equivalent_tokens"] / tok_s / 3600
+        total["gpu_hours_reused"] = total["equivalent_tokens_reused"] / tok_s / 3600
     return {"tok_s": tok_s, "experiments": experiments, "total": total}
 
 
@@ -108,16 +114,18 @@ def format_plan(p: dict, source: str = "") -> str:
     speed = f" at {p['tok_s']:,.0f} tok/s{' (' + source + ')' if source else ''}" if p["tok_s"] else ""
     lines.append(f"Training tokens per experiment, each distinct stage once{speed}:")
     hdr = f"{'experiment':<28}{'runs':>6}{'stage 1':>11}{'stage 2':>12}{'stage 3':>11}{'eval':>10}"
-    lines.append(hdr + (f"{'GPU-h':>9}" if p["tok_s"] else ""))
+    lines.append(hdr + (f"{'GPU-h':>11}" if p["tok_s"] else ""))
     for e in p["experiments"] + [dict(p["total"], experiment="total", upper_bound=any(
             x["upper_bound"] for x in p["experiments"]))]:
         s2 = _b(e["stage2_tokens"]) + ("≤" if e["upper_bound"] else " ")
         line = (f"{e['experiment']:<28}{e['runs']:>6}{_b(e['stage1_tokens']):>11}{s2:>12}"
                 f"{_b(e['stage3_tokens']):>11}{_b(e['eval_tokens']):>10}")
-        lines.append(line + (f"{e['gpu_hours']:>9,.1f}" if p["tok_s"] else ""))
+        lines.append(line + (f"{e['gpu_hours']:>11,.1f}" if p["tok_s"] else ""))
     lines.append("≤: stage 2 counted at its max_tokens cap (early stopping can only shorten it). "
                  "Eval counted at 1/3 weight in GPU-hours.")
     if p["total"]["shared_across"]:
-        lines.append(f"{_b(p['total']['shared_across'])} training tokens are stages with the same key in an "
-                     "earlier experiment above; each experiment still trains its own copy.")
+        hours = (f": {p['total']['gpu_hours_reused']:,.1f} GPU-h in all when run one after another into "
+                 "one outputs root" if p["tok_s"] else "")
+        lines.append(f"{_b(p['total']['shared_across'])} training tokens are stages with the same key as an "
+                     f"earlier experiment above, trained once when a later experiment reuses them{hours}.")
     return "\n".join(lines)

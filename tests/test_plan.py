@@ -56,6 +56,9 @@ def test_stages_shared_between_experiments_are_reported(tmp_path):
     # Fig 3a and 3b share stage 1 (allocation is not in its key); stage 2 differs.
     assert p["experiments"][1]["shared_across"] == p["experiments"][1]["stage1_tokens"] > 0
     assert p["experiments"][0]["shared_across"] == 0
+    (s1,) = [s for s in plan.run_stages(b) if s["stage"] == 1]
+    saved = p["total"]["equivalent_tokens"] - p["total"]["equivalent_tokens_reused"]
+    assert saved == pytest.approx(s1["train_tokens"] + s1["eval_tokens"] / 3)
 
 
 def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):

@@ -1,0 +1,58 @@
+"""Stages shared between experiments (eelib/stages.py `_adopt_twin`): a stage another experiment
+finished with the same key is reused, not retrained, and gives the same numbers."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import TINY, compared, read_rows, run_cli, run_tiny, write_params
+
+
+def _copy_baseline(baseline, tmp_path):
+    shutil.copytree(baseline["dir"] / "outputs", tmp_path / "outputs")
+    shutil.copytree(baseline["dir"] / "cache", tmp_path / "cache")
+
+
+def test_same_config_under_another_name_adopts_every_stage(tmp_path, baseline):
+    _copy_baseline(baseline, tmp_path)
+    write_params(tmp_path / "twin.yaml", dict(TINY, name="twin"))
+    p = run_cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert compared(read_rows(tmp_path, "twin")) == compared(baseline["rows"])
+    recs = sorted((tmp_path / "outputs" / "twin").glob("stage*/*/stage.json"))
+    assert len(recs) == 1 + 1 + 2
+    for r in recs:
+        rec = json.loads(r.read_text())
+        assert rec["reused_from"] == f"tiny/{r.parent.parent.name}/{r.parent.name}"
+        assert not (r.parent / "ckpt").exists()
+    # final weights are hard links of the original's files, not copies
+    (s1,) = (tmp_path / "outputs" / "twin" / "stage1").iterdir()
+    for f in (s1 / "final").iterdir():
+        orig = tmp_path / "outputs" / "tiny" / "stage1" / s1.name / "final" / f.name
+        assert f.stat().st_ino == orig.stat().st_ino
+    # the adopted stages stay whole when the experiment they came from is deleted
+    shutil.rmtree(tmp_path / "outputs" / "tiny")
+    shutil.rmtree(tmp_path / "outputs" / "twin" / "runs")
+    (tmp_path / "outputs" / "twin" / "results.jsonl").unlink()
+    p = run_cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert compared(read_rows(tmp_path, "twin")) == compared(baseline["rows"])
+
+
+def test_fig3b_reuses_the_fig3a_stage1_and_trains_its_own_stage2(tmp_path, baseline):
+    _copy_baseline(baseline, tmp_path)
+    split = dict(TINY, name="split", allocation="split")
+    write_params(tmp_path / "split.yaml", split)
+    p = run_cli(tmp_path, "run", "split.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode == 0, p.stderr[-2000:]
+    (s1,) = (tmp_path / "outputs" / "split" / "stage1").glob("*/stage.json")
+    assert json.loads(s1.read_text())["reused_from"].startswith("tiny/stage1/")
+    (s2,) = (tmp_path / "outputs" / "split" / "stage2").glob("*/stage.json")
+    assert "reused_from" not in json.loads(s2.read_text())
+    # the same numbers as the split experiment run from nothing
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    write_params(fresh / "tiny.yaml", split)
+    p = run_tiny(fresh)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert compared(read_rows(fresh, "split")) == compared(read_rows(tmp_path, "split"))
