@@ -10,8 +10,9 @@
 # default 460), most important first; a piece that fails or does not fit is listed as such and the
 # rest still run. The final table is printed from the JSON files in OUT_DIR.
 # Pieces: 135M (batch 32, seq 1024): eelib compiled (chunked CE), plain compiled, plain eager;
-# a sweep of 6 small runs, one at a time vs 6 processes on the GPU; 1B (batch 16, seq 1024): same
-# three modes. torch.compile warm-up is ~80 s per compiled mode at these sizes (feasibility.md).
+# a sweep of small runs, 3 one after another vs 12 processes on the GPU (the machine has 16
+# cores); 1B (batch 16, seq 1024): the same three modes. torch.compile warm-up is ~80 s per
+# compiled mode at these sizes (feasibility.md). Then the 135M grid's GPU-hours (eelib plan).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -42,10 +43,10 @@ sys.meta_path.insert(0, _Block())
 EOF
   export PYTHONPATH="$OUT/blocker:$PYTHONPATH"
   DEV=cpu; P135=test-micro; P1B=test-micro; B135=4; B1B=2; SEQ=64; STEPS=2; WARM=1
-  SWEEP="--scale micro --runs 2 --workers 2 --device cpu"; CAP=120
+  SWEEP="--scale micro --runs 2 --workers 2 --sequential-runs 1 --device cpu"; CAP=120
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
-  SWEEP="--scale tiny --runs 6 --workers 6"; CAP=170
+  SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3"; CAP=170
 fi
 
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
@@ -112,7 +113,7 @@ for scale in ("tp135", "tp1b"):
 p = out / "sweep.json"
 if p.exists():
     s = json.loads(p.read_text())
-    print(f"sweep ({s['runs']} {s['model']} runs, {s['gpus']} GPU): sequential {s['sequential']['runs_per_hour']:,.0f} "
+    print(f"sweep ({s['model']} runs, {s['gpus']} GPU): {s['sequential']['runs']} sequential {s['sequential']['runs_per_hour']:,.0f} "
           f"runs/h, {s['concurrent']['workers']} concurrent {s['concurrent']['runs_per_hour']:,.0f} runs/h "
           f"= {s['ratio']}x; failed: {s['sequential']['failed'] + s['concurrent']['failed']}")
 else:

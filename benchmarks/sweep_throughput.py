@@ -16,6 +16,7 @@ building, training and evaluation of all three stages, not tokenization.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -96,7 +97,11 @@ def run(args) -> dict:
     if args.device != "auto":
         cfg.device = args.device
     prepare_data(cfg)
-    seq = time_grid(cfg, 1, work / "sequential")
+    # Runs/hour is a rate, so the one-after-another baseline may time only the first few runs of
+    # the grid (--sequential-runs): a 12-worker check then costs 3 runs' time, not 12.
+    seq_cfg = copy.deepcopy(cfg)
+    seq_cfg.grid = {"stage1.lam": cfg.grid["stage1.lam"][:args.sequential_runs or args.runs]}
+    seq = time_grid(seq_cfg, 1, work / "sequential")
     con = time_grid(cfg, args.workers, work / "concurrent")
     out = {"scale": args.scale, "model": cfg.model, "runs": args.runs, "gpus": n_gpu,
            "device": cfg.device, "threads_per_run": threads, "sequential": seq, "concurrent": con,
@@ -108,13 +113,14 @@ def run(args) -> dict:
 
 def table(out: dict) -> str:
     where = f"{out['gpus']} GPU(s)" if out["gpus"] else "CPU"
-    lines = [f"sweep of {out['runs']} {out['model']} runs ({out['scale']}), {where}, "
+    lines = [f"sweep of {out['model']} runs ({out['scale']}), {where}, "
              f"{out['threads_per_run']} thread(s) per run",
-             f"{'mode':<26}{'seconds':>10}{'runs/hour':>12}{'failed':>8}"]
+             f"{'mode':<34}{'seconds':>10}{'runs/hour':>12}{'failed':>8}"]
     for name in ("sequential", "concurrent"):
         r = out[name]
         label = f"{name} ({r['workers']} worker{'s' if r['workers'] > 1 else ''})"
-        lines.append(f"{label:<26}{r['seconds']:>10.1f}{r['runs_per_hour']:>12,.0f}{len(r['failed']):>8}")
+        label = f"{r['runs']} runs, {label}"
+        lines.append(f"{label:<34}{r['seconds']:>10.1f}{r['runs_per_hour']:>12,.0f}{len(r['failed']):>8}")
     lines.append(f"concurrent / sequential: {out['ratio']}× runs/hour")
     return "\n".join(lines)
 
@@ -123,6 +129,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=4, help="concurrent workers (processes)")
+    ap.add_argument("--sequential-runs", type=int, default=0,
+                    help="runs timed one after another (default: all --runs)")
     ap.add_argument("--scale", choices=sorted(SCALES), default="micro")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores // workers)")

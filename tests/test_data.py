@@ -192,3 +192,12 @@ def test_three_stages_on_hub_format_files_with_a_saved_tokenizer(tmp_path, bpe_d
     assert s2["L_im"] < np.log(600)
     # the stage key carries the tokenizer's identity, not its path
     assert D.tokenizer_id(str(bpe_dir)) in json.dumps(json.loads((s1.dir / "key.json").read_text()))
+
+
+def test_smollm2_tokenizer_without_cache_or_hub_names_the_way_out(monkeypatch):
+    from eelib.corpora import HubUnavailable
+    from eelib.tokenizer import HFTokenizer
+    monkeypatch.setattr(HFTokenizer, "hub_id", "eelib-tests/not-a-cached-tokenizer")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailable, match="set data.tokenizer to a directory holding its tokenizer.json"):
+        HFTokenizer("smollm2")
