@@ -50,12 +50,12 @@ ENCODE_BATCH = 256        # documents per tokenizer call: one call per batch, pa
 def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) -> None:
     """Tokenize `docs` into a uint16 .npy shard of exactly n_tokens, resumably, then publish it.
 
-    Documents are encoded ENCODE_BATCH at a time. The shard is filled in place through a memmap
-    under <cache>/partial/; every PROGRESS_EVERY tokens the position (tokens filled, documents
-    consumed) is recorded atomically, after whole batches only. An interrupted build resumes from that record, skipping the consumed documents.
-    The finished file gets a manifest (source, dataset id and revision, tokenizer, token and
-    document counts, sha256) and is renamed
-    into place: readers only ever see complete shards.
+    Documents are encoded ENCODE_BATCH at a time into a memmap under <cache>/partial/. Every
+    PROGRESS_EVERY tokens, after whole batches, the position is recorded atomically: tokens filled,
+    documents consumed, and where the last document began. An interrupted build resumes there,
+    skipping the consumed documents. The finished file gets a manifest (source, dataset id and
+    revision, tokenizer, token and document counts, sha256) and is renamed into place: readers
+    only ever see complete shards.
     """
     partial = final.parent / "partial" / final.name
     progress = partial.with_suffix(".progress.json")
@@ -69,6 +69,7 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
         arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n_tokens,))
         st = {"tokens": 0, "documents": 0}
     filled, n_docs, mark = st["tokens"], st["documents"], st["tokens"]
+    last_start = st.get("last_document_start", 0)
     docs = iter(docs)
     while filled < n_tokens:
         batch = list(itertools.islice(docs, ENCODE_BATCH))
@@ -78,6 +79,7 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
                              "or use a larger corpus.")
         for ids in tokenizer.encode_batch(batch):
             ids.append(tokenizer.eos_id)
+            last_start = filled
             take = min(len(ids), n_tokens - filled)
             arr[filled:filled + take] = ids[:take]
             filled += take
@@ -86,11 +88,11 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
                 break
         if filled < n_tokens and filled - mark >= PROGRESS_EVERY:  # resume points after whole batches
             arr.flush()
-            atomic_write_json(progress, {"tokens": filled, "documents": n_docs})
+            atomic_write_json(progress, {"tokens": filled, "documents": n_docs, "last_document_start": last_start})
             mark = filled
     arr.flush()
     del arr
-    manifest = dict(meta, dtype="uint16", tokens=n_tokens, documents=n_docs,
+    manifest = dict(meta, dtype="uint16", tokens=n_tokens, documents=n_docs, last_document_start=last_start,
                     sha256=sha256_file(partial), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_json(final.with_suffix(".json"), manifest)
     os.replace(partial, final)
@@ -140,6 +142,44 @@ def _revision(spec, data: DataConfig, cache: Path, stem: str) -> str:
     return corpora.resolve_revision(spec, data.revisions.get(spec.name))
 
 
+_MANIFEST_ONLY = ("dtype", "tokens", "documents", "last_document_start", "sha256", "created")
+
+
+def _seed_from_shorter(final: Path, stem: str, n_tokens: int) -> dict | None:
+    """Start a longer shard from the longest shorter one of the same key, as a resume point.
+
+    Budgets grow (D_post 30M → 150M → 300M; C4 8.7B at 135M → 19.7B at 1B), and the longer
+    shard's first tokens are the shorter one's. Its tokens up to where its last document began
+    are copied and the stream resumes at that document, re-encoding it whole, so the result is
+    the shard a fresh build would give and only the new part is tokenized (the stream still
+    skips the consumed documents). Returns the shorter shard's metadata (same dataset commit),
+    or None when there is no usable shorter shard.
+    """
+    best = None
+    for m in final.parent.glob(f"{stem}-*.json"):
+        have, man = int(m.stem.rsplit("-", 1)[1]), json.loads(m.read_text())
+        if (have < n_tokens and "last_document_start" in man and m.with_suffix(".npy").exists()
+                and (best is None or have > best[0])):
+            best = (have, m.with_suffix(".npy"), man)
+    if best is None:
+        return None
+    _, src_path, man = best
+    start = int(man["last_document_start"])
+    check_free_disk(final.parent, n_tokens * 2, f"the tokenized {man['corpus']}/{man['split']} shard")
+    partial = final.parent / "partial" / final.name
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n_tokens,))
+    src = np.load(src_path, mmap_mode="r")
+    for i in range(0, start, 1 << 26):  # 128 MB at a time: C4 shards are tens of GB
+        arr[i:min(start, i + (1 << 26))] = src[i:min(start, i + (1 << 26))]
+    arr.flush()
+    del arr, src
+    atomic_write_json(partial.with_suffix(".progress.json"),
+                      {"tokens": start, "documents": man["documents"] - 1, "last_document_start": start})
+    meta = {k: v for k, v in man.items() if k not in _MANIFEST_ONLY}
+    return dict(meta, extended_from=src_path.name)
+
+
 def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, data: DataConfig) -> Windows:
     """Build one shard under a file lock: parallel runs needing it wait, then read the same file."""
     from eelib import corpora
@@ -156,6 +196,8 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
             started = cache / "partial" / (final.stem + ".meta.json")
             if started.exists():
                 meta = json.loads(started.read_text())
+            elif (meta := _seed_from_shorter(final, f"{corpus}-{split}-{key}", n_exact)) is not None:
+                atomic_write_json(started, meta)
             else:
                 meta = {"corpus": corpus, "split": split, "source": data.source,
                         "tokenizer": data.tokenizer, "tokenizer_id": tokenizer_id(data.tokenizer),

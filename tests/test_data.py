@@ -201,3 +201,26 @@ def test_smollm2_tokenizer_without_cache_or_hub_names_the_way_out(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailable, match="set data.tokenizer to a directory holding its tokenizer.json"):
         HFTokenizer("smollm2")
+
+
+def test_a_longer_budget_extends_the_shorter_shard_bit_for_bit(tmp_path, monkeypatch):
+    """D_post 30M → 150M, C4 8.7B → 19.7B: the longer shard starts from the shorter one."""
+    fresh = D.corpus_windows("chempile", "train", 12_000, _cfg(tmp_path / "fresh")).tokens.copy()
+    d = _cfg(tmp_path / "grown")
+    short = D.corpus_windows("chempile", "train", 4_000, d)
+    encoded = []
+    real = D.ByteTokenizer.encode_batch
+    monkeypatch.setattr(D.ByteTokenizer, "encode_batch", lambda self, texts: encoded.extend(texts) or real(self, texts))
+    monkeypatch.setattr(D, "ENCODE_BATCH", 1)
+    long = D.corpus_windows("chempile", "train", 12_000, d)
+    np.testing.assert_array_equal(long.tokens, fresh)
+    np.testing.assert_array_equal(long.tokens[:short.n], short.tokens)
+    cache = tmp_path / "grown" / "cache" / "tokens"
+    m_short = json.loads(next(cache.glob("chempile-train-*-4000.json")).read_text())
+    m_long = json.loads(next(cache.glob("chempile-train-*-12000.json")).read_text())
+    m_fresh = json.loads(next((tmp_path / "fresh" / "cache" / "tokens").glob("*.json")).read_text())
+    assert m_long["extended_from"].endswith("-4000.npy")
+    assert m_long["sha256"] == m_fresh["sha256"] and m_long["documents"] == m_fresh["documents"]
+    # only the cut last document of the short shard and the new ones were tokenized
+    assert len(encoded) == m_long["documents"] - m_short["documents"] + 1
+    assert not list((cache / "partial").glob("*"))
