@@ -12,7 +12,8 @@
 # 135M (batch 32, seq 1024) eelib compiled (chunked CE) and plain compiled; a sweep of small runs,
 # 3 one after another vs 12 processes on the GPU (the machine has 16 cores); 1B (batch 16, seq
 # 1024) eelib and plain compiled; then the eager baselines. torch.compile warm-up is ~80 s per
-# compiled mode at these sizes (feasibility.md). Last, the 135M grid's GPU-hours (eelib plan).
+# compiled mode at these sizes (feasibility.md). If time is left, 135M eelib compiled at twice the
+# batch (what the memory chunked CE saves buys). Last, the 135M grid's GPU-hours (eelib plan).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -85,6 +86,9 @@ tp1b eelib-compiled
 tp1b plain-compiled
 tp135 plain-eager
 tp1b plain-eager
+# If time is left: does the memory chunked CE saves buy speed through a larger micro-batch?
+piece tp135-eelib-compiled-2x "$PY" "${TP[@]}" --preset "$P135" --batch $((B135 * 2)) --modes eelib-compiled \
+  --json "$OUT/tp135-eelib-compiled-2x.json"
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys
@@ -92,27 +96,33 @@ from pathlib import Path
 out = Path(sys.argv[1])
 print("\n=== gpu_check:", out, "===")
 print((out / "status.txt").read_text())
-print(f"{'piece':<22}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
+print(f"{'piece':<26}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
 base = {}
 for scale in ("tp135", "tp1b"):
     rows = {}
-    for mode in ("eelib-compiled", "plain-compiled", "plain-eager"):
+    extra = ("eelib-compiled-2x",) if (out / f"{scale}-eelib-compiled-2x.json").exists() else ()
+    for mode in ("eelib-compiled", "plain-compiled", "plain-eager") + extra:
         p = out / f"{scale}-{mode}.json"
         if not p.exists():
-            print(f"{scale + ' ' + mode:<22}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  not run / failed (see {scale}-{mode}.log)")
+            print(f"{scale + ' ' + mode:<26}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  not run / failed (see {scale}-{mode}.log)")
             continue
         d = json.loads(p.read_text())
         r = d["results"][0]
         rows[mode] = r
         if r.get("status") != "ok":
-            print(f"{scale + ' ' + mode:<22}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  {r.get('status')}")
+            print(f"{scale + ' ' + mode:<26}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  {r.get('status')}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
-        print(f"{scale + ' ' + mode:<22}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok")
+        print(f"{scale + ' ' + mode:<26}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok"
+              f"{' (batch ' + str(d['batch']) + ')' if mode.endswith('-2x') else ''}")
     e, c = rows.get("eelib-compiled", {}), rows.get("plain-compiled", {})
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "
               f"{e['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
+        e2 = rows.get("eelib-compiled-2x", {})
+        if e2.get("status") == "ok":
+            print(f"  {scale}: eelib-compiled at 2x batch / plain-compiled = "
+                  f"{e2['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, {e2['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
 p = out / "sweep.json"
 if p.exists():
     s = json.loads(p.read_text())

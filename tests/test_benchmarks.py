@@ -76,10 +76,12 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
     pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
-                              for m in ("eelib-compiled", "plain-compiled", "plain-eager")] + ["sweep"]
+                              for m in ("eelib-compiled", "plain-compiled", "plain-eager")] + [
+        "sweep", "tp135-eelib-compiled-2x"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    assert p.stdout.count("  ok") == 6 and "eelib-compiled / plain-compiled" in p.stdout
+    assert p.stdout.count("  ok") == 7 and "eelib-compiled / plain-compiled" in p.stdout
+    assert "eelib-compiled at 2x batch / plain-compiled" in p.stdout
     assert "failed: []" in p.stdout
     # the GPU-hours of the paper's 135M grid at the measured speed
     plan = json.loads((out / "plan135.json").read_text())
