@@ -130,18 +130,6 @@ def shard_key(corpus: str, split: str, data: DataConfig) -> list:
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
 
 
-def _revision(spec, data: DataConfig, cache: Path, stem: str) -> str:
-    """The dataset commit to stream: that of an existing shard of the same key if there is one (a
-    150M D_post built after the 30M one must extend the same text for the subsets to nest), else
-    what the hub resolves data.revisions (or the default branch) to."""
-    from eelib import corpora
-    for m in sorted(cache.glob(f"{stem}-*.json")):
-        rev = json.loads(m.read_text()).get("revision")
-        if rev and " (unresolved" not in rev:
-            return rev
-    return corpora.resolve_revision(spec, data.revisions.get(spec.name))
-
-
 _MANIFEST_ONLY = ("dtype", "tokens", "documents", "last_document_start", "sha256", "created")
 
 
@@ -191,8 +179,9 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
             spec = corpora.CORPORA[corpus]
             hub = data.source == "hub"
             tok = get_tokenizer(data.tokenizer)
-            # An interrupted build resumes with the metadata it started with: above all the dataset
-            # commit, so a resume never splices documents of a newer revision onto an older prefix.
+            # An interrupted build resumes with the metadata it started with, and a longer shard
+            # takes that of the shorter one it extends: above all the dataset commit, so neither a
+            # resume nor a larger D_post splices documents of a newer revision onto an older prefix.
             started = cache / "partial" / (final.stem + ".meta.json")
             if started.exists():
                 meta = json.loads(started.read_text())
@@ -204,7 +193,7 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
                         "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
                         "hub_id": spec.hub_id if hub else None, "hub_config": spec.hub_config if hub else None,
                         "revision_requested": data.revisions.get(corpus),
-                        "revision": _revision(spec, data, cache, f"{corpus}-{split}-{key}") if hub else None,
+                        "revision": corpora.resolve_revision(spec, data.revisions.get(corpus)) if hub else None,
                         "data_files": data.data_files.get(corpus),
                         "input_files": (corpora.input_files(data.data_files[corpus])
                                         if data.source == "local" else None),

@@ -147,7 +147,7 @@ def _adopt_twin(sdir: Path) -> None:
         if rec.get("digest") != sdir.name:
             continue
         for item in sorted(src.iterdir()):
-            if item.name in ("stage.json", "ckpt", ".lock") or item.name.startswith("."):
+            if item.name in ("stage.json", "ckpt") or item.name.startswith("."):  # .lock, .adopt-*
                 continue
             tmp = sdir / f".adopt-{item.name}"
             shutil.rmtree(tmp, ignore_errors=True)

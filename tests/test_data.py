@@ -136,24 +136,27 @@ def test_another_tokenizer_in_the_same_dir_gets_new_shards(tmp_path):
     assert not np.array_equal(a, b) and b.max() >= 400  # the new ids, not the stale shard
 
 
-def test_nested_shard_streams_the_revision_of_its_shorter_sibling(tmp_path, monkeypatch):
-    """A longer D_post built after a shorter one must come from the same dataset commit."""
+def test_a_longer_shard_keeps_the_dataset_commit_of_the_shorter_one(tmp_path):
+    """A 150M D_post built after the 30M one must extend the same text for the subsets to nest."""
     cache = tmp_path / "tokens"
     cache.mkdir()
-    (cache / "musicpile-train-k-1024.json").write_text(json.dumps({"revision": "abc123"}))
+    np.save(cache / "musicpile-train-k-8.npy", np.array([5, 6, 7, 0, 9, 9, 9, 9], dtype=np.uint16))
+    (cache / "musicpile-train-k-8.json").write_text(json.dumps(
+        {"corpus": "musicpile", "split": "train", "source": "hub", "revision": "abc123", "documents": 2,
+         "last_document_start": 4, "tokens": 8, "sha256": "x", "created": "t", "dtype": "uint16"}))
+    meta = D._seed_from_shorter(cache / "musicpile-train-k-16.npy", "musicpile-train-k", 16)
+    assert meta["revision"] == "abc123" and meta["extended_from"] == "musicpile-train-k-8.npy"
+    assert not {"tokens", "documents", "sha256", "created"} & set(meta)
+    # the resume point: the first document copied, the cut second one to be re-encoded whole
+    progress = json.loads((cache / "partial" / "musicpile-train-k-16.progress.json").read_text())
+    assert progress == {"tokens": 4, "documents": 1, "last_document_start": 4}
+    assert np.load(cache / "partial" / "musicpile-train-k-16.npy")[:4].tolist() == [5, 6, 7, 0]
+    assert D._seed_from_shorter(cache / "musicpile-train-k-4.npy", "musicpile-train-k", 4) is None
 
-    def no_lookup(*a, **kw):
-        raise AssertionError("the hub was asked although a sibling shard names the commit")
 
-    monkeypatch.setattr(corpora, "resolve_revision", no_lookup)
-    spec = corpora.CORPORA["musicpile"]
-    assert D._revision(spec, DataConfig(source="hub"), cache, "musicpile-train-k") == "abc123"
-    monkeypatch.setattr(corpora, "resolve_revision", lambda spec, rev: f"sha-of-{rev}")
-    assert D._revision(spec, DataConfig(source="hub", revisions={"musicpile": "v1"}), cache,
-                       "musicpile-train-other") == "sha-of-v1"
-    # Pinning a revision changes the cache key; not pinning keeps the key it always had.
+def test_pinning_a_revision_changes_the_cache_key_only_when_set():
     plain, pinned = DataConfig(source="hub"), DataConfig(source="hub", revisions={"musicpile": "v1"})
-    assert D.shard_key("musicpile", "train", plain)[-1] == D.CORPUS_SEED
+    assert D.shard_key("musicpile", "train", plain)[-1] == D.CORPUS_SEED  # the key it always had
     assert D.shard_key("musicpile", "train", pinned)[-1] == "v1"
 
 
