@@ -44,16 +44,20 @@ def _report(experiment: str, out: str) -> None:
     print(f"report: {paths}")
 
 
+def _load(path: str, sets: list[str], seeds: list[int] | None, models: bool = True):
+    """A params file with --set overrides and, with --seeds, a seed axis added to its grid."""
+    from eelib import config as C
+    cfg = C.load(path, _overrides(sets))
+    if seeds:
+        cfg.grid = {**cfg.grid, "seed": list(seeds)}
+        C.validate(cfg, models=models)
+    return cfg
+
+
 def _plan(args) -> int:
     from eelib import config as C, plan
     try:
-        cfgs = []
-        for path in args.params:
-            cfg = C.load(path)
-            if args.seeds:
-                cfg.grid = {**cfg.grid, "seed": list(args.seeds)}
-                C.validate(cfg, models=False)
-            cfgs.append(cfg)
+        cfgs = [_load(path, [], args.seeds, models=False) for path in args.params]
         tok_s, source = args.tok_s, ""
         if args.throughput:
             tok_s, source = plan.tok_s_from_throughput(args.throughput, args.mode)
@@ -121,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from eelib.claims import main_report
         return main_report([args.experiment, "--root", args.out])
     try:
-        cfg = C.load(args.params, _overrides(args.set))
-        if getattr(args, "seeds", None):
-            cfg.grid = {**cfg.grid, "seed": list(args.seeds)}
-            C.validate(cfg)
+        cfg = _load(args.params, args.set, getattr(args, "seeds", None))
         if args.cmd == "check":
             from eelib.pipeline import grid_runs
             runs = grid_runs(cfg)
