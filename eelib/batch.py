@@ -67,18 +67,44 @@ def _commands(executor: str, rdir: Path, run: str, root: Path) -> list[list[str]
     return cmds
 
 
+# Kernels started at the same moment by parallel runs can race for the same TCP ports
+# (jupyter_client picks free ports, closes them, then the kernel binds them; papermill#511): the
+# kernel dies or never answers and papermill fails before running a cell. That is a failure to
+# start, not to compute, and stages resume, so such a notebook is retried. A failure inside a
+# cell (a traceback, a NaN, a kill mid-stage) is never retried.
+KERNEL_START_TRIES = 3
+
+
+def _kernel_never_ran(executed_nb: Path) -> bool:
+    """True when papermill wrote the output notebook but no code cell of it ever executed."""
+    try:
+        cells = json.loads(executed_nb.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return False  # no notebook: papermill failed before the kernel (bad arguments), not a race
+    return all(c.get("execution_count") is None for c in cells if c.get("cell_type") == "code")
+
+
 def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: str | None = None) -> dict:
     t0 = time.time()
     log = rdir / "log.txt"
     status, error = "done", None
     with open(log, "a") as f:
         for cmd in _commands(executor, rdir, run, root):
-            f.write(f"$ {' '.join(cmd)}\n")
-            f.flush()
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            name = Path(cmd[3]).name if executor == "papermill" else "run-one"
+            for attempt in range(1, KERNEL_START_TRIES + 1):
+                f.write(f"$ {' '.join(cmd)}\n")
+                f.flush()
+                rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+                unstarted = rc != 0 and executor == "papermill" and _kernel_never_ran(Path(cmd[4]))
+                if not unstarted:
+                    break
+                f.write(f"[eelib batch] the kernel of {name} failed before running a cell "
+                        f"(try {attempt} of {KERNEL_START_TRIES})\n")
+                f.flush()
             if rc != 0:
                 status = "failed"
-                error = f"exit {rc} in {Path(cmd[3]).name if executor == 'papermill' else 'run-one'}; see {log}"
+                error = (f"the kernel of {name} failed to start {KERNEL_START_TRIES} times" if unstarted
+                         else f"exit {rc} in {name}") + f"; see {log}"
                 break
     if status == "done" and not (rdir / "result.json").exists():
         status, error = "failed", f"finished without result.json; see {log}"

@@ -2,17 +2,21 @@
 papermill execution of the stage notebooks, and resuming a batch killed with SIGKILL (issue 7)."""
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from eelib import config as C
+from eelib.batch import KERNEL_START_TRIES, NOTEBOOKS, STAGE_NOTEBOOKS
+from eelib.notebook import FIELDS
 from eelib.pipeline import grid_runs
 from conftest import TINY, child_env, compared, eelib_cmd, max_abs_diff, run_cli, write_params
 
@@ -97,6 +101,65 @@ def test_papermill_batch_keeps_executed_notebooks_and_tracebacks(tmp_path):
     assert errors and errors[0]["ename"] == "NonFiniteLoss"
     assert not (bad / "posttrain.ipynb").exists()  # the run stopped at the failing stage
 
+
+
+def test_stage_notebooks_declare_every_config_field():
+    """papermill -f config.yaml injects every ExperimentConfig field; each must be declared in the
+    stage notebooks' parameters cell (else papermill warns "unknown parameter" and
+    `papermill --help-notebook` does not list it)."""
+    for nb in STAGE_NOTEBOOKS:
+        cells = json.loads((NOTEBOOKS / nb).read_text())["cells"]
+        params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        names = {t.id for node in ast.parse("".join(params["source"])).body
+                 for t in getattr(node, "targets", [])}
+        assert set(FIELDS) <= names, f"{nb} lacks {sorted(set(FIELDS) - names)}"
+
+
+# A python3 kernelspec (found first through JUPYTER_PATH) whose first FLAKY_FAILS starts exit at
+# once, as a kernel does that lost its ports to another starting at the same moment.
+FLAKY_KERNEL = """import os, runpy, sys
+count = os.environ["FLAKY_COUNT"]
+n = int(open(count).read()) if os.path.exists(count) else 0
+open(count, "w").write(str(n + 1))
+if n < int(os.environ["FLAKY_FAILS"]):
+    sys.exit(1)
+sys.argv = ["ipykernel_launcher"] + sys.argv[1:]
+runpy.run_module("ipykernel_launcher", run_name="__main__")
+"""
+
+
+def _flaky_kernel_env(tmp_path: Path, fails: int) -> dict:
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (tmp_path / "flaky_kernel.py").write_text(FLAKY_KERNEL)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(tmp_path / "flaky_kernel.py"), "-f", "{connection_file}"],
+        "display_name": "flaky", "language": "python"}))
+    return child_env(JUPYTER_PATH=str(tmp_path / "jupyter"), FLAKY_FAILS=str(fails),
+                     FLAKY_COUNT=str(tmp_path / "starts"))
+
+
+def test_papermill_kernel_that_fails_to_start_is_started_again(tmp_path):
+    """A kernel that dies before running a cell (the port race of parallel kernel starts) is
+    started again and the run finishes; one that never starts fails the run with that reason,
+    after KERNEL_START_TRIES tries, not a bare exit code."""
+    cfg = _cfg({}, name="flaky")
+    write_params(tmp_path / "p.yaml", cfg)
+    args = ["batch", "p.yaml", "--out", "outputs", "--workers", "1", "--no-report"]
+    p = run_cli(tmp_path, *args, env=_flaky_kernel_env(tmp_path, fails=1), timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    log = (tmp_path / "outputs" / "flaky" / "runs" / "run" / "log.txt").read_text()
+    assert log.count("failed before running a cell") == 1
+    assert int((tmp_path / "starts").read_text()) == len(STAGE_NOTEBOOKS) + 1
+
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    write_params(dead / "p.yaml", dict(cfg, name="dead"))
+    p = run_cli(dead, *args, env=_flaky_kernel_env(dead, fails=99), timeout=600)
+    assert p.returncode == 1
+    summary = json.loads((dead / "outputs" / "dead" / "summary.json").read_text())
+    assert f"the kernel of pretrain.ipynb failed to start {KERNEL_START_TRIES} times" in summary["runs"][0]["error"]
+    assert int((dead / "starts").read_text()) == KERNEL_START_TRIES
 
 @pytest.mark.slow
 def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path):

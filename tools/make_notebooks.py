@@ -20,6 +20,7 @@ seed = 0
 device = "auto"
 compile = False
 threads = 1
+ce_chunk = 0
 data = {"seq_len": 64, "general_tokens": 60000, "post_tokens": 12000, "val_tokens": 4096}
 stage1 = {"lam": 0.0, "batch_size": 8}
 stage2 = {"batch_size": 8, "max_tokens": 60000, "eval_interval": 10, "patience": 2}
@@ -194,6 +195,8 @@ NOTEBOOKS.update({
 
 if __name__ == "__main__":
     for name, cells in NOTEBOOKS.items():
+        for i, cell in enumerate(cells):  # stable ids: regenerating changes only what changed
+            cell.id = f"{Path(name).stem.replace('_', '-')}-{i}"
         nb = nbf.v4.new_notebook(cells=cells, metadata=KERNEL)
         nbf.validate(nb)
         nbf.write(nb, ROOT / "notebooks" / name)
