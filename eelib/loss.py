@@ -23,9 +23,16 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over a [B, T] window batch (positions 1..T−1 predicted)."""
+def lm_loss(model, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over a [B, T] window batch (positions 1..T−1 predicted).
+
+    `rows`: only the first `rows` windows count; the rest are padding that keeps a compiled
+    model's input shape fixed (LMLoss). Rows do not interact in a causal LM, so padding changes
+    no real row's logits.
+    """
     logits = model(input_ids=tokens).logits
+    if rows is not None:
+        logits, tokens = logits[:rows], tokens[:rows]
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                            tokens[:, 1:].reshape(-1))
 
@@ -36,14 +43,18 @@ def _chunk_ce_sum(head: torch.nn.Module, h: torch.Tensor, y: torch.Tensor) -> to
     return F.cross_entropy(head(h).float(), y, reduction="sum")
 
 
-def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, body=None) -> torch.Tensor:
+def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, body=None,
+                    rows: int | None = None) -> torch.Tensor:
     """`lm_loss` without the full [B, T, V] logits: the LM head and CE run per `chunk` tokens.
 
     `body` (default: the model's LlamaModel) maps input_ids to hidden states; the training loop
-    passes a compiled copy of it when `compile` is on.
+    passes a compiled copy of it when `compile` is on. `rows` as in `lm_loss`: padding rows
+    go through the body only, never through the head.
     """
     base = base_model(model)
     hidden = (base.model if body is None else body)(input_ids=tokens).last_hidden_state
+    if rows is not None:
+        hidden, tokens = hidden[:rows], tokens[:rows]
     h = hidden[:, :-1].reshape(-1, hidden.size(-1))
     y = tokens[:, 1:].reshape(-1)
     head = base.lm_head
@@ -61,9 +72,11 @@ class LMLoss(torch.nn.Module):
     """forward(tokens) -> mean next-token loss; `chunk` > 0 selects the chunked loss.
 
     `compile` compiles what runs the transformer (the whole model for the plain loss, its
-    LlamaModel body for the chunked one) with dynamic=False: every distinct micro-batch shape
-    gets its own static graph. The mixture delivers exact quotas, so a stage's last batch can be
-    short; that costs one recompile at the end of the stage (rows are never dropped or padded).
+    LlamaModel body for the chunked one) with dynamic=False: every distinct input shape gets its
+    own static graph, and a new shape costs a recompile (tens of seconds at 135M). The mixture
+    delivers exact quotas, so a stage's last batch can be short; the training loop pads it to
+    the micro-batch and passes `rows`, the real ones, so each stage compiles once (issue 5).
+    The loss covers the real rows only; the CE outside the compiled region slices them.
     The model's own state_dict keys are untouched.
     """
 
@@ -76,8 +89,11 @@ class LMLoss(torch.nn.Module):
         target = base_model(model).model if self.chunk else model
         self._run = [torch.compile(target, dynamic=False) if compile else None]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        rows = None if rows is None or rows >= tokens.size(0) else int(rows)  # None: all rows are real
         if self.chunk:
-            return chunked_lm_loss(self.model, tokens, self.chunk, body=self._run[0])
+            return chunked_lm_loss(self.model, tokens, self.chunk, body=self._run[0], rows=rows)
         run = self._run[0]  # (not `or`: a compiled module refuses truth testing)
-        return self.plain(self.model if run is None else run, tokens)
+        model = self.model if run is None else run
+        # Only padded calls pass `rows`, so a test's stand-in for `plain` needs no such argument.
+        return self.plain(model, tokens) if rows is None else self.plain(model, tokens, rows=rows)

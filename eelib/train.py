@@ -179,6 +179,10 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         return row
 
     micro = spec.micro_batch or spec.batch_size
+    # Compiled graphs are static: a short last batch, or a batch that does not split into whole
+    # micro-batches, is padded with zero rows that the loss leaves out, so the compiled forward
+    # sees one shape per stage and never recompiles mid-run (issue 5). Eager runs are not padded.
+    pad = compile
     fault_stage = Path(stage_dir).parent.name  # "stage1" for outputs/<exp>/stage1/<key>
     bar = tqdm(total=spec.max_steps, initial=step, desc=desc, disable=not progress, leave=False,
                unit="step", dynamic_ncols=True)
@@ -195,18 +199,22 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         # Each row's loss is weighted 1/global rows; a rank's rows are [rank::world] (distributed.py).
         batch, denom = dist.shard(batch) if dist is not None else (batch, len(batch))
         x_all = torch.from_numpy(batch.astype(np.int64))
+        n_rows = x_all.size(0)
+        n_micro = math.ceil(n_rows / micro)
+        if pad and n_rows < n_micro * micro:
+            x_all = torch.cat([x_all, x_all.new_zeros(n_micro * micro - n_rows, x_all.size(1))])
         if device.type == "cuda":  # pinned pages let the copy below run asynchronously
             x_all = x_all.pin_memory()
-        n_micro = math.ceil(x_all.size(0) / micro)
         for m in range(n_micro):
             x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
+            real = min(micro, n_rows - m * micro)
             with dist.no_sync(fwd, last=m == n_micro - 1) if dist is not None else nullcontext():
                 with _autocast(device):
-                    loss = fwd(x)
+                    loss = fwd(x, rows=real)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"{desc}: loss is {float(loss.detach())} at step {step} (lr {lr:.3g}); "
                                         "lower the learning rate or check the data")
-                (loss * x.size(0) / denom).backward()
+                (loss * real / denom).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
         if not torch.isfinite(gnorm):  # stop before the update writes NaN into the weights
             raise NonFiniteLoss(f"{desc}: gradient norm is {float(gnorm)} at step {step} (lr {lr:.3g}); "

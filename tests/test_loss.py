@@ -15,14 +15,8 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("preset,chunk", [("test-micro", 7), ("test-micro", 64), ("test-micro", 10_000),
-                                          ("cpu-tiny", 50)])
-def test_chunked_equals_plain_loss_and_grads(preset, chunk):
-    torch.manual_seed(0)
-    tokens = torch.randint(0, 258, (3, 33))
-    a, b = build_model(preset, 258, seed=1), build_model(preset, 258, seed=1)
-    la = lm_loss(a, tokens)
-    lb = chunked_lm_loss(b, tokens, chunk)
+def _assert_same_loss_and_grads(a, la, b, lb):
+    """Backpropagate la through model a and lb through b; values and every gradient agree."""
     la.backward()
     lb.backward()
     assert abs(la.item() - lb.item()) < 1e-6
@@ -30,6 +24,15 @@ def test_chunked_equals_plain_loss_and_grads(preset, chunk):
     assert ga.keys() == gb.keys() and len(ga) > 0
     for n in ga:
         torch.testing.assert_close(gb[n], ga[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+@pytest.mark.parametrize("preset,chunk", [("test-micro", 7), ("test-micro", 64), ("test-micro", 10_000),
+                                          ("cpu-tiny", 50)])
+def test_chunked_equals_plain_loss_and_grads(preset, chunk):
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 258, (3, 33))
+    a, b = build_model(preset, 258, seed=1), build_model(preset, 258, seed=1)
+    _assert_same_loss_and_grads(a, lm_loss(a, tokens), b, chunked_lm_loss(b, tokens, chunk))
 
 
 def test_chunked_untied_head_and_no_grad():
@@ -92,3 +95,51 @@ def test_compiled_loss_matches_eager(chunk):
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=n)
     assert set(a.state_dict()) == set(b.state_dict())  # compiling leaves the checkpoint keys alone
+
+
+@pytest.mark.parametrize("chunk", [0, 7])
+def test_padding_rows_leave_loss_and_grads_unchanged(chunk):
+    """LMLoss(tokens + zero rows, rows=n) is the loss of the n real rows, with their gradients:
+    what lets a compiled stage pad its short last batch instead of recompiling."""
+    tokens = torch.randint(0, 258, (3, 17), generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([tokens, torch.zeros(5, 17, dtype=tokens.dtype)])
+    a, b = build_model("test-micro", 258, seed=1), build_model("test-micro", 258, seed=1)
+    la = LMLoss(a, chunk)(tokens)
+    _assert_same_loss_and_grads(a, la, b, LMLoss(b, chunk)(padded, rows=3))
+    assert abs(LMLoss(b, chunk)(padded).item() - la.item()) > 1e-3  # without rows= the padding counts
+
+
+@pytest.mark.parametrize("chunk", [0, 11])
+def test_compiled_stage_sees_one_shape_and_trains_like_eager(tmp_path, monkeypatch, chunk):
+    """With compile on, a stage whose batches do not split evenly (25 windows, batch 8, micro 3:
+    micro-batches of 3, 3, 2 rows and a last batch of 1) feeds the compiled forward one shape only,
+    so it compiles once; the weights end where the eager loop's do."""
+    windows = np.random.default_rng(0).integers(0, 256, size=(25, 16))
+    shapes = []
+
+    class Recorder(torch.nn.Module):  # stands in for torch.compile: records what it is called with
+        def __init__(self, target, **kwargs):
+            super().__init__()
+            self.target = target
+
+        def forward(self, input_ids):
+            shapes.append(tuple(input_ids.shape))
+            return self.target(input_ids=input_ids)
+
+    monkeypatch.setattr(torch, "compile", Recorder)
+
+    def run(compile, d):
+        model = build_model("test-micro", 258, seed=0)
+        mix = Mixture([Source("x", windows, 1.0, once=True, quota=25)], seed=0)
+        spec = T.LoopSpec(lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.1, batch_size=8,
+                          micro_batch=3, max_steps=4, chunked_ce=chunk)
+        out = T.train(model, mix, spec, stage_dir=tmp_path / d / "k", config_digest="d",
+                      device=torch.device("cpu"), seed=0, progress=False, compile=compile)
+        assert out["steps"] == 4
+        return model.state_dict()
+    eager = run(False, "eager")
+    assert shapes == []
+    compiled = run(True, "compiled")
+    assert set(shapes) == {(3, 16)} and len(shapes) == 3 + 3 + 3 + 1
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], rtol=1e-5, atol=1e-6, msg=k)
