@@ -58,15 +58,18 @@ def _plan(args) -> int:
     from eelib import config as C, plan
     try:
         cfgs = [_load(path, [], args.seeds, models=False) for path in args.params]
-        tok_s, source = args.tok_s, ""
+        tok_s, source, warmup_s = args.tok_s, "", 0.0
         if args.throughput:
-            tok_s, source = plan.tok_s_from_throughput(args.throughput, args.mode)
+            tok_s, source, warmup_s = plan.tok_s_from_throughput(args.throughput, args.mode)
         if tok_s is not None and tok_s <= 0:
             raise C.ConfigError("--tok-s: must be > 0 (training tokens per second)")
+        stage_s = warmup_s if args.stage_s is None else args.stage_s
+        if stage_s < 0:
+            raise C.ConfigError("--stage-s: must be >= 0 (fixed seconds per stage, e.g. compile warm-up)")
     except (C.ConfigError, OSError, ValueError, KeyError) as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2
-    p = plan.plan(cfgs, tok_s)
+    p = plan.plan(cfgs, tok_s, stage_s)
     print(plan.format_plan(p, source))
     if args.json:
         from eelib.io import atomic_write_json
@@ -115,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--throughput", default=None, metavar="JSON",
                        help="take tokens/s from a benchmarks/throughput.py --json file")
     p_pln.add_argument("--mode", default="", help="with --throughput: which mode (default: first ok)")
+    p_pln.add_argument("--stage-s", type=float, default=None, metavar="S",
+                       help="fixed seconds per distinct stage, e.g. compile warm-up "
+                            "(default: the --throughput file's warm-up, else 0)")
     p_pln.add_argument("--json", default=None, help="also write the plan as JSON here")
     args = ap.parse_args(argv)
 

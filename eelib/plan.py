@@ -12,6 +12,11 @@ token's FLOPs) and is added at that weight. Stages that different experiments sh
 `shared_across`; the total gives both sums, since run one after another into one outputs root
 the later experiment adopts the earlier one's finished stage (stages._adopt_twin), while
 experiments running at the same time each train their own.
+
+Each distinct stage also pays a fixed cost, `stage_s` seconds: above all the torch.compile
+warm-up of its model (≈80 s at 135M, feasibility.md; a stage compiles once, eelib/loss.py), which
+is 10% of a 0.2B-token frontier stage 3 at 265k tok/s. With --throughput it defaults to the
+benchmark's measured warm-up, an upper bound once the inductor cache is warm.
 """
 from __future__ import annotations
 
@@ -58,8 +63,9 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
     return out
 
 
-def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
-    """Per-experiment and total token counts (distinct stages only) and GPU-hours at `tok_s`."""
+def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None, stage_s: float = 0.0) -> dict:
+    """Per-experiment and total token counts (distinct stages only) and GPU-hours at `tok_s`,
+    plus `stage_s` seconds of fixed cost (compile warm-up) per distinct stage."""
     experiments, seen, distinct = [], {}, {}
     for cfg in cfgs:
         runs = C.expand(cfg, models=False)
@@ -79,29 +85,34 @@ def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None) -> dict:
             if key in seen and seen[key] != cfg.name:
                 row["shared_across"] += stages[key]["train_tokens"]
             seen.setdefault(key, cfg.name)
+        row["stages"] = len(stages)
         row["train_tokens"] = sum(row[f"stage{n}_tokens"] for n in (1, 2, 3))
         # forward-only evaluation costs about a third of a training token (2N vs 6N FLOPs)
         row["equivalent_tokens"] = row["train_tokens"] + row["eval_tokens"] / 3
+        row["fixed_hours"] = row["stages"] * stage_s / 3600
         if tok_s:
-            row["gpu_hours"] = row["equivalent_tokens"] / tok_s / 3600
+            row["gpu_hours"] = row["equivalent_tokens"] / tok_s / 3600 + row["fixed_hours"]
         experiments.append(row)
     total = {k: sum(e[k] for e in experiments) for k in
-             ("runs", "stage1_tokens", "stage2_tokens", "stage3_tokens", "eval_tokens", "train_tokens",
-              "equivalent_tokens", "shared_across")}
+             ("runs", "stages", "stage1_tokens", "stage2_tokens", "stage3_tokens", "eval_tokens",
+              "train_tokens", "equivalent_tokens", "shared_across", "fixed_hours")}
     # Trained once across experiments (one outputs root, experiments one after another):
     total["equivalent_tokens_reused"] = sum(s["train_tokens"] + s["eval_tokens"] / 3 for s in distinct.values())
+    total["stages_reused"] = len(distinct)
     if tok_s:
-        total["gpu_hours"] = total["equivalent_tokens"] / tok_s / 3600
-        total["gpu_hours_reused"] = total["equivalent_tokens_reused"] / tok_s / 3600
-    return {"tok_s": tok_s, "experiments": experiments, "total": total}
+        total["gpu_hours"] = total["equivalent_tokens"] / tok_s / 3600 + total["fixed_hours"]
+        total["gpu_hours_reused"] = (total["equivalent_tokens_reused"] / tok_s + len(distinct) * stage_s) / 3600
+    return {"tok_s": tok_s, "stage_s": stage_s, "experiments": experiments, "total": total}
 
 
-def tok_s_from_throughput(path: str | Path, mode: str = "") -> tuple[float, str]:
-    """Tokens/s of one mode of a benchmarks/throughput.py JSON (default: its first 'ok' mode)."""
+def tok_s_from_throughput(path: str | Path, mode: str = "") -> tuple[float, str, float]:
+    """(tokens/s, description, warm-up seconds) of one mode of a benchmarks/throughput.py JSON
+    (default: its first 'ok' mode)."""
     d = json.loads(Path(path).read_text())
     for r in d["results"]:
         if r.get("status") == "ok" and (not mode or r["mode"] == mode):
-            return float(r["tokens_per_s"]), f"{r['mode']} {d['preset']} on {d.get('device_name') or d['device']}"
+            return (float(r["tokens_per_s"]), f"{r['mode']} {d['preset']} on {d.get('device_name') or d['device']}",
+                    float(r.get("warmup_s") or 0.0))
     raise ValueError(f"{path}: no successful result{' for mode ' + mode if mode else ''}")
 
 
@@ -123,6 +134,9 @@ def format_plan(p: dict, source: str = "") -> str:
         lines.append(line + (f"{e['gpu_hours']:>11,.1f}" if p["tok_s"] else ""))
     lines.append("≤: stage 2 counted at its max_tokens cap (early stopping can only shorten it). "
                  "Eval counted at 1/3 weight in GPU-hours.")
+    if p["tok_s"] and p["stage_s"]:
+        lines.append(f"GPU-hours include {p['stage_s']:,.0f} s of fixed cost (compile warm-up) per distinct "
+                     f"stage: {p['total']['stages']:,} stages, {p['total']['fixed_hours']:,.1f} GPU-h.")
     if p["total"]["shared_across"]:
         hours = (f": {p['total']['gpu_hours_reused']:,.1f} GPU-h in all when run one after another into "
                  "one outputs root" if p["tok_s"] else "")

@@ -47,6 +47,10 @@ def test_plan_of_the_split_and_a_grid(tmp_path):
     assert e["upper_bound"] is False
     assert e["gpu_hours"] == pytest.approx(e["equivalent_tokens"] / 1000 / 3600)
     assert p["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"])
+    # a fixed cost per distinct stage: 6 stage 1s, 6 stage 2s, 12 stage 3s
+    q = plan.plan([cfg], tok_s=1000.0, stage_s=90.0)
+    assert q["experiments"][0]["stages"] == 24
+    assert q["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"] + 24 * 90 / 3600)
 
 
 def test_stages_shared_between_experiments_are_reported(tmp_path):
@@ -66,11 +70,19 @@ def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):
     tp = tmp_path / "tp.json"
     tp.write_text(json.dumps({"preset": "smollm2-135m", "device": "cuda", "device_name": "H100",
                               "results": [{"mode": "plain-eager", "status": "failed"},
-                                          {"mode": "eelib-compiled", "status": "ok", "tokens_per_s": 5e5}]}))
+                                          {"mode": "eelib-compiled", "status": "ok", "tokens_per_s": 5e5,
+                                           "warmup_s": 81.5}]}))
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--json", "plan.json")
     assert p.returncode == 0, p.stderr
     assert "500,000 tok/s (eelib-compiled smollm2-135m on H100)" in p.stdout
-    assert json.loads((tmp_path / "plan.json").read_text())["tok_s"] == 5e5
+    assert "include 82 s of fixed cost (compile warm-up) per distinct stage: 4 stages" in p.stdout
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert saved["tok_s"] == 5e5 and saved["stage_s"] == 81.5
+    p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--stage-s", "0")
+    assert p.returncode == 0 and "fixed cost" not in p.stdout
+    p = run_cli(tmp_path, "plan", "tiny.yaml", "--tok-s", "1e5", "--stage-s", "-1")
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "eelib: error: --stage-s: must be >= 0 (fixed seconds per stage, e.g. compile warm-up)"]
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--tok-s", "0")
     assert p.returncode == 2 and p.stderr.strip().splitlines() == ["eelib: error: --tok-s: must be > 0 (training tokens per second)"]
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--mode", "plain-eager")
