@@ -75,12 +75,16 @@ def _commands(executor: str, rdir: Path, run: str, root: Path) -> list[list[str]
 KERNEL_START_TRIES = 3
 
 
-def _kernel_never_ran(executed_nb: Path) -> bool:
-    """True when papermill wrote the output notebook but no code cell of it ever executed."""
+def _kernel_never_ran(executed_nb: Path, since: float) -> bool:
+    """True when papermill wrote the output notebook (at or after `since`) but no code cell of it
+    ever executed. An older file is a previous attempt's: papermill then failed before the
+    kernel (bad arguments), which is not a race."""
     try:
+        if executed_nb.stat().st_mtime < since:
+            return False
         cells = json.loads(executed_nb.read_text())["cells"]
     except (OSError, ValueError, KeyError):
-        return False  # no notebook: papermill failed before the kernel (bad arguments), not a race
+        return False
     return all(c.get("execution_count") is None for c in cells if c.get("cell_type") == "code")
 
 
@@ -94,8 +98,10 @@ def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: st
             for attempt in range(1, KERNEL_START_TRIES + 1):
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
+                started = time.time() - 1  # (file times can be coarser than time.time())
                 rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-                unstarted = rc != 0 and executor == "papermill" and _kernel_never_ran(Path(cmd[4]))
+                # papermill exits 1 on an exception; a signal (Ctrl-C, kill) is never retried
+                unstarted = rc == 1 and executor == "papermill" and _kernel_never_ran(Path(cmd[4]), started)
                 if not unstarted:
                     break
                 f.write(f"[eelib batch] the kernel of {name} failed before running a cell "

@@ -64,8 +64,8 @@ def _plan(args) -> int:
         if tok_s is not None and tok_s <= 0:
             raise C.ConfigError("--tok-s: must be > 0 (training tokens per second)")
         stage_s = warmup_s if args.stage_s is None else args.stage_s
-        if stage_s < 0:
-            raise C.ConfigError("--stage-s: must be >= 0 (fixed seconds per stage, e.g. compile warm-up)")
+        if not 0 <= stage_s < float("inf"):
+            raise C.ConfigError("--stage-s: must be a number >= 0 (fixed seconds per stage, e.g. compile warm-up)")
     except (C.ConfigError, OSError, ValueError, KeyError) as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2

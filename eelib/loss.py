@@ -74,8 +74,9 @@ class LMLoss(torch.nn.Module):
     `compile` compiles what runs the transformer (the whole model for the plain loss, its
     LlamaModel body for the chunked one) with dynamic=False: every distinct input shape gets its
     own static graph, and a new shape costs a recompile (tens of seconds at 135M). The mixture
-    delivers exact quotas, so a stage's last batch can be short; the training loop pads it to
-    the micro-batch and passes `rows`, the real ones, so each stage compiles once (issue 5).
+    delivers exact quotas, so a stage's last batch can be short; the training loop pads it to a
+    full step's rows and passes `rows`, the real ones, so a stage compiles only a full step's
+    shapes, at its start (issue 5).
     The loss covers the real rows only; the CE outside the compiled region slices them.
     The model's own state_dict keys are untouched.
     """

@@ -65,14 +65,15 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
 
 def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None, stage_s: float = 0.0) -> dict:
     """Per-experiment and total token counts (distinct stages only) and GPU-hours at `tok_s`,
-    plus `stage_s` seconds of fixed cost (compile warm-up) per distinct stage."""
+    plus `stage_s` seconds of fixed cost (compile warm-up) per distinct stage of a config with
+    `compile: true` (eager stages have no warm-up to speak of)."""
     experiments, seen, distinct = [], {}, {}
     for cfg in cfgs:
         runs = C.expand(cfg, models=False)
         stages: dict[tuple, dict] = {}
         for r in runs:
             for st in run_stages(r):
-                stages.setdefault((st["stage"], st["key"]), st)
+                stages.setdefault((st["stage"], st["key"]), dict(st, fixed_s=stage_s if r.compile else 0.0))
         row = {"experiment": cfg.name, "runs": len(runs), "shared_across": 0, "upper_bound": False}
         for n in (1, 2, 3):
             sts = [s for (stage, _), s in stages.items() if stage == n]
@@ -89,7 +90,7 @@ def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None, stage_s: fl
         row["train_tokens"] = sum(row[f"stage{n}_tokens"] for n in (1, 2, 3))
         # forward-only evaluation costs about a third of a training token (2N vs 6N FLOPs)
         row["equivalent_tokens"] = row["train_tokens"] + row["eval_tokens"] / 3
-        row["fixed_hours"] = row["stages"] * stage_s / 3600
+        row["fixed_hours"] = sum(s["fixed_s"] for s in stages.values()) / 3600
         if tok_s:
             row["gpu_hours"] = row["equivalent_tokens"] / tok_s / 3600 + row["fixed_hours"]
         experiments.append(row)
@@ -101,7 +102,8 @@ def plan(cfgs: list[C.ExperimentConfig], tok_s: float | None = None, stage_s: fl
     total["stages_reused"] = len(distinct)
     if tok_s:
         total["gpu_hours"] = total["equivalent_tokens"] / tok_s / 3600 + total["fixed_hours"]
-        total["gpu_hours_reused"] = (total["equivalent_tokens_reused"] / tok_s + len(distinct) * stage_s) / 3600
+        total["gpu_hours_reused"] = (total["equivalent_tokens_reused"] / tok_s
+                                     + sum(s["fixed_s"] for s in distinct.values())) / 3600
     return {"tok_s": tok_s, "stage_s": stage_s, "experiments": experiments, "total": total}
 
 
@@ -134,9 +136,11 @@ def format_plan(p: dict, source: str = "") -> str:
         lines.append(line + (f"{e['gpu_hours']:>11,.1f}" if p["tok_s"] else ""))
     lines.append("≤: stage 2 counted at its max_tokens cap (early stopping can only shorten it). "
                  "Eval counted at 1/3 weight in GPU-hours.")
-    if p["tok_s"] and p["stage_s"]:
+    if p["tok_s"] and p["total"]["fixed_hours"]:
         lines.append(f"GPU-hours include {p['stage_s']:,.0f} s of fixed cost (compile warm-up) per distinct "
-                     f"stage: {p['total']['stages']:,} stages, {p['total']['fixed_hours']:,.1f} GPU-h.")
+                     f"compiled stage: {p['total']['fixed_hours']:,.1f} GPU-h over the experiments' "
+                     f"{p['total']['stages']:,} stages ({p['total']['stages_reused']:,} when shared "
+                     "stages are trained once).")
     if p["total"]["shared_across"]:
         hours = (f": {p['total']['gpu_hours_reused']:,.1f} GPU-h in all when run one after another into "
                  "one outputs root" if p["tok_s"] else "")

@@ -179,10 +179,12 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         return row
 
     micro = spec.micro_batch or spec.batch_size
-    # Compiled graphs are static: a short last batch, or a batch that does not split into whole
-    # micro-batches, is padded with zero rows that the loss leaves out, so the compiled forward
-    # sees one shape per stage and never recompiles mid-run (issue 5). Eager runs are not padded.
-    pad = compile
+    # Compiled graphs are static. A stage's last batch can be short (exact quotas), so it is
+    # padded with zero rows that the loss leaves out, up to the rows this process gets on a full
+    # step, and split as a full step is: the compiled forward sees only a full step's shapes and
+    # never recompiles at a stage's end (issue 5). Full steps are never padded; eager runs never.
+    full_rows = len(range(dist.rank, spec.batch_size, dist.world)) if dist is not None else spec.batch_size
+    pad_to = full_rows if compile else 0
     fault_stage = Path(stage_dir).parent.name  # "stage1" for outputs/<exp>/stage1/<key>
     bar = tqdm(total=spec.max_steps, initial=step, desc=desc, disable=not progress, leave=False,
                unit="step", dynamic_ncols=True)
@@ -200,9 +202,9 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         batch, denom = dist.shard(batch) if dist is not None else (batch, len(batch))
         x_all = torch.from_numpy(batch.astype(np.int64))
         n_rows = x_all.size(0)
-        n_micro = math.ceil(n_rows / micro)
-        if pad and n_rows < n_micro * micro:
-            x_all = torch.cat([x_all, x_all.new_zeros(n_micro * micro - n_rows, x_all.size(1))])
+        n_micro = math.ceil(n_rows / micro)  # micro-batches holding real rows; padding-only ones are not run
+        if n_rows < pad_to:
+            x_all = torch.cat([x_all, x_all.new_zeros(pad_to - n_rows, x_all.size(1))])
         if device.type == "cuda":  # pinned pages let the copy below run asynchronously
             x_all = x_all.pin_memory()
         for m in range(n_micro):

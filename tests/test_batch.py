@@ -100,6 +100,11 @@ def test_papermill_batch_keeps_executed_notebooks_and_tracebacks(tmp_path):
     errors = [o for c in failed_nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and errors[0]["ename"] == "NonFiniteLoss"
     assert not (bad / "posttrain.ipynb").exists()  # the run stopped at the failing stage
+    # A failure inside a cell is not a kernel that failed to start: run once, never retried.
+    log = (bad / "log.txt").read_text()
+    assert sum(l.startswith("$ ") for l in log.splitlines()) == 1 and "failed before running a cell" not in log
+    summary = json.loads((tmp_path / "outputs" / "pm" / "summary.json").read_text())
+    assert {r["run"]: r["error"] for r in summary["runs"]}["lr1000000.0"].startswith("exit 1 in pretrain.ipynb")
 
 
 

@@ -109,37 +109,58 @@ def test_padding_rows_leave_loss_and_grads_unchanged(chunk):
     assert abs(LMLoss(b, chunk)(padded).item() - la.item()) > 1e-3  # without rows= the padding counts
 
 
+class _ShapeRecorder(torch.nn.Module):
+    """Stands in for torch.compile: records the input shapes the compiled forward is called with."""
+    shapes: list = []
+
+    def __init__(self, target, **kwargs):
+        super().__init__()
+        self.target = target
+
+    def forward(self, input_ids):
+        _ShapeRecorder.shapes.append(tuple(input_ids.shape))
+        return self.target(input_ids=input_ids)
+
+
+def _train_tiny(tmp_path, n, batch, micro, steps, compile, chunk=0, dist=None):
+    windows = np.random.default_rng(0).integers(0, 256, size=(n, 16))
+    model = build_model("test-micro", 258, seed=0)
+    mix = Mixture([Source("x", windows, 1.0, once=True, quota=n)], seed=0)
+    spec = T.LoopSpec(lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.1, batch_size=batch,
+                      micro_batch=micro, max_steps=steps, chunked_ce=chunk)
+    out = T.train(model, mix, spec, stage_dir=tmp_path / f"{compile}{chunk}" / "k", config_digest="d",
+                  device=torch.device("cpu"), seed=0, progress=False, compile=compile, dist=dist)
+    assert out["steps"] == steps
+    return model.state_dict()
+
+
 @pytest.mark.parametrize("chunk", [0, 11])
-def test_compiled_stage_sees_one_shape_and_trains_like_eager(tmp_path, monkeypatch, chunk):
-    """With compile on, a stage whose batches do not split evenly (25 windows, batch 8, micro 3:
-    micro-batches of 3, 3, 2 rows and a last batch of 1) feeds the compiled forward one shape only,
-    so it compiles once; the weights end where the eager loop's do."""
-    windows = np.random.default_rng(0).integers(0, 256, size=(25, 16))
-    shapes = []
-
-    class Recorder(torch.nn.Module):  # stands in for torch.compile: records what it is called with
-        def __init__(self, target, **kwargs):
-            super().__init__()
-            self.target = target
-
-        def forward(self, input_ids):
-            shapes.append(tuple(input_ids.shape))
-            return self.target(input_ids=input_ids)
-
-    monkeypatch.setattr(torch, "compile", Recorder)
-
-    def run(compile, d):
-        model = build_model("test-micro", 258, seed=0)
-        mix = Mixture([Source("x", windows, 1.0, once=True, quota=25)], seed=0)
-        spec = T.LoopSpec(lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.1, batch_size=8,
-                          micro_batch=3, max_steps=4, chunked_ce=chunk)
-        out = T.train(model, mix, spec, stage_dir=tmp_path / d / "k", config_digest="d",
-                      device=torch.device("cpu"), seed=0, progress=False, compile=compile)
-        assert out["steps"] == 4
-        return model.state_dict()
-    eager = run(False, "eager")
-    assert shapes == []
-    compiled = run(True, "compiled")
-    assert set(shapes) == {(3, 16)} and len(shapes) == 3 + 3 + 3 + 1
+def test_compiled_stage_sees_only_a_full_steps_shapes(tmp_path, monkeypatch, chunk):
+    """With compile on, a stage whose last batch is short (25 windows, batch 8: 8, 8, 8, 1) feeds
+    the compiled forward only the micro-batch shapes of a full step (micro 3: 3, 3, 2 rows), so it
+    never recompiles at its end; full steps are not padded; the weights end where eager's do."""
+    monkeypatch.setattr(torch, "compile", _ShapeRecorder)
+    _ShapeRecorder.shapes = []
+    eager = _train_tiny(tmp_path, 25, 8, 3, 4, compile=False, chunk=chunk)
+    assert _ShapeRecorder.shapes == []
+    compiled = _train_tiny(tmp_path, 25, 8, 3, 4, compile=True, chunk=chunk)
+    assert _ShapeRecorder.shapes == [(3, 16), (3, 16), (2, 16)] * 3 + [(3, 16)]
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("rank", [3, 6])
+def test_compiled_ddp_rank_pads_to_its_own_rows_not_the_global_batch(tmp_path, monkeypatch, rank):
+    """Under DDP a rank holds batch/world rows: with micro_batch 0 its short last batch is padded
+    to those (2 of 16 at world 8), not to the global batch. Rank 6 gets no row of the last batch
+    (5 windows) and runs one zero-weight row, padded the same way."""
+    from eelib.distributed import Dist
+
+    class LocalDist(Dist):  # one rank of a world of 8, without a process group
+        def wrap(self, module, device):
+            return module
+
+    monkeypatch.setattr(torch, "compile", _ShapeRecorder)
+    _ShapeRecorder.shapes = []
+    _train_tiny(tmp_path, 37, 16, 0, 3, compile=True, dist=LocalDist(rank, 8, rank))
+    assert _ShapeRecorder.shapes == [(2, 16)] * 3

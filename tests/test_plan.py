@@ -47,8 +47,9 @@ def test_plan_of_the_split_and_a_grid(tmp_path):
     assert e["upper_bound"] is False
     assert e["gpu_hours"] == pytest.approx(e["equivalent_tokens"] / 1000 / 3600)
     assert p["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"])
-    # a fixed cost per distinct stage: 6 stage 1s, 6 stage 2s, 12 stage 3s
-    q = plan.plan([cfg], tok_s=1000.0, stage_s=90.0)
+    # a fixed cost per distinct stage of a compiled config: 6 stage 1s, 6 stage 2s, 12 stage 3s
+    assert plan.plan([cfg], tok_s=1000.0, stage_s=90.0)["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"])
+    q = plan.plan([C.from_dict(dict(raw, compile=True))], tok_s=1000.0, stage_s=90.0)
     assert q["experiments"][0]["stages"] == 24
     assert q["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"] + 24 * 90 / 3600)
 
@@ -63,10 +64,16 @@ def test_stages_shared_between_experiments_are_reported(tmp_path):
     (s1,) = [s for s in plan.run_stages(b) if s["stage"] == 1]
     saved = p["total"]["equivalent_tokens"] - p["total"]["equivalent_tokens_reused"]
     assert saved == pytest.approx(s1["train_tokens"] + s1["eval_tokens"] / 3)
+    # with a fixed cost per compiled stage, the shared stage 1 pays it once when reused
+    a.compile = b.compile = True
+    q = plan.plan([a, b], tok_s=1000.0, stage_s=60.0)
+    assert q["total"]["stages"] == 8 and q["total"]["stages_reused"] == 7
+    assert q["total"]["gpu_hours_reused"] == pytest.approx(
+        (q["total"]["equivalent_tokens_reused"] / 1000 + 7 * 60) / 3600)
 
 
 def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):
-    write_params(tmp_path / "tiny.yaml")
+    write_params(tmp_path / "tiny.yaml", dict(TINY, compile=True))
     tp = tmp_path / "tp.json"
     tp.write_text(json.dumps({"preset": "smollm2-135m", "device": "cuda", "device_name": "H100",
                               "results": [{"mode": "plain-eager", "status": "failed"},
@@ -75,14 +82,15 @@ def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--json", "plan.json")
     assert p.returncode == 0, p.stderr
     assert "500,000 tok/s (eelib-compiled smollm2-135m on H100)" in p.stdout
-    assert "include 82 s of fixed cost (compile warm-up) per distinct stage: 4 stages" in p.stdout
+    assert "include 82 s of fixed cost (compile warm-up) per distinct compiled stage: 0.1 GPU-h over " \
+        "the experiments' 4 stages" in p.stdout
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert saved["tok_s"] == 5e5 and saved["stage_s"] == 81.5
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--stage-s", "0")
     assert p.returncode == 0 and "fixed cost" not in p.stdout
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--tok-s", "1e5", "--stage-s", "-1")
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "eelib: error: --stage-s: must be >= 0 (fixed seconds per stage, e.g. compile warm-up)"]
+        "eelib: error: --stage-s: must be a number >= 0 (fixed seconds per stage, e.g. compile warm-up)"]
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--tok-s", "0")
     assert p.returncode == 2 and p.stderr.strip().splitlines() == ["eelib: error: --tok-s: must be > 0 (training tokens per second)"]
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--mode", "plain-eager")
