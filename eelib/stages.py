@@ -97,8 +97,8 @@ def heldout(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
     return {role: corpus_windows(c, "val", cfg.data.val_tokens, cfg.data).tokens for role, c in names.items()}
 
 
-def _losses(model, val: dict, device, roles=("pre", "post", "ft")) -> dict:
-    return {f"L_{r}_val": heldout_loss(model, val[r], device) for r in roles}
+def _losses(model, val: dict, device, chunk: int, roles=("pre", "post", "ft")) -> dict:
+    return {f"L_{r}_val": heldout_loss(model, val[r], device, chunk=chunk) for r in roles}
 
 
 @contextmanager
@@ -238,7 +238,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     audit = mix.audit()
     check_delivery(audit)
     _save_final(sdir, model, {"stage": 1})
-    losses = _losses(model, heldout(cfg), device)
+    losses = _losses(model, heldout(cfg), device, cfg.ce_chunk)
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "n_params": n_params(model),
                                   "seconds": time.time() - t0})
@@ -282,7 +282,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
     if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
         _save_final(sdir, model, {"stage": 2, "skipped": True})
-        losses = _losses(model, val, device)
+        losses = _losses(model, val, device, cfg.ce_chunk)
         return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
                                           L_im=losses["L_post_val"], seconds=time.time() - t0))
     mix = Mixture(sources, seed=cfg.seed + 1)
@@ -297,7 +297,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
                     patience=0 if split else s2.patience, early_stop_key="L_post_val", chunked_ce=cfg.ce_chunk)
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed + 1, compile=cfg.compile, progress=progress,
-                evaluator=lambda m: _losses(m, val, device, roles=("post",)),
+                evaluator=lambda m: _losses(m, val, device, cfg.ce_chunk, roles=("post",)),
                 desc=f"stage2 λ={cfg.stage1.lam}")
     audit = mix.audit()
     check_delivery(audit)
@@ -306,7 +306,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     set_dropout(model, 0.0)
     model = merge_lora(model)
     _save_final(sdir, model, {"stage": 2})
-    losses = _losses(model, val, device)
+    losses = _losses(model, val, device, cfg.ce_chunk)
     return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
                                       best_step=out["best_step"], stopped_early=out["stopped_early"],
                                       mixture=audit, trajectory=out["trajectory"], losses=losses,
@@ -341,7 +341,7 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     # The trajectory (every eval_interval steps) feeds the frontiers: each point is a checkpoint.
     out = train(model, mix, spec, stage_dir=sdir, config_digest=C.digest(key), device=device,
                 seed=cfg.seed + 2, compile=cfg.compile, progress=progress,
-                evaluator=lambda m: _losses(m, val, device), desc=f"stage3 lr={lr:g}")
+                evaluator=lambda m: _losses(m, val, device, cfg.ce_chunk), desc=f"stage3 lr={lr:g}")
     audit = mix.audit()
     check_delivery(audit)
     final = out["trajectory"][-1]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from eelib import checkpoint, distributed
 from eelib.io import fault_point
-from eelib.loss import LMLoss, lm_loss
+from eelib.loss import LMLoss, chunked_lm_loss, lm_loss
 from eelib.mixture import Mixture
 
 
@@ -72,15 +72,20 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: int = 32) -> float:
-    """L(θ; D) of §1: mean token cross-entropy on the fixed held-out windows of one corpus."""
+def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: int = 32,
+                 chunk: int = 0) -> float:
+    """L(θ; D) of §1: mean token cross-entropy on the fixed held-out windows of one corpus.
+
+    `chunk` > 0 (the config's ce_chunk) evaluates with the chunked loss too, so evaluation never
+    builds the [32, T, 49152] fp32 logits (6.4 GB at seq 1024) that training was spared.
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         x = torch.from_numpy(np.asarray(windows[i:i + batch_size], dtype=np.int64)).to(device)
         with _autocast(device):
-            loss = lm_loss(model, x)
+            loss = chunked_lm_loss(model, x, chunk) if chunk else lm_loss(model, x)
         n = x.size(0) * (x.size(1) - 1)
         total += float(loss) * n
         count += n

@@ -164,3 +164,19 @@ def test_compiled_ddp_rank_pads_to_its_own_rows_not_the_global_batch(tmp_path, m
     _ShapeRecorder.shapes = []
     _train_tiny(tmp_path, 37, 16, 0, 3, compile=True, dist=LocalDist(rank, 8, rank))
     assert _ShapeRecorder.shapes == [(2, 16)] * 3
+
+
+def test_heldout_loss_with_ce_chunk_equals_the_plain_one(monkeypatch):
+    """Evaluation takes the config's ce_chunk (stages._losses → train.heldout_loss): same L(θ; D)
+    without the full [B, T, V] logits."""
+    from eelib import stages
+    windows = np.random.default_rng(0).integers(0, 256, size=(37, 17))
+    model = build_model("test-micro", 258, seed=1)
+    calls = []
+    real = T.chunked_lm_loss
+    monkeypatch.setattr(T, "chunked_lm_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = stages._losses(model, {"post": windows}, torch.device("cpu"), 0, roles=("post",))
+    assert calls == []
+    chunked = stages._losses(model, {"post": windows}, torch.device("cpu"), 13, roles=("post",))
+    assert len(calls) == 2  # 37 windows in evaluation batches of 32
+    assert abs(chunked["L_post_val"] - plain["L_post_val"]) < 1e-6
