@@ -1,7 +1,10 @@
 """Data-parallel training over several processes (DDP), launched by torchrun or accelerate.
 
-    torchrun --nproc_per_node 8 -m eelib run-one run.yaml --run <name> --out outputs
-    accelerate launch --num_processes 8 -m eelib run-one run.yaml --run <name> --out outputs
+    torchrun --nproc_per_node 8 -m eelib run-one run.yaml --run-name <name> --out outputs
+    accelerate launch --multi_gpu --num_processes 8 -m eelib run-one run.yaml --run-name <name> --out outputs
+
+(`--multi_gpu` on purpose: without it, accelerate starts a single process wherever it sees fewer than
+two GPUs, and nothing fails; each stage.json's `computed[].world` says how many ranks trained it.)
 
 Both launchers set RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); `init_from_env`
 reads them (backend nccl on CUDA, gloo on CPU). Nothing else changes for the user: the same

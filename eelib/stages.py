@@ -241,7 +241,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     losses = _losses(model, heldout(cfg), device, cfg.ce_chunk)
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "n_params": n_params(model),
-                                  "seconds": time.time() - t0})
+                                  "seconds": time.time() - t0, "computed": out["computed"]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +284,8 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         _save_final(sdir, model, {"stage": 2, "skipped": True})
         losses = _losses(model, val, device, cfg.ce_chunk)
         return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
-                                          L_im=losses["L_post_val"], seconds=time.time() - t0))
+                                          L_im=losses["L_post_val"], seconds=time.time() - t0,
+                                          computed=[]))  # nothing trained
     mix = Mixture(sources, seed=cfg.seed + 1)
     if s2.lora_r:
         model = add_lora(model, s2.lora_r, s2.lora_alpha, s2.lora_dropout)
@@ -310,7 +311,8 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
                                       best_step=out["best_step"], stopped_early=out["stopped_early"],
                                       mixture=audit, trajectory=out["trajectory"], losses=losses,
-                                      L_im=losses["L_post_val"], seconds=time.time() - t0))
+                                      L_im=losses["L_post_val"], seconds=time.time() - t0,
+                                      computed=out["computed"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,4 +352,4 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     return _finish(3, sdir, key, {"lr": lr, "steps": out["steps"], "mixture": audit,
                                   "L_ret": final["L_post_val"], "L_ft": final["L_ft_val"],
                                   "L_pre": final["L_pre_val"], "trajectory": traj,
-                                  "seconds": time.time() - t0})
+                                  "seconds": time.time() - t0, "computed": out["computed"]})

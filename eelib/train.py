@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eelib import checkpoint, distributed
+from eelib import checkpoint, distributed, provenance
 from eelib.io import fault_point
 from eelib.loss import LMLoss, chunked_lm_loss, lm_loss
 from eelib.mixture import Mixture
@@ -118,8 +118,9 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
           dist: distributed.Dist | None = None) -> dict:
     """Train in place; resume from the newest good checkpoint in `stage_dir` if one exists.
 
-    Returns {"steps", "tokens", "trajectory", "best", "stopped_early", "best_state"}; for early
-    stopping, `best_state` holds the weights at the best evaluation (what stage 2 hands on).
+    Returns {"steps", "tokens", "trajectory", "best", "stopped_early", "best_state", "computed"}; for
+    early stopping, `best_state` holds the weights at the best evaluation (what stage 2 hands on);
+    `computed` lists how each process that trained the stage ran (eelib/provenance.py).
     Under torchrun (`dist`, default: eelib.distributed.current()) each rank trains on its rows
     of the same global batch through DDP; see eelib/distributed.py.
     """
@@ -149,6 +150,11 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         best, best_step, bad_evals = resumed["best"], resumed["best_step"], resumed["bad_evals"]
         best_state, stopped = resumed["best_state"], resumed["stopped"]
         print(f"[eelib] {desc}: resuming at step {step} from {Path(stage_dir) / 'ckpt'}", file=sys.stderr)
+    # How this stage is computed, one segment per process that trains it (eelib/provenance.py).
+    env = provenance.environment(device, world=dist.world if dist is not None else 1, compile=compile,
+                                 ce_chunk=spec.chunked_ce)
+    segments = provenance.Segments(resumed.get("segments") if resumed is not None else None, env, step,
+                                   spec.batch_size * mixture.seq_len)
 
     def save(step_now):
         if not main:  # rank 0 writes; every rank resumes from its files
@@ -156,7 +162,8 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "mixture": mixture.state_dict(), "rng": _rng_state(), "step": step_now,
                  "trajectory": trajectory, "best": best, "best_step": best_step,
-                 "bad_evals": bad_evals, "best_state": best_state, "stopped": stopped}
+                 "bad_evals": bad_evals, "best_state": best_state, "stopped": stopped,
+                 "segments": segments.upto(step_now)}
         checkpoint.save_checkpoint(stage_dir, step_now, state, {"config_digest": config_digest})
 
     def evaluate(step_now):
@@ -243,4 +250,5 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
     bar.close()
     return {"steps": step, "tokens": step * spec.batch_size * mixture.seq_len,
             "trajectory": trajectory, "best": best if best < math.inf else None,
-            "best_step": best_step, "stopped_early": stopped, "best_state": best_state}
+            "best_step": best_step, "stopped_early": stopped, "best_state": best_state,
+            "computed": segments.upto(step)}

@@ -130,29 +130,39 @@ stage3: {lrs: [0.001], tokens: 4096, batch_size: 8, eval_interval: 4}
 
 
 @pytest.mark.slow
-def test_torchrun_run_one_matches_one_process(tmp_path):
-    """`torchrun --nproc_per_node 2 -m eelib run-one` (gloo): all three stages, rank-0 files, the
-    same losses as `python -m eelib run-one` within float noise (~20 s)."""
+def test_torchrun_and_accelerate_run_one_match_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m eelib run-one` and `accelerate launch --multi_gpu
+    --num_processes 2 -m eelib run-one` (gloo on CPU): all three stages as DDP with world 2 (stage.json
+    says so), rank-0 files, the same losses as `python -m eelib run-one` within float noise (~30 s).
+    Without --multi_gpu, accelerate on a machine with < 2 GPUs runs one process: docs/scaling.md."""
     import json
     import shutil
     import subprocess
     import sys
+    from pathlib import Path
     from conftest import child_env
     (tmp_path / "tiny.yaml").write_text(TINY_DDP)
-    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun not found next to the interpreter")
+    bindir = str(Path(sys.executable).parent)
+    torchrun, accelerate = shutil.which("torchrun", path=bindir), shutil.which("accelerate", path=bindir)
+    assert torchrun and accelerate, "torchrun and accelerate install with the project (torch, accelerate)"
     env = child_env()
-    one = subprocess.run([sys.executable, "-m", "eelib", "run-one", "tiny.yaml", "--run", "r", "--out", "one"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "eelib", "run-one", "tiny.yaml",
-                          "--run-name", "r", "--out", "two"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    a = json.loads((tmp_path / "one/trun/runs/r/result.json").read_text())["rows"][0]
-    b = json.loads((tmp_path / "two/trun/runs/r/result.json").read_text())["rows"][0]
-    assert a["stage2_steps"] == b["stage2_steps"]
-    for k in ("L_im", "L_ret", "L_ft", "L_pre"):
-        assert abs(a[k] - b[k]) < 1e-3, (k, a[k], b[k])
-    assert len(list((tmp_path / "two/trun").glob("stage*/*/stage.json"))) == 3
+    launches = {"one": [sys.executable, "-m", "eelib", "run-one", "tiny.yaml", "--run", "r", "--out", "one"],
+                "torchrun": [torchrun, "--nproc_per_node", "2", "-m", "eelib", "run-one", "tiny.yaml",
+                             "--run-name", "r", "--out", "torchrun"],
+                "accelerate": [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eelib", "run-one",
+                               "tiny.yaml", "--run-name", "r", "--out", "accelerate"]}
+    rows = {}
+    for name, cmd in launches.items():
+        p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, (name, p.stderr[-3000:])
+        rows[name] = json.loads((tmp_path / f"{name}/trun/runs/r/result.json").read_text())["rows"][0]
+        recs = sorted((tmp_path / name / "trun").glob("stage*/*/stage.json"))
+        assert len(recs) == 3, name
+        worlds = {g["world"] for r in recs for g in json.loads(r.read_text())["computed"]}
+        assert worlds == {1 if name == "one" else 2}, (name, worlds)
+    for name in ("torchrun", "accelerate"):
+        a, b = rows["one"], rows[name]
+        assert a["stage2_steps"] == b["stage2_steps"], name
+        for k in ("L_im", "L_ret", "L_ft", "L_pre"):
+            assert abs(a[k] - b[k]) < 1e-3, (name, k, a[k], b[k])

@@ -5,6 +5,7 @@ The kills are real SIGKILLs of an `eelib run` subprocess: either from inside, at
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,15 @@ def test_kill_at_every_kind_of_point_then_resume(tmp_path, baseline):
     print(f"max |resumed - uninterrupted| = {diff}")
     for stage in (1, 2, 3):  # finished stages keep no checkpoints
         assert not list((cwd / "outputs" / "tiny" / f"stage{stage}").glob("*/ckpt"))
+    # stage.json lists one segment per process that trained the stage; the earlier segments
+    # came back from the checkpoint each resume started at (eelib/provenance.py).
+    spans = {n: [(g["from_step"], g["to_step"]) for g in json.loads((d / "stage.json").read_text())["computed"]]
+             for n, d in (("s1", s1), ("s2", s2))}
+    steps = {n: json.loads((d / "stage.json").read_text())["steps"] for n, d in (("s1", s1), ("s2", s2))}
+    # Stage 2: killed at 25, resumed at 20 (killed writing 40), at 30 (killed writing final/ after
+    # checkpointing 40 and 50), at 50.
+    assert spans == {"s1": [(0, 50), (50, steps["s1"])],
+                     "s2": [(0, 20), (20, 30), (30, 50), (50, steps["s2"])]}, spans
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, baseline):

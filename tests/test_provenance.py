@@ -1,0 +1,45 @@
+"""stage.json says how a stage was computed (eelib/provenance.py): one segment per training
+process, with its software, device, world size, compile / chunked-CE settings and speed."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import torch
+
+from conftest import ROOT
+from eelib import provenance
+
+
+def _head() -> str | None:
+    if not (ROOT / ".git").exists():
+        return None
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
+    recs = sorted((baseline["dir"] / "outputs" / "tiny").glob("stage*/*/stage.json"))
+    assert len(recs) == 4  # stage 1, stage 2, stage 3 at two LRs
+    for path in recs:
+        rec = json.loads(path.read_text())
+        (seg,) = rec["computed"]
+        assert (seg["from_step"], seg["to_step"]) == (0, rec["steps"]), path
+        assert seg["world"] == 1 and seg["compile"] is False and seg["ce_chunk"] == 0
+        assert seg["device"].startswith("cpu (") and seg["precision"] == "fp32" and seg["threads"] == 1
+        assert seg["torch"] == torch.__version__ and seg["eelib"] == "0.1.0"
+        assert seg["seconds"] > 0 and seg["tokens_per_s"] > 0
+        head = _head()
+        assert seg["source"] == head or (head and seg["source"] == head + "+dirty"), (seg["source"], head)
+
+
+def test_segments_continue_the_ones_a_checkpoint_carried():
+    env = provenance.environment(torch.device("cpu"), world=4, compile=True, ce_chunk=8192)
+    assert env["world"] == 4 and env["compile"] is True and env["ce_chunk"] == 8192
+    earlier = [dict(env, from_step=0, to_step=50, seconds=1.0, tokens_per_s=10.0)]
+    seg = provenance.Segments(earlier, env, from_step=50, tokens_per_step=1024)
+    out = seg.upto(60)
+    assert out[0] == earlier[0] and len(out) == 2
+    assert (out[1]["from_step"], out[1]["to_step"]) == (50, 60) and out[1]["tokens_per_s"] > 0
+    assert seg.upto(50)[1]["tokens_per_s"] is None  # no step taken in this process: no speed
+    json.dumps(out)  # JSON-ready: it goes into stage.json as is
