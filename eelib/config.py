@@ -17,6 +17,7 @@ import glob
 import itertools
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ PIPELINES = {
     "flan->chem": ("flan", "chempile"),
     "flan->music": ("flan", "musicpile"),
 }
+# Your own study: pipeline "<post>-><ft>" over corpora of your own, read with data.source: local
+# from data.data_files.<name> (records with a `text` field; eelib/corpora/registry.own_corpus).
+OWN_CORPUS_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def pipeline_corpora(pipeline: str) -> tuple[str, str]:
+    """(D_post, D_ft) corpus names of a pipeline: a paper one (Table 1) or "<post>-><ft>"."""
+    if pipeline in PIPELINES:
+        return PIPELINES[pipeline]
+    post, sep, ft = pipeline.partition("->")
+    return (post.strip(), ft.strip()) if sep else ("", "")
 
 # Corpora that end: tokens one pass holds, per (source, tokenizer, corpus, split), counted as the
 # data layer packs them (UTF-8 bytes + one end-of-document token per document). The offline C4
@@ -124,11 +136,11 @@ class ExperimentConfig:
 
     @property
     def post_corpus(self) -> str:
-        return PIPELINES[self.pipeline][0]
+        return pipeline_corpora(self.pipeline)[0]
 
     @property
     def ft_corpus(self) -> str:
-        return PIPELINES[self.pipeline][1]
+        return pipeline_corpora(self.pipeline)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,12 +154,25 @@ def _check(cond: bool, path: str, msg: str) -> None:
 def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     """Every rule below; `models=False` skips the model-preset checks (they import torch)."""
     d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
-    _check(cfg.pipeline in PIPELINES, "pipeline", f"unknown pipeline {cfg.pipeline!r}; use one of {sorted(PIPELINES)}")
-    post, ft = PIPELINES[cfg.pipeline]
-    # PIPELINES (Table 1) never pairs a corpus with itself; a custom entry must not either: with
-    # D_ft = D_post, L_ret and L_ft are one loss and forgetting cannot be measured.
-    _check(post in CORPUS_NAMES and ft in CORPUS_NAMES and "c4" not in (post, ft), "pipeline",
-           f"{cfg.pipeline!r} maps to ({post!r}, {ft!r}); both must be among {list(CORPUS_NAMES[1:])}")
+    _check(isinstance(cfg.pipeline, str), "pipeline", "give a string such as 'music->chem'")
+    post, ft = pipeline_corpora(cfg.pipeline)
+    _check(bool(post and ft), "pipeline", f"unknown pipeline {cfg.pipeline!r}; use one of {sorted(PIPELINES)}, "
+           "or '<post>-><ft>' naming corpora of your own given in data.data_files (source: local)")
+    own = [c for c in (post, ft) if c not in CORPUS_NAMES]
+    _check(bool(own) or cfg.pipeline in PIPELINES, "pipeline",
+           f"{cfg.pipeline!r} pairs two paper corpora; use the paper's names {sorted(PIPELINES)} "
+           "(one name per pair keeps results and the paper's figures matched)")
+    for c in own:
+        _check(bool(OWN_CORPUS_NAME.fullmatch(c)), "pipeline", f"corpus name {c!r}: use lower-case letters, "
+               "digits and '_' (it names files and table columns)")
+        _check(d.source == "local" and c in d.data_files, "pipeline",
+               f"{c!r} is not a paper corpus ({', '.join(CORPUS_NAMES[1:])}); a corpus of your own is read from "
+               f"files: set data.source: local and data.data_files.{c}: <file, directory or glob of "
+               ".jsonl/.json(.gz)/.parquet records with a 'text' field>")
+    # Table 1 never pairs a corpus with itself, and D_pre is C4: with D_ft = D_post, L_ret and L_ft
+    # are one loss and forgetting cannot be measured.
+    _check("c4" not in (post, ft), "pipeline", f"{cfg.pipeline!r}: c4 is D_pre (stage 1); name the "
+           "post-training and fine-tuning corpora, e.g. 'music->chem'")
     _check(post != ft, "pipeline", f"{cfg.pipeline!r} fine-tunes on its post-training corpus {post!r}; "
            "D_ft must differ from D_post")
     _check(cfg.allocation in ("added", "split"), "allocation", "use 'added' (Fig 3a) or 'split' (Fig 3b)")
@@ -203,7 +228,9 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         missing = sorted(needed - set(d.data_files))
         _check(not missing, "data.data_files", f"source=local needs files for {missing}")
         for k, v in d.data_files.items():
-            _check(k in CORPUS_NAMES, f"data.data_files.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
+            _check(k in CORPUS_NAMES or bool(OWN_CORPUS_NAME.fullmatch(k)), f"data.data_files.{k}",
+                   f"not a corpus name; use {list(CORPUS_NAMES)} or a name of your own in lower-case "
+                   "letters, digits and '_' (and name it in pipeline: '<post>-><ft>')")
             _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",
                    "give a file path or glob as a string")
             _check(bool(glob.glob(v)), f"data.data_files.{k}", f"no file matches {v!r}; fix the path")

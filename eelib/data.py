@@ -43,6 +43,11 @@ class Windows:
         return int(self.tokens.size)
 
 
+class CorpusExhausted(RuntimeError):
+    """A corpus holds fewer tokens than a budget asks (found while tokenizing hub/local data, whose
+    size is unknown until read); the CLI reports it as one line, naming the budgets to lower."""
+
+
 PROGRESS_EVERY = 1 << 22  # tokens between progress records while tokenizing (resume points)
 ENCODE_BATCH = 256        # documents per tokenizer call: one call per batch, parallel in Rust
 
@@ -74,9 +79,10 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
     while filled < n_tokens:
         batch = list(itertools.islice(docs, ENCODE_BATCH))
         if not batch:
-            raise ValueError(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
-                             f"asked for {n_tokens:,}. Lower the budget (data.*_tokens / stage3.tokens) "
-                             "or use a larger corpus.")
+            budget = ("data.val_tokens" if meta["split"] == "val" else "data.general_tokens"
+                      if meta["corpus"] == "c4" else "data.post_tokens (D_post) or stage3.tokens (D_ft)")
+            raise CorpusExhausted(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
+                                  f"asked for {n_tokens:,}. Lower {budget} or use a larger corpus.")
         for ids in tokenizer.encode_batch(batch):
             ids.append(tokenizer.eos_id)
             last_start = filled
@@ -176,7 +182,7 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
     with open(cache / f".{corpus}-{split}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.exists():
-            spec = corpora.CORPORA[corpus]
+            spec = corpora.corpus_spec(corpus, data.source)
             hub = data.source == "hub"
             tok = get_tokenizer(data.tokenizer)
             # An interrupted build resumes with the metadata it started with, and a longer shard

@@ -60,6 +60,19 @@ BAD = [
     ("c4-train-too-small", _with(data__general_tokens=4_000_000), "data.general_tokens: 4,000,000 tokens asked of offline c4/train"),
     ("c4-val-too-small", _with(data__val_tokens=200_000), "data.val_tokens"),
     ("same-post-and-ft", _with(pipeline="music->music"), "pipeline"),
+    ("unknown-pipeline", _with(pipeline="music"), "pipeline: unknown pipeline 'music'"),
+    ("own-corpus-offline", _with(pipeline="legal->medical"),
+     "pipeline: 'legal' is not a paper corpus (musicpile, chempile, flan); a corpus of your own is read from files: "
+     "set data.source: local and data.data_files.legal"),
+    ("own-corpus-bad-name", _with(pipeline="Legal->medical"), "pipeline: corpus name 'Legal'"),
+    ("paper-corpora-alias", _with(pipeline="musicpile->chempile"), "pipeline: 'musicpile->chempile' pairs two paper corpora"),
+    ("pipeline-c4", _with(pipeline="c4->legal", data__source="local", data__data_files={"legal": "x"}),
+     "pipeline: 'c4->legal': c4 is D_pre"),
+    ("own-corpus-same", _with(pipeline="legal->legal", data__source="local", data__data_files={"legal": "x"}),
+     "pipeline: 'legal->legal' fine-tunes on its post-training corpus"),
+    ("data-files-bad-name", _with(data__source="local", data__data_files={
+        **{c: str(ROOT / "tests/fixtures/hub" / c) for c in ("c4", "musicpile", "chempile")}, "My Corpus": "x"}),
+     "data.data_files.My Corpus: not a corpus name"),
     ("bad-allocation", _with(allocation="both"), "allocation"),
     ("split-replay-too-big", _with(allocation="split", stage2__replay=0.9, data__general_tokens=640),
      "stage2.replay"),
@@ -191,7 +204,7 @@ def test_capacity_boundary_is_tight(tmp_path):
         assert np.load(tmp_path / "a.npy").size == cap
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    with pytest.raises(ValueError, match="corpus exhausted"):
+    with pytest.raises(RuntimeError, match="corpus exhausted"):  # data.CorpusExhausted
         _tokenize_to_shard(documents("c4", "val", "offline"), ByteTokenizer(), cap + 1, tmp_path / "b.npy", meta)
 
 

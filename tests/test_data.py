@@ -78,7 +78,7 @@ def test_interrupted_tokenization_resumes_to_the_same_shard(tmp_path, monkeypatc
 
 def test_exhausted_corpus_is_a_clear_error(tmp_path):
     d = _cfg(tmp_path, source="local", data_files={"flan": str(FIXTURES / "flan")})
-    with pytest.raises(ValueError, match="corpus exhausted"):
+    with pytest.raises(D.CorpusExhausted, match="corpus exhausted"):
         D.corpus_windows("flan", "train", 10_000_000, d)
 
 

@@ -5,7 +5,8 @@
   for the rest); no network.
 - source="hub": the real dataset, streamed; raises HubUnavailable fast when the hub is unreachable.
 - source="local": the hub's record format read from `data_files` (json/jsonl(.gz)/parquet), with
-  the same field mapping and held-out rule as source="hub".
+  the same field mapping and held-out rule as source="hub"; also a corpus of the user's own under
+  any other name (its `text` field, 1 document in 200 held out by hash: registry.own_corpus).
 
 Held-out data is fixed: it does not depend on `seed` (only the training order/content does), so
 runs with different seeds are evaluated on the same documents. Train and val are disjoint by
@@ -21,11 +22,11 @@ from .hub import HubUnavailable, ensure_hub_reachable, hub_documents, input_file
 from .instruct import instruction_documents
 from .music import music_documents
 from .prose import KJVMissing, kjv_documents
-from .registry import CORPORA, CorpusSpec
+from .registry import CORPORA, CorpusSpec, corpus_spec, own_corpus
 from .split import GENERATED_HELDOUT_EVERY, in_split
 
-__all__ = ["CORPORA", "CorpusSpec", "HubUnavailable", "KJVMissing", "documents", "ensure_hub_reachable",
-           "input_files", "resolve_revision"]
+__all__ = ["CORPORA", "CorpusSpec", "HubUnavailable", "KJVMissing", "corpus_spec", "documents",
+           "ensure_hub_reachable", "input_files", "own_corpus", "resolve_revision"]
 
 SPLITS = ("train", "val")
 SOURCES = ("offline", "hub", "local")
@@ -48,12 +49,11 @@ def documents(name: str, split: str, source: str = "offline", seed: int = 0,
     Offline generated corpora are infinite; offline C4 (KJV) and the hub/local sources end when
     exhausted (offline C4 train: one seed-shuffled pass, ~3.9 MB; val: ~0.2 MB).
     """
-    if name not in CORPORA:
-        raise KeyError(f"unknown corpus {name!r}; expected one of {sorted(CORPORA)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    spec = corpus_spec(name, source)  # KeyError for an unknown name, unless source="local" (your own)
     if source == "offline":
         return kjv_documents(split, seed) if name == "c4" else _generated(name, split, seed)
-    return hub_documents(CORPORA[name], split, source, seed, data_files, revision)
+    return hub_documents(spec, split, source, seed, data_files, revision)

@@ -39,6 +39,10 @@ class HubUnavailable(RuntimeError):
     """The Hugging Face hub cannot be reached (offline flag set, or no connection)."""
 
 
+class RecordFormatError(RuntimeError):
+    """A record lacks the field its corpus is read from (e.g. `text`); the message names the fix."""
+
+
 def _flag_set(var: str) -> bool:
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -76,6 +80,12 @@ def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) ->
 
 def record_text(spec: CorpusSpec, record: dict) -> str:
     """The training document of one hub record."""
+    fields = ("inputs", "targets") if spec.text_field == INPUTS_TARGETS else (spec.text_field,)
+    missing = [f for f in fields if f not in record]
+    if missing:  # a whole corpus in the wrong shape, so say it once, plainly, before any training
+        raise RecordFormatError(f"corpus {spec.name!r}: a record has no field {missing[0]!r} (its fields: "
+                         f"{', '.join(sorted(record)) or 'none'}); eelib reads {' and '.join(fields)} of each record, "
+                         "so rename the field in your files")
     if spec.text_field == INPUTS_TARGETS:
         return render(record["inputs"], record["targets"])
     return record[spec.text_field]

@@ -72,3 +72,27 @@ CORPORA: dict[str, CorpusSpec] = {
                 "(zero- and few-shot), rendered 'Instruction: ...\\nResponse: ...'",
     ),
 }
+
+
+def own_corpus(name: str) -> CorpusSpec:
+    """A corpus of the user's own (pipeline "<post>-><ft>"), read only from local files.
+
+    It follows the rule of the paper's non-C4 corpora: the document is the record's `text` field,
+    and 1 document in HUB_HELDOUT_EVERY is held out by a stable hash of its text, so train and
+    val are disjoint and val never depends on the seed.
+    """
+    return CorpusSpec(
+        name=name, role="domain", hub_id="", hub_config=None, text_field="text",
+        heldout=f"1 document in {HUB_HELDOUT_EVERY} of the files, by a stable blake2b hash of its text",
+        offline="none: a corpus of your own is read from data.data_files with source: local",
+    )
+
+
+def corpus_spec(name: str, source: str) -> CorpusSpec:
+    """The paper's corpus `name`, or with source="local" a corpus of the user's own."""
+    if name in CORPORA:
+        return CORPORA[name]
+    if source == "local":
+        return own_corpus(name)
+    raise KeyError(f"unknown corpus {name!r}; expected one of {sorted(CORPORA)}, or a corpus of your own "
+                   "read with source='local' and data_files")
