@@ -6,7 +6,9 @@ what), so a stage trained eagerly on a CPU and one trained compiled on 8 GPUs sh
 numbers still differ by float noise (docs/reliability.md), and a stage can be reused across
 experiments and machines, so stage.json says how it was made: `computed` lists one segment per
 process that trained it (a resumed stage has several), each with this environment, its steps,
-seconds and training tokens/s. The segments travel inside checkpoints, so a kill loses none.
+seconds and tokens per second of wall time (evaluations and checkpoint writes included). The
+segments travel inside checkpoints; steps a killed process took after its last checkpoint are
+redone by the next one and counted there.
 """
 from __future__ import annotations
 
@@ -35,15 +37,19 @@ def source_revision() -> str | None:
     root = Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
         return None
+    # GIT_DIR & co. from the caller's shell would point git at another repository; optional locks
+    # off, so this never takes index.lock while the user commits. Never fatal: provenance is a
+    # record, and no training may fail over it (no git, dubious ownership, odd file names).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    git = ["git", "--no-optional-locks", "-C", str(root)]
     try:
-        git = ["git", "-C", str(root)]
-        head = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        head = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, env=env,
+                              timeout=10, check=True).stdout.decode("ascii", "replace").strip()
         dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", "eelib"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+                               capture_output=True, env=env, timeout=10, check=True).stdout.strip()
+    except Exception:  # noqa: BLE001 (see above)
         return None
-    return head + ("+dirty" if dirty else "")
+    return (head + ("+dirty" if dirty else "")) if head else None
 
 
 def device_name(device: torch.device) -> str:
@@ -78,6 +84,7 @@ class Segments:
         """All segments, this one ending at `step` (what a checkpoint or stage.json stores)."""
         seconds = time.time() - self.t0
         steps = step - self.from_step
+        # Wall time of the loop: evaluations and checkpoint writes included (not a kernel benchmark).
         this = dict(self.env, from_step=self.from_step, to_step=step, seconds=round(seconds, 3),
-                    tokens_per_s=round(steps * self.tokens_per_step / seconds, 1) if steps and seconds > 0 else None)
+                    wall_tokens_per_s=round(steps * self.tokens_per_step / seconds, 1) if steps and seconds > 0 else None)
         return self.earlier + [this]

@@ -28,7 +28,7 @@ def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
         assert seg["world"] == 1 and seg["compile"] is False and seg["ce_chunk"] == 0
         assert seg["device"].startswith("cpu (") and seg["precision"] == "fp32" and seg["threads"] == 1
         assert seg["torch"] == torch.__version__ and seg["eelib"] == "0.1.0"
-        assert seg["seconds"] > 0 and seg["tokens_per_s"] > 0
+        assert seg["seconds"] > 0 and seg["wall_tokens_per_s"] > 0
         head = _head()
         assert seg["source"] == head or (head and seg["source"] == head + "+dirty"), (seg["source"], head)
 
@@ -36,10 +36,28 @@ def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
 def test_segments_continue_the_ones_a_checkpoint_carried():
     env = provenance.environment(torch.device("cpu"), world=4, compile=True, ce_chunk=8192)
     assert env["world"] == 4 and env["compile"] is True and env["ce_chunk"] == 8192
-    earlier = [dict(env, from_step=0, to_step=50, seconds=1.0, tokens_per_s=10.0)]
+    earlier = [dict(env, from_step=0, to_step=50, seconds=1.0, wall_tokens_per_s=10.0)]
     seg = provenance.Segments(earlier, env, from_step=50, tokens_per_step=1024)
     out = seg.upto(60)
     assert out[0] == earlier[0] and len(out) == 2
-    assert (out[1]["from_step"], out[1]["to_step"]) == (50, 60) and out[1]["tokens_per_s"] > 0
-    assert seg.upto(50)[1]["tokens_per_s"] is None  # no step taken in this process: no speed
+    assert (out[1]["from_step"], out[1]["to_step"]) == (50, 60) and out[1]["wall_tokens_per_s"] > 0
+    assert seg.upto(50)[1]["wall_tokens_per_s"] is None  # no step taken in this process: no speed
     json.dumps(out)  # JSON-ready: it goes into stage.json as is
+
+
+
+def test_source_revision_ignores_the_callers_git_environment(monkeypatch, tmp_path):
+    """GIT_DIR from the caller's shell must not make eelib report another repository's commit."""
+    expected = _head()  # before GIT_DIR is set
+    other = tmp_path / "other"
+    other.mkdir()
+    git = ["git", "-C", str(other), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    provenance.source_revision.cache_clear()
+    try:
+        rev = provenance.source_revision()
+    finally:
+        provenance.source_revision.cache_clear()
+    assert (rev or "").split("+")[0] == (expected or "")
