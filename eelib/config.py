@@ -36,6 +36,9 @@ PIPELINES = {
 # Your own study: pipeline "<post>-><ft>" over corpora of your own, read with data.source: local
 # from data.data_files.<name> (records with a `text` field; eelib/corpora/registry.own_corpus).
 OWN_CORPUS_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# The short names in the paper's pipeline names: a corpus of your own may not take them, so that
+# "music->chem" always means the paper's pair.
+RESERVED_NAMES = {"music", "chem"}
 
 
 def pipeline_corpora(pipeline: str) -> tuple[str, str]:
@@ -43,7 +46,7 @@ def pipeline_corpora(pipeline: str) -> tuple[str, str]:
     if pipeline in PIPELINES:
         return PIPELINES[pipeline]
     post, sep, ft = pipeline.partition("->")
-    return (post.strip(), ft.strip()) if sep else ("", "")
+    return (post, ft) if sep else ("", "")
 
 # Corpora that end: tokens one pass holds, per (source, tokenizer, corpus, split), counted as the
 # data layer packs them (UTF-8 bytes + one end-of-document token per document). The offline C4
@@ -155,16 +158,21 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     """Every rule below; `models=False` skips the model-preset checks (they import torch)."""
     d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
     _check(isinstance(cfg.pipeline, str), "pipeline", "give a string such as 'music->chem'")
+    # One spelling per pipeline: results, figures and claims group rows by this string.
+    squeezed = re.sub(r"\s+", "", cfg.pipeline)
+    _check(squeezed == cfg.pipeline, "pipeline", f"{cfg.pipeline!r}: write it without spaces, e.g. {squeezed!r}")
     post, ft = pipeline_corpora(cfg.pipeline)
     _check(bool(post and ft), "pipeline", f"unknown pipeline {cfg.pipeline!r}; use one of {sorted(PIPELINES)}, "
            "or '<post>-><ft>' naming corpora of your own given in data.data_files (source: local)")
     own = [c for c in (post, ft) if c not in CORPUS_NAMES]
     _check(bool(own) or cfg.pipeline in PIPELINES, "pipeline",
-           f"{cfg.pipeline!r} pairs two paper corpora; use the paper's names {sorted(PIPELINES)} "
-           "(one name per pair keeps results and the paper's figures matched)")
+           f"{cfg.pipeline!r} pairs two paper corpora; the paper's pipelines (Table 1) are {sorted(PIPELINES)}, "
+           "written so (one name per pair keeps results matched to the paper's figures)")
     for c in own:
         _check(bool(OWN_CORPUS_NAME.fullmatch(c)), "pipeline", f"corpus name {c!r}: use lower-case letters, "
                "digits and '_' (it names files and table columns)")
+        _check(c not in RESERVED_NAMES, "pipeline", f"corpus name {c!r} is reserved: 'music->chem' etc. name the "
+               f"paper's pipelines; call your corpus something else (e.g. {c + '_own'!r})")
         _check(d.source == "local" and c in d.data_files, "pipeline",
                f"{c!r} is not a paper corpus ({', '.join(CORPUS_NAMES[1:])}); a corpus of your own is read from "
                f"files: set data.source: local and data.data_files.{c}: <file, directory or glob of "
@@ -228,7 +236,8 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         missing = sorted(needed - set(d.data_files))
         _check(not missing, "data.data_files", f"source=local needs files for {missing}")
         for k, v in d.data_files.items():
-            _check(k in CORPUS_NAMES or bool(OWN_CORPUS_NAME.fullmatch(k)), f"data.data_files.{k}",
+            _check(k in CORPUS_NAMES or (bool(OWN_CORPUS_NAME.fullmatch(k)) and k not in RESERVED_NAMES),
+                   f"data.data_files.{k}",
                    f"not a corpus name; use {list(CORPUS_NAMES)} or a name of your own in lower-case "
                    "letters, digits and '_' (and name it in pipeline: '<post>-><ft>')")
             _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",

@@ -65,6 +65,9 @@ BAD = [
      "pipeline: 'legal' is not a paper corpus (musicpile, chempile, flan); a corpus of your own is read from files: "
      "set data.source: local and data.data_files.legal"),
     ("own-corpus-bad-name", _with(pipeline="Legal->medical"), "pipeline: corpus name 'Legal'"),
+    ("pipeline-spaces", _with(pipeline="music -> chem"), "pipeline: 'music -> chem': write it without spaces, e.g. 'music->chem'"),
+    ("own-corpus-reserved", _with(pipeline="music->legal"), "pipeline: corpus name 'music' is reserved"),
+    ("paper-pair-not-in-table-1", _with(pipeline="chempile->flan"), "pipeline: 'chempile->flan' pairs two paper corpora; the paper's pipelines"),
     ("paper-corpora-alias", _with(pipeline="musicpile->chempile"), "pipeline: 'musicpile->chempile' pairs two paper corpora"),
     ("pipeline-c4", _with(pipeline="c4->legal", data__source="local", data__data_files={"legal": "x"}),
      "pipeline: 'c4->legal': c4 is D_pre"),
