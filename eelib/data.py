@@ -11,6 +11,8 @@ keyed by everything that produced them, with a manifest; they are read back as m
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import itertools
 import json
 import os
@@ -129,9 +131,44 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
     return Windows(corpus, split, flat.reshape(n_windows, data.seq_len))
 
 
+FINGERPRINT_BYTES = 1 << 16  # read at each end of a local data file for its identity
+
+
+@functools.lru_cache(maxsize=None)
+def _file_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        h.update(f.read(FINGERPRINT_BYTES))
+        if size > 2 * FINGERPRINT_BYTES:
+            f.seek(size - FINGERPRINT_BYTES)
+        h.update(f.read(FINGERPRINT_BYTES))
+    return h.hexdigest()
+
+
+def files_identity(data_files: str) -> str:
+    """The identity of a source=local corpus's files, not of the path written in the params.
+
+    Each file's path relative to the files' common directory, its size and a hash of its first and
+    last 64 KiB: the same data copied elsewhere keeps its identity (shards and stages are reused),
+    while another corpus under the same relative path, or a file edited or appended to, gets a new
+    one. Hashing whole files would take hours at paper scale; an edit inside a file that keeps its
+    size and both ends is the case this misses (docs/decisions.md).
+    """
+    from eelib.corpora import input_files
+    files = [f["path"] for f in input_files(data_files)]
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    parts = []
+    for f in files:
+        st = os.stat(f)
+        parts.append([os.path.relpath(os.path.abspath(f), base), st.st_size,
+                      _file_fingerprint(os.path.abspath(f), st.st_size, st.st_mtime_ns)])
+    return digest(parts)
+
+
 def shard_key(corpus: str, split: str, data: DataConfig) -> list:
     """What a token shard depends on; its digest names the cache file (benchmarks prefill by it)."""
-    key = [corpus, split, data.source, tokenizer_id(data.tokenizer), data.data_files.get(corpus), CORPUS_SEED]
+    files = files_identity(data.data_files[corpus]) if data.source == "local" else None
+    key = [corpus, split, data.source, tokenizer_id(data.tokenizer), files, CORPUS_SEED]
     revision = data.revisions.get(corpus)
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
 

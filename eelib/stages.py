@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from eelib import checkpoint, config as C, distributed
-from eelib.data import corpus_windows, vocab_size
+from eelib.data import corpus_windows, files_identity, vocab_size
 from eelib.tokenizer import tokenizer_id
 from eelib.io import atomic_write_json, atomic_write_text
 from eelib.mixture import Mixture, Source, check_delivery
@@ -54,7 +54,9 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     d = cfg.data
     # allocation is absent on purpose: stage 1 takes the first round(λ·N) windows of D_post in both
     # Fig 3a ("added") and Fig 3b ("split"), so both experiments can share one stage-1 checkpoint.
-    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, d.data_files]
+    # source=local: the identity of the files stage 1 reads (D_pre, D_post), not the paths written.
+    files = {c: files_identity(d.data_files[c]) for c in ("c4", cfg.post_corpus)} if d.source == "local" else {}
+    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, files]
     if d.revisions:  # appended only when pinned, so keys of unpinned runs stay what they were
         data.append(d.revisions)
     return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
@@ -69,7 +71,10 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
 def _stage3_key(cfg: C.ExperimentConfig, lr: float) -> dict:
     s3 = dataclasses.asdict(cfg.stage3)
     s3.pop("lrs")
-    return {"stage2": C.digest(_stage2_key(cfg)), "ft": cfg.ft_corpus, "lr": lr, "stage3": s3}
+    key = {"stage2": C.digest(_stage2_key(cfg)), "ft": cfg.ft_corpus, "lr": lr, "stage3": s3}
+    if cfg.data.source == "local":  # the D_ft files; added only then, so other keys stay as they were
+        key["ft_files"] = files_identity(cfg.data.data_files[cfg.ft_corpus])
+    return key
 
 
 def stage_dir(cfg: C.ExperimentConfig, stage: int, lr: float | None = None, root: Path | None = None) -> Path:
@@ -95,6 +100,12 @@ def heldout(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
     """Fixed held-out windows for D_pre (c4), D_post and D_ft (§5: loss on held-out splits)."""
     names = {"pre": "c4", "post": cfg.post_corpus, "ft": cfg.ft_corpus}
     return {role: corpus_windows(c, "val", cfg.data.val_tokens, cfg.data).tokens for role, c in names.items()}
+
+
+# Stages 1-2 do not depend on D_ft and are shared by pipelines with the same D_post (music->chem and
+# music->flan), so their records hold only the losses their key determines. L_ft at θ_post is step
+# 0 of each stage-3 trajectory.
+UPSTREAM = ("pre", "post")
 
 
 def _losses(model, val: dict, device, chunk: int, roles=("pre", "post", "ft")) -> dict:
@@ -221,6 +232,10 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s1 = cfg.data, cfg.stage1
+    # Read every corpus the run needs before hours of training: a record in the wrong shape, or a
+    # hub/local corpus too small for its budget (their sizes are unknown until read), stops it here.
+    val = heldout(cfg)
+    corpus_windows(cfg.ft_corpus, "train", cfg.stage3.tokens, d)
     general = corpus_windows("c4", "train", d.general_tokens, d)
     post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
     k = round(s1.lam * post.n)  # λ·|D_post|, in whole windows, at most one pass (§3)
@@ -238,7 +253,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     audit = mix.audit()
     check_delivery(audit)
     _save_final(sdir, model, {"stage": 1})
-    losses = _losses(model, heldout(cfg), device, cfg.ce_chunk)
+    losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "n_params": n_params(model),
                                   "seconds": time.time() - t0, "computed": out["computed"]})
@@ -282,7 +297,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
     if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
         _save_final(sdir, model, {"stage": 2, "skipped": True})
-        losses = _losses(model, val, device, cfg.ce_chunk)
+        losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
         return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
                                           L_im=losses["L_post_val"], seconds=time.time() - t0,
                                           computed=[]))  # nothing trained
@@ -307,7 +322,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     set_dropout(model, 0.0)
     model = merge_lora(model)
     _save_final(sdir, model, {"stage": 2})
-    losses = _losses(model, val, device, cfg.ce_chunk)
+    losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
     return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
                                       best_step=out["best_step"], stopped_early=out["stopped_early"],
                                       mixture=audit, trajectory=out["trajectory"], losses=losses,

@@ -212,6 +212,22 @@ def test_local_hash_split(name):
     assert sorted(train) == sorted(t for t in texts if not heldout(t, 200))
 
 
+def test_own_corpus_under_any_name_uses_the_hash_split_and_a_fixed_val():
+    """A corpus of your own (README "Your own data"): the `text` field, 1 in 200 held out by hash,
+    train and val disjoint, val the same for every seed; only with source local."""
+    path = FIXTURES / "chempile" / "train.jsonl"  # any records with a text field
+    texts = [r["text"] for r in _jsonl(path)]
+    val = list(documents("my_domain", "val", source="local", data_files=str(path), seed=0))
+    assert val == list(documents("my_domain", "val", source="local", data_files=str(path), seed=7))
+    train = {s: list(documents("my_domain", "train", source="local", data_files=str(path), seed=s)) for s in (0, 7)}
+    assert val == [t for t in texts if heldout(t, 200)] and len(val) == 4
+    assert sorted(train[0]) == sorted(train[7]) == sorted(t for t in texts if not heldout(t, 200))
+    assert train[0] != train[7]  # the seed moves the order, not the content
+    assert not set(val) & set(train[0])
+    with pytest.raises(KeyError, match="a corpus of your own read with source='local'"):
+        documents("my_domain", "train", source="offline")
+
+
 def test_local_flan_renders_inputs_targets():
     rows = _jsonl(FIXTURES / "flan" / "train.jsonl")
     docs = [f"Instruction: {r['inputs'].strip()}\nResponse: {r['targets'].strip()}" for r in rows]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
+import numpy as np
 import yaml
 
 from conftest import run_cli
@@ -50,7 +52,11 @@ def test_own_corpora_run_all_three_stages_and_report(tmp_path):
         assert 0 < row[k] < 6, (k, row[k])  # finite, below uniform over 258 byte ids (5.55)
     # Stage 1 mixed in the post corpus by its own name, and the shards are named after it.
     (s1,) = (tmp_path / "outputs/own/stage1").glob("*/stage.json")
-    assert json.loads(s1.read_text())["key"]["post"] == "legal"
+    rec1 = json.loads(s1.read_text())
+    assert rec1["key"]["post"] == "legal"
+    # Stages 1-2 are keyed without D_ft (pipelines sharing D_post share them): no L_ft in their records.
+    (s2,) = (tmp_path / "outputs/own/stage2").glob("*/stage.json")
+    assert set(rec1["losses"]) == set(json.loads(s2.read_text())["losses"]) == {"L_pre_val", "L_post_val"}
     shards = {p.name.split("-")[0] + "/" + p.name.split("-")[1] for p in (tmp_path / "cache/tokens").glob("*.npy")}
     assert {"legal/train", "legal/val", "medical/train", "medical/val", "c4/train", "c4/val"} <= shards
     # The report runs on it: frontier figure named after the pipeline, claims computed.
@@ -77,3 +83,59 @@ def test_own_corpora_in_the_wrong_shape_are_one_clear_line(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "c4/val: corpus exhausted" in lines[0] and "Lower data.val_tokens" in lines[0]
+
+
+def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path):
+    """D_ft is first trained on in stage 3, hours later at paper scale; stage 1 reads it up front."""
+    _corpora(tmp_path)
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 0, "body": "no text field here"}) + "\n")
+    for out, change, needle in (
+            ("a", "data.data_files.medical=bad.jsonl", "corpus 'medical': a record has no field 'text'"),
+            ("b", "stage3.tokens=4000000", "medical/train: corpus exhausted")):
+        p = run_cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
+        assert p.returncode == 1 and needle in p.stderr, p.stderr[-2000:]
+        s1 = list((tmp_path / out / "own/stage1").glob("*"))
+        assert len(s1) == 1 and sorted(x.name for x in s1[0].iterdir()) == [".lock", "key.json"], \
+            [sorted(x.name for x in d.iterdir()) for d in s1]  # no checkpoint, no final weights
+
+
+def test_keys_follow_the_files_not_the_path_written(tmp_path):
+    """Two projects with `legal: legal.jsonl` and one shared token cache must not share tokens; an
+    edited file gets new shards and stages; the same files copied elsewhere keep theirs."""
+    from eelib import config as C, data as D, stages
+    cache = tmp_path / "cache"
+    cfgs = {}
+    for proj, words in (("a", VOCAB["legal"]), ("b", VOCAB["medical"])):
+        d = tmp_path / proj
+        d.mkdir()
+        _corpora(d, n_general=600)
+        if proj == "b":  # same relative path, other content
+            (d / "legal.jsonl").write_text((d / "medical.jsonl").read_text())
+        raw = json.loads(json.dumps(PARAMS))
+        raw["data"]["cache_dir"] = str(cache)
+        raw["data"]["data_files"] = {k: str(d / v) for k, v in raw["data"]["data_files"].items()}
+        cfgs[proj] = C.from_dict(raw)
+    a, b = (D.corpus_windows("legal", "train", 1024, cfgs[p].data).tokens for p in "ab")
+    assert not np.array_equal(a, b)
+    assert stages.stage_dir(cfgs["a"], 1) != stages.stage_dir(cfgs["b"], 1)
+    # Copied elsewhere: same identity, same stage keys.
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "a", copy)
+    raw = json.loads(json.dumps(PARAMS))
+    raw["data"]["cache_dir"] = str(cache)
+    raw["data"]["data_files"] = {k: str(copy / v) for k, v in raw["data"]["data_files"].items()}
+    moved = C.from_dict(raw)
+    for s in (1, 2):
+        assert stages.stage_dir(moved, s) == stages.stage_dir(cfgs["a"], s)
+    assert stages.stage_dir(moved, 3, lr=1e-3) == stages.stage_dir(cfgs["a"], 3, lr=1e-3)
+    # Appended to: new shard and new stage 1 (D_post) / new stage 3 only (D_ft).
+    with open(copy / "legal.jsonl", "a") as f:
+        f.write(json.dumps({"text": "court ruling"}) + "\n")
+    assert D.shard_key("legal", "train", moved.data) != D.shard_key("legal", "train", cfgs["a"].data)
+    assert stages.stage_dir(moved, 1) != stages.stage_dir(cfgs["a"], 1)
+    shutil.copy(tmp_path / "a" / "legal.jsonl", copy / "legal.jsonl")
+    with open(copy / "medical.jsonl", "a") as f:
+        f.write(json.dumps({"text": "patient dose"}) + "\n")
+    assert stages.stage_dir(moved, 1) == stages.stage_dir(cfgs["a"], 1)
+    assert stages.stage_dir(moved, 3, lr=1e-3) != stages.stage_dir(cfgs["a"], 3, lr=1e-3)

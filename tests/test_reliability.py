@@ -104,7 +104,7 @@ def _warm_token_cache(cfg):
     d = cfg.data
     for corpus, split, n in [("c4", "train", d.general_tokens), (cfg.post_corpus, "train", d.post_tokens),
                              ("c4", "val", d.val_tokens), (cfg.post_corpus, "val", d.val_tokens),
-                             (cfg.ft_corpus, "val", d.val_tokens)]:
+                             (cfg.ft_corpus, "val", d.val_tokens), (cfg.ft_corpus, "train", cfg.stage3.tokens)]:
         corpus_windows(corpus, split, n, d)
 
 
