@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import glob
 import itertools
 import json
 import math
@@ -149,6 +148,15 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------------------
 # Validation: one rule per field, each with the fix in its message.
 
+def _data_files_found(pattern: str) -> list[str]:
+    """The files the reader would open (eelib/corpora/hub.py), so a config that passes can be read."""
+    from eelib.corpora.hub import resolve_files
+    try:
+        return resolve_files(pattern)
+    except FileNotFoundError:
+        return []
+
+
 def _check(cond: bool, path: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{path}: {msg}")
@@ -236,13 +244,15 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         missing = sorted(needed - set(d.data_files))
         _check(not missing, "data.data_files", f"source=local needs files for {missing}")
         for k, v in d.data_files.items():
-            _check(k in CORPUS_NAMES or (bool(OWN_CORPUS_NAME.fullmatch(k)) and k not in RESERVED_NAMES),
-                   f"data.data_files.{k}",
+            _check(k in CORPUS_NAMES or bool(OWN_CORPUS_NAME.fullmatch(k)), f"data.data_files.{k}",
                    f"not a corpus name; use {list(CORPUS_NAMES)} or a name of your own in lower-case "
                    "letters, digits and '_' (and name it in pipeline: '<post>-><ft>')")
+            _check(k not in RESERVED_NAMES, f"data.data_files.{k}", f"{k!r} is reserved ('music->chem' etc. "
+                   f"name the paper's pipelines); call your corpus something else (e.g. {k + '_own'!r})")
             _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",
                    "give a file path or glob as a string")
-            _check(bool(glob.glob(v)), f"data.data_files.{k}", f"no file matches {v!r}; fix the path")
+            _check(bool(_data_files_found(v)), f"data.data_files.{k}",
+                   f"no .json/.jsonl(.gz)/.parquet file matches {v!r}; fix the path")
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")

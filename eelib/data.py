@@ -135,8 +135,11 @@ FINGERPRINT_BYTES = 1 << 16  # read at each end of a local data file for its ide
 
 
 @functools.lru_cache(maxsize=None)
-def _file_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+def _file_fingerprint(path: str, stat_key: tuple) -> str:
+    # Cached per (device, inode, size, mtime, ctime): a copy with preserved mtime (cp -p, rsync -a)
+    # still changes ctime or the inode, so a long-lived kernel never keeps a stale hash.
     h = hashlib.blake2b(digest_size=8)
+    size = stat_key[2]
     with open(path, "rb") as f:
         h.update(f.read(FINGERPRINT_BYTES))
         if size > 2 * FINGERPRINT_BYTES:
@@ -160,8 +163,9 @@ def files_identity(data_files: str) -> str:
     parts = []
     for f in files:
         st = os.stat(f)
+        stat_key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         parts.append([os.path.relpath(os.path.abspath(f), base), st.st_size,
-                      _file_fingerprint(os.path.abspath(f), st.st_size, st.st_mtime_ns)])
+                      _file_fingerprint(os.path.abspath(f), stat_key)])
     return digest(parts)
 
 

@@ -44,7 +44,10 @@ def config(params: dict, lam: float | None = None, **overrides) -> C.ExperimentC
 
 
 def stage_table(*stages) -> "pandas.DataFrame":
-    """One row per finished stage: held-out losses on D_pre / D_post / D_ft, steps, seconds."""
+    """One row per finished stage: held-out losses on D_pre / D_post / D_ft, steps, seconds.
+
+    L_ft is blank for stages 1-2: they are shared by pipelines with the same D_post, so their
+    records hold no D_ft loss; L_ft at θ_post is step 0 of the stage-3 trajectory."""
     import pandas as pd
     rows = []
     for s in stages:

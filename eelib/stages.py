@@ -96,6 +96,16 @@ def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def read_ahead(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
+    """Read what the later stages need before a stage trains: every held-out shard and the D_ft
+    training shard. A record in the wrong shape, or a hub/local corpus too small for its budget
+    (their sizes are unknown until read), then stops the run in minutes, not hours later in
+    stage 3. Cached shards make it free. Returns the held-out windows."""
+    val = heldout(cfg)
+    corpus_windows(cfg.ft_corpus, "train", cfg.stage3.tokens, cfg.data)
+    return val
+
+
 def heldout(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
     """Fixed held-out windows for D_pre (c4), D_post and D_ft (§5: loss on held-out splits)."""
     names = {"pre": "c4", "post": cfg.post_corpus, "ft": cfg.ft_corpus}
@@ -232,10 +242,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s1 = cfg.data, cfg.stage1
-    # Read every corpus the run needs before hours of training: a record in the wrong shape, or a
-    # hub/local corpus too small for its budget (their sizes are unknown until read), stops it here.
-    val = heldout(cfg)
-    corpus_windows(cfg.ft_corpus, "train", cfg.stage3.tokens, d)
+    val = read_ahead(cfg)
     general = corpus_windows("c4", "train", d.general_tokens, d)
     post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
     k = round(s1.lam * post.n)  # λ·|D_post|, in whole windows, at most one pass (§3)
@@ -275,7 +282,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s2 = cfg.data, cfg.stage2
-    val = heldout(cfg)
+    val = read_ahead(cfg)  # stage 1 may have been reused from a run with other stage-3 budgets
     model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
     model.load_state_dict(checkpoint.load_model(stage1.dir / "final"))
     post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)

@@ -83,6 +83,12 @@ BAD = [
     ("local-file-absent", _with(data__source="local", data__data_files={
         "c4": "nope/*.json", "musicpile": "nope.jsonl", "chempile": "nope.jsonl"}), "data.data_files.c4"),
     ("data-files-offline", _with(data__data_files={"c4": "x.json"}), "data.data_files"),
+    ("data-files-no-readable-file", _with(data__source="local", data__data_files={
+        "c4": str(ROOT / "notebooks"), "musicpile": "x", "chempile": "x"}),
+     "data.data_files.c4: no .json/.jsonl(.gz)/.parquet file matches"),
+    ("data-files-reserved-name", _with(data__source="local", data__data_files={
+        **{c: str(ROOT / "tests/fixtures/hub" / c) for c in ("c4", "musicpile", "chempile")}, "music": "x"}),
+     "data.data_files.music: 'music' is reserved"),
     ("tokenizer-not-a-dir", _with(data__tokenizer="no/such/tokenizer"), "data.tokenizer: 'no/such/tokenizer' is not a tokenizer"),
     ("revisions-offline", _with(data__revisions={"c4": "abc"}), "data.revisions: only used with data.source: hub"),
     ("revisions-unknown-corpus", _with(data__source="hub", data__revisions={"c5": "abc"}), "data.revisions.c5"),

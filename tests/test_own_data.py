@@ -3,6 +3,7 @@ data.source: local (README "Your own data"). Through the CLI, as a researcher wo
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 
@@ -98,6 +99,14 @@ def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path):
         s1 = list((tmp_path / out / "own/stage1").glob("*"))
         assert len(s1) == 1 and sorted(x.name for x in s1[0].iterdir()) == [".lock", "key.json"], \
             [sorted(x.name for x in d.iterdir()) for d in s1]  # no checkpoint, no final weights
+    # Stage 1 reused from a finished run, stage 2 new: stage 2 reads ahead before it trains too.
+    assert run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress").returncode == 0
+    p = run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress", "--set", "name=own2",
+                "--set", "stage2.lr=0.002", "--set", "stage3.tokens=4000000")
+    assert p.returncode == 1 and "medical/train: corpus exhausted" in p.stderr, p.stderr[-2000:]
+    (s2,) = (tmp_path / "c/own2/stage2").glob("*")
+    assert sorted(x.name for x in s2.iterdir()) == [".lock", "key.json"]
+    assert json.loads(next((tmp_path / "c/own2/stage1").glob("*/stage.json")).read_text())["reused_from"]
 
 
 def test_keys_follow_the_files_not_the_path_written(tmp_path):
@@ -134,6 +143,15 @@ def test_keys_follow_the_files_not_the_path_written(tmp_path):
         f.write(json.dumps({"text": "court ruling"}) + "\n")
     assert D.shard_key("legal", "train", moved.data) != D.shard_key("legal", "train", cfgs["a"].data)
     assert stages.stage_dir(moved, 1) != stages.stage_dir(cfgs["a"], 1)
+    # Rewritten in place with other bytes of the same size and the old mtime (cp -p, rsync -a), in
+    # the same process: the fingerprint cache must not hand back the old identity.
+    legal = copy / "legal.jsonl"
+    shutil.copy(tmp_path / "a" / "legal.jsonl", legal)
+    before, st = D.files_identity(str(legal)), legal.stat()
+    body = legal.read_bytes()
+    legal.write_bytes(body.replace(b"court", b"COURT"))
+    os.utime(legal, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert legal.stat().st_size == st.st_size and D.files_identity(str(legal)) != before
     shutil.copy(tmp_path / "a" / "legal.jsonl", copy / "legal.jsonl")
     with open(copy / "medical.jsonl", "a") as f:
         f.write(json.dumps({"text": "patient dose"}) + "\n")

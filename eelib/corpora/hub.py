@@ -91,7 +91,7 @@ def record_text(spec: CorpusSpec, record: dict) -> str:
     return record[spec.text_field]
 
 
-def _resolve_files(data_files: str) -> list[str]:
+def resolve_files(data_files: str) -> list[str]:
     """A file, a directory (searched recursively) or a glob -> sorted list of data files."""
     path = Path(data_files)
     if path.is_dir():
@@ -130,7 +130,7 @@ def resolve_revision(spec: CorpusSpec, revision: str | None = None) -> str:
 
 def input_files(data_files: str) -> list[dict]:
     """The local files a shard was read from, with sizes (hashing hundreds of GB would cost hours)."""
-    return [{"path": f, "bytes": os.path.getsize(f)} for f in _resolve_files(data_files)]
+    return [{"path": f, "bytes": os.path.getsize(f)} for f in resolve_files(data_files)]
 
 
 def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: str | None,
@@ -147,7 +147,7 @@ def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: st
         return ds, not official_val
     if data_files is None:
         raise ValueError("source='local' needs data_files (a file, directory or glob in the hub's format)")
-    files = _resolve_files(data_files)
+    files = resolve_files(data_files)
     if official_val:
         # Mirror the hub layout (e.g. c4-validation.*.json.gz): files named for the validation
         # split are the held-out set; without any, fall back to the hash split.
