@@ -80,15 +80,15 @@ def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) ->
 
 def record_text(spec: CorpusSpec, record: dict) -> str:
     """The training document of one hub record."""
-    fields = ("inputs", "targets") if spec.text_field == INPUTS_TARGETS else (spec.text_field,)
-    missing = [f for f in fields if f not in record]
-    if missing:  # a whole corpus in the wrong shape, so say it once, plainly, before any training
-        raise RecordFormatError(f"corpus {spec.name!r}: a record has no field {missing[0]!r} (its fields: "
-                         f"{', '.join(sorted(record)) or 'none'}); eelib reads {' and '.join(fields)} of each record, "
-                         "so rename the field in your files")
-    if spec.text_field == INPUTS_TARGETS:
-        return render(record["inputs"], record["targets"])
-    return record[spec.text_field]
+    try:  # per record, so the check costs nothing unless it fails
+        if spec.text_field == INPUTS_TARGETS:
+            return render(record["inputs"], record["targets"])
+        return record[spec.text_field]
+    except KeyError as missing:  # a whole corpus in the wrong shape: say it once, plainly
+        fields = "inputs and targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
+        raise RecordFormatError(f"corpus {spec.name!r}: a record has no field {missing.args[0]!r} (its fields: "
+                                f"{', '.join(sorted(record)) or 'none'}); eelib reads {fields} of each record, "
+                                "so rename the field in your files") from None
 
 
 def resolve_files(data_files: str) -> list[str]:
