@@ -22,6 +22,8 @@ OUT=${1:-${OUT:-outputs/gpu_check}}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python}
+# The GPU image has only python3 (KINDS.md); fall back to it where no `python` is on PATH.
+command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ "$SMOKE" = 1 ] && [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$OUT/inductor}
@@ -47,7 +49,7 @@ EOF
   SWEEP="--scale micro --runs 2 --workers 2 --sequential-runs 1 --device cpu"; CAP=120
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
-  SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3"; CAP=170
+  SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3"; CAP=${CAP:-170}
 fi
 
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
