@@ -7,13 +7,15 @@
 #
 # Needs only torch, transformers, accelerate, pyyaml, tqdm, numpy, pandas (what the GPU image has).
 # Each piece runs in its own process under a timeout cut from one overall budget (BUDGET seconds,
-# default 460); a piece that fails or does not fit is listed as such and the rest still run. The
-# final table is printed from the JSON files in OUT_DIR. Pieces, what the targets need first:
-# 135M (batch 32, seq 1024) eelib compiled (chunked CE) and plain compiled; a sweep of small runs,
-# 3 one after another vs 12 processes on the GPU (the machine has 16 cores); 1B (batch 16, seq
-# 1024) eelib and plain compiled; then the eager baselines. torch.compile warm-up is ~80 s per
-# compiled mode at these sizes (feasibility.md). If time is left, 135M eelib compiled at twice the
-# batch (what the memory chunked CE saves buys). Last, the 135M grid's GPU-hours (eelib plan).
+# default 520; the whole script took 546 s at BUDGET=530 on an H100, benchmarks/results/); a
+# piece that fails or does not fit is listed as such and the rest still run. The final table is
+# printed from the JSON files in OUT_DIR. Pieces, what the targets need first: 135M (batch 32,
+# seq 1024) eelib compiled and plain compiled; 1B (batch 16) the same; then 135M eelib with the
+# chunked loss; a sweep of small runs, 3 one after another vs 12 processes on the GPU (the
+# machine has 16 cores); the eager baselines; if time is left, 1B eelib at batch 32 (params/1b's
+# micro_batch: does it fit?).
+# torch.compile warm-up is 55-90 s per compiled piece at these sizes (measured). Last, the 135M
+# grid's GPU-hours at the measured eelib speed (eelib plan).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -28,7 +30,7 @@ if [ "$SMOKE" = 1 ] && [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/pyth
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$OUT/inductor}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-BUDGET=${BUDGET:-460}
+BUDGET=${BUDGET:-520}
 START=$(date +%s)
 
 if [ "$SMOKE" = 1 ]; then
@@ -78,19 +80,23 @@ print("imports ok")
 EOF
 
 TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152)
-tp135() { piece "tp135-$1" "$PY" "${TP[@]}" --preset "$P135" --batch "$B135" --modes "$1" --json "$OUT/tp135-$1.json"; }
-tp1b() { piece "tp1b-$1" "$PY" "${TP[@]}" --preset "$P1B" --batch "$B1B" --modes "$1" --json "$OUT/tp1b-$1.json"; }
-# What the targets need first; the eager baselines (informational; the issue gives them) last.
+# eelib pieces use the ce_chunk of the params files (params/135m: 0, params/1b: 8192; a test checks).
+CE135=0; CE1B=8192
+tp135() { piece "tp135-$1" "$PY" "${TP[@]}" --preset "$P135" --batch "$B135" --ce-chunk "${2:-$CE135}" --modes "${1%-chunked}" --json "$OUT/tp135-$1.json"; }
+tp1b() { piece "tp1b-$1" "$PY" "${TP[@]}" --preset "$P1B" --batch "$B1B" --ce-chunk "$CE1B" --modes "$1" --json "$OUT/tp1b-$1.json"; }
+# What the targets need first; then the chunked loss at 135M (its memory vs speed), the sweep
+# (measured at 10x on 2026-11-27), the eager baselines (informational; the issue gives them).
 tp135 eelib-compiled
 tp135 plain-compiled
-piece sweep "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
 tp1b eelib-compiled
 tp1b plain-compiled
+tp135 eelib-compiled-chunked 8192
+piece sweep "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
 tp135 plain-eager
 tp1b plain-eager
-# If time is left: does the memory chunked CE saves buy speed through a larger micro-batch?
-piece tp135-eelib-compiled-2x "$PY" "${TP[@]}" --preset "$P135" --batch $((B135 * 2)) --modes eelib-compiled \
-  --json "$OUT/tp135-eelib-compiled-2x.json"
+# If time is left: 1B at twice the batch, the micro_batch params/1b trains with (does it fit?).
+piece tp1b-eelib-compiled-2x "$PY" "${TP[@]}" --preset "$P1B" --batch $((B1B * 2)) --ce-chunk "$CE1B" \
+  --modes eelib-compiled --json "$OUT/tp1b-eelib-compiled-2x.json"
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys
@@ -102,7 +108,7 @@ print(f"{'piece':<26}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  stat
 base = {}
 for scale in ("tp135", "tp1b"):
     rows = {}
-    extra = ("eelib-compiled-2x",) if (out / f"{scale}-eelib-compiled-2x.json").exists() else ()
+    extra = tuple(m for m in ("eelib-compiled-chunked", "eelib-compiled-2x") if (out / f"{scale}-{m}.json").exists())
     for mode in ("eelib-compiled", "plain-compiled", "plain-eager") + extra:
         p = out / f"{scale}-{mode}.json"
         if not p.exists():
@@ -115,16 +121,18 @@ for scale in ("tp135", "tp1b"):
             print(f"{scale + ' ' + mode:<26}{'-':>12}{'-':>8}{'-':>9}{'-':>10}  {r.get('status')}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
-        print(f"{scale + ' ' + mode:<26}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok"
-              f"{' (batch ' + str(d['batch']) + ')' if mode.endswith('-2x') else ''}")
+        note = f" (batch {d['batch']})" if mode.endswith("-2x") else ""
+        note += f" (ce_chunk {r['ce_chunk']})" if mode.startswith("eelib") else ""
+        print(f"{scale + ' ' + mode:<26}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok{note}")
     e, c = rows.get("eelib-compiled", {}), rows.get("plain-compiled", {})
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "
               f"{e['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
-        e2 = rows.get("eelib-compiled-2x", {})
-        if e2.get("status") == "ok":
-            print(f"  {scale}: eelib-compiled at 2x batch / plain-compiled = "
-                  f"{e2['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, {e2['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
+        for m, what in (("eelib-compiled-chunked", "eelib-compiled, chunked CE"), ("eelib-compiled-2x", "eelib-compiled at 2x batch")):
+            e2 = rows.get(m, {})
+            if e2.get("status") == "ok":
+                print(f"  {scale}: {what} / plain-compiled = "
+                      f"{e2['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, {e2['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
 p = out / "sweep.json"
 if p.exists():
     s = json.loads(p.read_text())

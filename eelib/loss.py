@@ -9,7 +9,11 @@ backward. Peak extra memory is one chunk's logits (8192 × 49,152 × 4 B = 1.6 G
 and gradients equal the plain loss's up to float rounding (tests/test_loss.py).
 
 `LMLoss` wraps a model as a module whose forward returns the loss, so DDP (eelib.distributed)
-and torch.compile wrap the whole training forward, whichever loss is used.
+wraps the whole training forward, whichever loss is used. With `compile`, torch.compile takes
+the model and the loss together (`_LossSum`): on one H100 (benchmarks/results/h100-2026-11-27)
+compiling only the transformer and running the CE eagerly left eelib at 0.79x (135M) and 0.91x
+(1B) the tokens/s of a plain transformers loop whose compiled graph holds its loss, because
+the eager CE makes several passes over fp32 [tokens, 49152] logits that inductor fuses.
 """
 from __future__ import annotations
 
@@ -43,58 +47,82 @@ def _chunk_ce_sum(head: torch.nn.Module, h: torch.Tensor, y: torch.Tensor) -> to
     return F.cross_entropy(head(h).float(), y, reduction="sum")
 
 
-def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, body=None,
-                    rows: int | None = None) -> torch.Tensor:
-    """`lm_loss` without the full [B, T, V] logits: the LM head and CE run per `chunk` tokens.
-
-    `body` (default: the model's LlamaModel) maps input_ids to hidden states; the training loop
-    passes a compiled copy of it when `compile` is on. `rows` as in `lm_loss`: padding rows
-    go through the body only, never through the head.
-    """
-    base = base_model(model)
-    hidden = (base.model if body is None else body)(input_ids=tokens).last_hidden_state
+def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, rows: int | None = None) -> torch.Tensor:
+    """`lm_loss` without the full [B, T, V] logits: the LM head and CE run per `chunk` tokens
+    (`ce_sum`). `rows` as in `lm_loss`."""
     if rows is not None:
-        hidden, tokens = hidden[:rows], tokens[:rows]
+        tokens = tokens[:rows]  # rows do not interact in a causal LM
+    return ce_sum(model, tokens, tokens[:, 1:], chunk) / (tokens.size(0) * (tokens.size(1) - 1))
+
+
+IGNORE = -100  # F.cross_entropy's default ignore_index: the targets of padding rows
+
+
+def ce_sum(model, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+    """Summed next-token CE of a [B, T] batch over `targets` ([B, T-1], IGNORE where a row is
+    padding), plain or chunked: the compiled training forward (`_LossSum`), and the chunked loss.
+
+    Padding rows go through the head too, with no target, so every call has one shape.
+    """
+    y = targets.reshape(-1)
+    if not chunk:
+        logits = model(input_ids=tokens).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), y,
+                               ignore_index=IGNORE, reduction="sum")
+    base = base_model(model)
+    hidden = base.model(input_ids=tokens).last_hidden_state
     h = hidden[:, :-1].reshape(-1, hidden.size(-1))
-    y = tokens[:, 1:].reshape(-1)
-    head = base.lm_head
     total = hidden.new_zeros((), dtype=torch.float32)
-    for i in range(0, h.size(0), chunk):
-        if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_ce_sum, head, h[i:i + chunk], y[i:i + chunk],
+    for i in range(0, h.size(0), chunk):  # unrolled by torch.compile
+        if torch.is_grad_enabled():  # recompute this chunk's logits in backward instead of keeping them
+            total = total + checkpoint(_chunk_ce_sum, base.lm_head, h[i:i + chunk], y[i:i + chunk],
                                        use_reentrant=False)
         else:
-            total = total + _chunk_ce_sum(head, h[i:i + chunk], y[i:i + chunk])
-    return total / y.numel()
+            total = total + _chunk_ce_sum(base.lm_head, h[i:i + chunk], y[i:i + chunk])
+    return total
+
+
+class _LossSum(torch.nn.Module):
+    """forward(tokens, targets) -> ce_sum: what torch.compile wraps, model and loss in one graph."""
+
+    def __init__(self, model: torch.nn.Module, chunk: int):
+        super().__init__()
+        self.model, self.chunk = model, chunk
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return ce_sum(self.model, input_ids, targets, self.chunk)
 
 
 class LMLoss(torch.nn.Module):
     """forward(tokens) -> mean next-token loss; `chunk` > 0 selects the chunked loss.
 
-    `compile` compiles what runs the transformer (the whole model for the plain loss, its
-    LlamaModel body for the chunked one) with dynamic=False: every distinct input shape gets its
-    own static graph, and a new shape costs a recompile (tens of seconds at 135M). The mixture
-    delivers exact quotas, so a stage's last batch can be short; the training loop pads it to a
-    full step's rows and passes `rows`, the real ones, so a stage compiles only a full step's
-    shapes, at its start (issue 5).
-    The loss covers the real rows only; the CE outside the compiled region slices them.
-    The model's own state_dict keys are untouched.
+    `compile` compiles the model together with its loss (`_LossSum`) with dynamic=False: every
+    distinct input shape gets its own static graph, and a new shape costs a recompile (tens of
+    seconds at 135M). The mixture delivers exact quotas, so a stage's last batch can be short;
+    the training loop pads it to a full step's rows and passes `rows`, the real ones, so a stage
+    compiles only a full step's shapes, at its start (issue 5). Compiled, padding rows get IGNORE
+    targets (one shape for the whole graph); eager, the loss slices the real rows (`lm_loss`,
+    `chunked_lm_loss`). Either way the loss is the real rows' mean. The model's own state_dict
+    keys are untouched.
     """
 
     def __init__(self, model: torch.nn.Module, chunk: int = 0, compile: bool = False, plain=None):
         super().__init__()
         self.model = model
         self.chunk = int(chunk)
-        self.plain = plain or lm_loss  # the plain loss function (train passes its own name)
+        self.plain = plain or lm_loss  # the plain eager loss (train passes its own name)
         # Held in a list so the compiled wrapper is not registered as a second submodule.
-        target = base_model(model).model if self.chunk else model
-        self._run = [torch.compile(target, dynamic=False) if compile else None]
+        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False) if compile else None]
 
     def forward(self, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         rows = None if rows is None or rows >= tokens.size(0) else int(rows)  # None: all rows are real
-        if self.chunk:
-            return chunked_lm_loss(self.model, tokens, self.chunk, body=self._run[0], rows=rows)
         run = self._run[0]  # (not `or`: a compiled module refuses truth testing)
-        model = self.model if run is None else run
+        if run is not None:
+            targets = tokens[:, 1:].clone()  # contiguous: one stride for the compiled graph's guards
+            if rows is not None:
+                targets[rows:] = IGNORE
+            return run(tokens, targets) / ((tokens.size(0) if rows is None else rows) * targets.size(1))
+        if self.chunk:
+            return chunked_lm_loss(self.model, tokens, self.chunk, rows=rows)
         # Only padded calls pass `rows`, so a test's stand-in for `plain` needs no such argument.
-        return self.plain(model, tokens) if rows is None else self.plain(model, tokens, rows=rows)
+        return self.plain(self.model, tokens) if rows is None else self.plain(self.model, tokens, rows=rows)

@@ -66,6 +66,14 @@ def test_tokenize_throughput_batched_equals_per_document(tmp_path):
     assert "8.7B" in p.stdout
 
 
+def _params_ce_chunk(scale: str) -> int:
+    """The one ce_chunk all of params/<scale>/*.yaml set."""
+    import yaml
+    got = {yaml.safe_load(f.read_text()).get("ce_chunk", 0) for f in (ROOT / "params" / scale).glob("*.yaml")}
+    assert len(got) == 1, (scale, got)
+    return got.pop()
+
+
 @pytest.mark.slow  # ~100 s: every piece of the GPU check at test-micro size, compiled modes included
 def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_path):
     """benchmarks/gpu_check.sh is what a GPU session gets 15 minutes to run: its dry run on CPU
@@ -77,11 +85,18 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     status = (out / "status.txt").read_text().splitlines()
     pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
                               for m in ("eelib-compiled", "plain-compiled", "plain-eager")] + [
-        "sweep", "tp135-eelib-compiled-2x"]
+        "sweep", "tp135-eelib-compiled-chunked", "tp1b-eelib-compiled-2x"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    assert p.stdout.count("  ok") == 7 and "eelib-compiled / plain-compiled" in p.stdout
+    assert p.stdout.count("  ok") == 8 and "eelib-compiled / plain-compiled" in p.stdout
     assert "eelib-compiled at 2x batch / plain-compiled" in p.stdout
+    assert "eelib-compiled, chunked CE / plain-compiled" in p.stdout
+    # each eelib piece measured the loss its params files train with
+    def chunk(name):
+        return json.loads((out / f"{name}.json").read_text())["results"][0]["ce_chunk"]
+    assert chunk("tp135-eelib-compiled") == _params_ce_chunk("135m")
+    assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")
+    assert chunk("tp135-eelib-compiled-chunked") > 0
     assert "failed: []" in p.stdout
     # the GPU-hours of the paper's 135M grid at the measured speed
     plan = json.loads((out / "plan135.json").read_text())

@@ -85,10 +85,12 @@ def test_training_loop_with_chunked_ce_matches_plain(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk", [0, 11])
 def test_compiled_loss_matches_eager(chunk):
-    """compile=True (CPU inductor, ~30-60 s cold) gives the eager loss and gradients."""
+    """compile=True (CPU inductor, ~30-60 s cold; the model and its loss in one graph) gives the
+    eager loss and gradients, also with padding rows (IGNORE targets) in the compiled batch."""
     tokens = torch.randint(0, 258, (2, 16), generator=torch.Generator().manual_seed(0))
     a, b = build_model("test-micro", 258, seed=1), build_model("test-micro", 258, seed=1)
-    la, lb = LMLoss(a, chunk)(tokens), LMLoss(b, chunk, compile=True)(tokens)
+    padded = torch.cat([tokens, torch.zeros(3, 16, dtype=tokens.dtype)])
+    la, lb = LMLoss(a, chunk)(tokens), LMLoss(b, chunk, compile=True)(padded, rows=2)
     la.backward()
     lb.backward()
     assert abs(la.item() - lb.item()) < 1e-5
@@ -117,9 +119,10 @@ class _ShapeRecorder(torch.nn.Module):
         super().__init__()
         self.target = target
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, targets):
         _ShapeRecorder.shapes.append(tuple(input_ids.shape))
-        return self.target(input_ids=input_ids)
+        assert targets.shape == (input_ids.size(0), input_ids.size(1) - 1)  # padding rows too
+        return self.target(input_ids, targets)
 
 
 def _train_tiny(tmp_path, n, batch, micro, steps, compile, chunk=0, dist=None):

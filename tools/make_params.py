@@ -41,7 +41,7 @@ SCALES = {
         rd_s2_lrs=[0.002], lora_s2_lrs=[0.002, 0.004]),
     "135m": dict(
         note="paper scale (§2–4): SmolLM2-135M config, SmolLM2 tokenizer, real corpora; one GPU per run",
-        base=dict(model="smollm2-135m", compile=True, device="cuda", ce_chunk=8192,
+        base=dict(model="smollm2-135m", compile=True, device="cuda", ce_chunk=0,
                   data=dict(source="hub", tokenizer="smollm2", seq_len=1024, general_tokens=8700000000,
                             post_tokens=300000000, val_tokens=2097152),
                   stage1=dict(lr=0.003, min_lr=0.0003, warmup_steps=1000, batch_size=256, micro_batch=32,
