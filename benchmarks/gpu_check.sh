@@ -12,8 +12,8 @@
 # printed from the JSON files in OUT_DIR. Pieces, what the targets need first: 135M (batch 32,
 # seq 1024) eelib compiled and plain compiled; 1B (batch 16) the same; then 135M eelib with the
 # chunked loss; a sweep of small runs, 3 one after another vs 12 processes on the GPU (the
-# machine has 16 cores); the eager baselines; if time is left, 1B eelib at batch 32 (params/1b's
-# micro_batch: does it fit?).
+# machine has 16 cores); the eager baselines; if time is left, 1B eelib at batch 32 (params/1b
+# trains with micro_batch 16: would 32 fit?).
 # torch.compile warm-up is 55-90 s per compiled piece at these sizes (measured). Last, the 135M
 # grid's GPU-hours at the measured eelib speed (eelib plan).
 set -u
@@ -94,7 +94,7 @@ tp135 eelib-compiled-chunked 8192
 piece sweep "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
 tp135 plain-eager
 tp1b plain-eager
-# If time is left: 1B at twice the batch, the micro_batch params/1b trains with (does it fit?).
+# If time is left: 1B at twice the batch (params/1b's micro_batch is 16: would 32 fit?).
 piece tp1b-eelib-compiled-2x "$PY" "${TP[@]}" --preset "$P1B" --batch $((B1B * 2)) --ce-chunk "$CE1B" \
   --modes eelib-compiled --json "$OUT/tp1b-eelib-compiled-2x.json"
 
