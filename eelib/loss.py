@@ -12,8 +12,9 @@ and gradients equal the plain loss's up to float rounding (tests/test_loss.py).
 wraps the whole training forward, whichever loss is used. With `compile`, torch.compile takes
 the model and the loss together (`_LossSum`): on one H100 (benchmarks/results/h100-2026-11-27)
 compiling only the transformer and running the CE eagerly left eelib at 0.79x (135M) and 0.91x
-(1B) the tokens/s of a plain transformers loop whose compiled graph holds its loss, because
-the eager CE makes several passes over fp32 [tokens, 49152] logits that inductor fuses.
+(1B) the tokens/s of a plain transformers loop whose compiled graph holds its loss; the likely
+cause (estimated, not profiled) is the eager CE's several passes over fp32 [tokens, 49152]
+logits, which inductor fuses.
 """
 from __future__ import annotations
 
