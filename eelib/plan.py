@@ -14,8 +14,9 @@ the later experiment adopts the earlier one's finished stage (stages._adopt_twin
 experiments running at the same time each train their own.
 
 Each distinct stage of a `compile: true` config also pays a fixed cost, `stage_s` seconds: the
-torch.compile warm-up of its model (≈80 s at 135M, feasibility.md; a stage compiles at its start
-only, eelib/train.py), 10% of a 0.2B-token frontier stage 3 at 265k tok/s. With --throughput it
+torch.compile warm-up of its model (79–87 s at 135M, 54 s at 1B on an H100, docs/scaling.md; a
+stage compiles at its start only, eelib/train.py), ≈ 9% of a 0.2B-token frontier stage 3 at
+eelib's measured 200k tok/s. With --throughput it
 defaults to the benchmark's measured warm-up, an upper bound once the inductor cache is warm.
 """
 from __future__ import annotations
