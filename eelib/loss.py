@@ -48,14 +48,6 @@ def _chunk_ce_sum(head: torch.nn.Module, h: torch.Tensor, y: torch.Tensor) -> to
     return F.cross_entropy(head(h).float(), y, reduction="sum")
 
 
-def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, rows: int | None = None) -> torch.Tensor:
-    """`lm_loss` without the full [B, T, V] logits: the LM head and CE run per `chunk` tokens
-    (`ce_sum`). `rows` as in `lm_loss`."""
-    if rows is not None:
-        tokens = tokens[:rows]  # rows do not interact in a causal LM
-    return ce_sum(model, tokens, tokens[:, 1:], chunk) / (tokens.size(0) * (tokens.size(1) - 1))
-
-
 IGNORE = -100  # F.cross_entropy's default ignore_index: the targets of padding rows
 
 
@@ -81,6 +73,14 @@ def ce_sum(model, tokens: torch.Tensor, targets: torch.Tensor, chunk: int = 0) -
         else:
             total = total + _chunk_ce_sum(base.lm_head, h[i:i + chunk], y[i:i + chunk])
     return total
+
+
+def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, rows: int | None = None) -> torch.Tensor:
+    """`lm_loss` without the full [B, T, V] logits: the LM head and CE run per `chunk` tokens
+    (`ce_sum`). `rows` as in `lm_loss`."""
+    if rows is not None:
+        tokens = tokens[:rows]  # rows do not interact in a causal LM
+    return ce_sum(model, tokens, tokens[:, 1:], chunk) / (tokens.size(0) * (tokens.size(1) - 1))
 
 
 class _LossSum(torch.nn.Module):
