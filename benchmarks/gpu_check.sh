@@ -79,7 +79,8 @@ for m in ("papermill", "altair", "datasets", "peft"):
 print("imports ok")
 EOF
 
-TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152)
+# --profile 2: two more steps under torch.profiler, so where a step's time goes is measured.
+TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152 --profile 2)
 # eelib pieces use the ce_chunk of the params files (params/135m: 0, params/1b: 8192; a test checks).
 CE135=0; CE1B=8192
 tp135() { piece "tp135-$1" "$PY" "${TP[@]}" --preset "$P135" --batch "$B135" --ce-chunk "${2:-$CE135}" --modes "${1%-chunked}" --json "$OUT/tp135-$1.json"; }
@@ -123,6 +124,11 @@ for scale in ("tp135", "tp1b"):
         note = f" (batch {d['batch']})" if mode.endswith("-2x") else ""
         note += f" (ce_chunk {r['ce_chunk']})" if mode.startswith("eelib") else ""
         print(f"{scale + ' ' + mode:<30}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['peak_mem_gb']:>9.2f}{r['warmup_s']:>10.1f}  ok{note}")
+    for mode in ("eelib-compiled", "plain-compiled"):
+        prof = rows.get(mode, {}).get("profile") or []
+        if prof:
+            print(f"  {scale} {mode} top operators (ms/step): " + "; ".join(
+                f"{p['name'][:40]} {p['ms_per_step']:.1f}" for p in prof[:5]))
     e, c = rows.get("eelib-compiled", {}), rows.get("plain-compiled", {})
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "

@@ -22,6 +22,9 @@ is shown only when --peak-tflops is given. Peak memory: torch.cuda.max_memory_al
 on CUDA; on CPU the process's peak RSS so far (monotone across modes, so only the first mode's
 number is that mode's own, unless --isolate runs each mode in its own process).
 The data is random token ids: throughput does not depend on the text, and nothing is downloaded.
+`--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
+the operators that took most device time (self time per step; CPU time on CPU): what a step
+spends its time on, so a gap between modes is measured rather than estimated.
 """
 from __future__ import annotations
 
@@ -111,6 +114,24 @@ def _plain_step(model, device, batch, seq, compile):
     return step, opt
 
 
+def profile_steps(step, n: int, device, top: int = 12) -> list[dict]:
+    """The `top` operators by self time over `n` steps of `step`, in ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        _sync(device)
+
+    def self_us(e):  # self_device_time_total (torch >= 2.4; before: self_cuda_time_total) on CUDA
+        if device.type == "cuda":
+            return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+        return e.self_cpu_time_total
+    ev = sorted(prof.key_averages(), key=self_us, reverse=True)[:top]
+    return [{"name": e.key[:90], "ms_per_step": round(self_us(e) / 1e3 / n, 3),
+             "calls_per_step": round(e.count / n, 2)} for e in ev]
+
+
 def bench_mode(mode: str, args, device) -> dict:
     gc.collect()
     if device.type == "cuda":
@@ -140,6 +161,11 @@ def bench_mode(mode: str, args, device) -> dict:
                    tokens_per_s=round(tok_s, 1), loss=round(loss.item(), 4),
                    peak_mem_gb=round(_peak_mem_gb(device), 3),
                    mfu=(round(tok_s * fpt / (args.peak_tflops * 1e12), 4) if args.peak_tflops else None))
+        if args.profile:
+            try:  # a profiler that fails must not cost the timing just measured
+                row["profile"] = profile_steps(step, args.profile, device)
+            except Exception as e:  # noqa: BLE001
+                row["profile_error"] = f"{type(e).__name__}: {e}"[:300]
     except torch.cuda.OutOfMemoryError as e:  # report it and go on to the next mode
         row.update(status="OOM", error=str(e).splitlines()[0])
     finally:
@@ -212,6 +238,10 @@ def table(out: dict) -> str:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         lines.append(f"{r['mode']:<16}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['step_ms']:>10.1f}"
                      f"{r['warmup_s']:>10.1f}{r['peak_mem_gb']:>10.2f}")
+    for r in out["results"]:
+        if r.get("profile"):
+            lines.append(f"{r['mode']} top operators, ms per step: " + "; ".join(
+                f"{e['name']} {e['ms_per_step']:.2f}" for e in r["profile"][:6]))
     if "ratio" in out:
         q = out["ratio"]
         lines.append(f"{q['ours']} / {q['baseline']}: {q['tokens_per_s']:.2f}× tokens/s, "
@@ -234,6 +264,8 @@ def parse(argv=None):
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help=f"peak for MFU (default on CUDA: {H100_BF16_DENSE_TFLOPS:g}, H100 bf16 dense as measured; "
                          "on CPU MFU is omitted unless given)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after timing, profile N more steps; the top operators go into each result")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--isolate", action="store_true",
                     help="run each mode in its own process (separate peak memory, also on CPU)")

@@ -20,7 +20,8 @@ def _run(*args, timeout=240):
 def test_throughput_json(tmp_path):
     out = tmp_path / "t.json"
     p = _run("benchmarks/throughput.py", "--preset", "test-micro", "--batch", "4", "--seq", "32",
-             "--steps", "2", "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--json", str(out))
+             "--steps", "2", "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--profile", "1",
+             "--json", str(out))
     d = json.loads(out.read_text())
     for k in ("preset", "batch", "seq", "device", "n_params", "flops_per_token", "flops_formula",
               "peak_tflops", "results", "ratio"):
@@ -31,6 +32,11 @@ def test_throughput_json(tmp_path):
         assert r["status"] == "ok"
         assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and 0 < r["mfu"] < 1
         assert r["loss"] > 0
+        prof = r["profile"]  # --profile 1: the step's top operators by self time
+        assert 0 < len(prof) <= 12 and all(e["ms_per_step"] >= 0 and e["calls_per_step"] > 0 for e in prof)
+        assert [e["ms_per_step"] for e in prof] == sorted((e["ms_per_step"] for e in prof), reverse=True)
+        assert any(e["name"].startswith("aten::") for e in prof)
+    assert "eelib top operators, ms per step: " in p.stdout
     # 6N + 12·L·d·T for the tied test-micro: N = all params.
     assert d["flops_per_token"] == 6 * d["n_params"] + 12 * 1 * 32 * 32
     assert d["ratio"]["ours"] == "eelib" and d["ratio"]["tokens_per_s"] > 0
@@ -98,6 +104,7 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")
     assert chunk("tp135-eelib-compiled-chunked") > 0
     assert "failed: []" in p.stdout
+    assert "tp135 eelib-compiled top operators (ms/step): " in p.stdout
     # the GPU-hours of the paper's 135M grid at the measured speed
     plan = json.loads((out / "plan135.json").read_text())
     assert plan["total"]["runs"] == 210 and plan["total"]["gpu_hours"] > 0
