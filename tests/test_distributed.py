@@ -43,17 +43,17 @@ def _evaluator(model):
     return {"L_x_val": heldout_loss(model, _windows()[1][:4], torch.device("cpu"))}
 
 
-def _train(stage_dir, chunk=0):
+def _train(stage_dir, chunk=0, compile=False):
     from eelib.model import build_model
     from eelib.train import train
     torch.set_num_threads(1)
     model = build_model("test-micro", 258, seed=0)
     out = train(model, _mixture(), _spec(chunked_ce=chunk), stage_dir=stage_dir, config_digest="d",
-                device=torch.device("cpu"), seed=0, evaluator=_evaluator, progress=False)
+                device=torch.device("cpu"), seed=0, evaluator=_evaluator, progress=False, compile=compile)
     return model, out
 
 
-def _worker(rank, port, tmp, chunk):
+def _worker(rank, port, tmp, chunk, compile):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     d = distributed.init_from_env(backend="gloo")
@@ -62,7 +62,7 @@ def _worker(rank, port, tmp, chunk):
         while mix.remaining():
             batch, _ = mix.next_batch(BATCH)
             rows.append(d.shard(batch)[0])
-        model, out = _train(os.path.join(tmp, "stage3", "k"), chunk)
+        model, out = _train(os.path.join(tmp, "stage3", "k"), chunk, compile)
         with open(os.path.join(tmp, f"rank{rank}.pkl"), "wb") as f:
             pickle.dump({"rows": rows, "state": model.state_dict(), "trajectory": out["trajectory"],
                          "steps": out["steps"]}, f)
@@ -76,12 +76,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module", params=[0, 7], ids=["plain-ce", "chunked-ce"])
+# (ce_chunk, compile): the compiled case is DDP around the model and its loss compiled in one
+# graph, checkpointed chunks inside (eelib/loss.py), against an eager one-process run.
+@pytest.fixture(scope="module", params=[(0, False), (7, False), (7, True)],
+                ids=["plain-ce", "chunked-ce", "chunked-ce-compiled"])
 def ranks(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"ddp{request.param}")
-    mp.spawn(_worker, args=(_free_port(), str(tmp), request.param), nprocs=WORLD, join=True)
+    chunk, compile = request.param
+    tmp = tmp_path_factory.mktemp(f"ddp{chunk}{compile}")
+    mp.spawn(_worker, args=(_free_port(), str(tmp), chunk, compile), nprocs=WORLD, join=True)
     out = [pickle.loads((tmp / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
-    single_model, single = _train(tmp / "single" / "stage3" / "k", request.param)
+    single_model, single = _train(tmp / "single" / "stage3" / "k", chunk)
     return {"tmp": tmp, "ranks": out, "single_state": single_model.state_dict(), "single": single}
 
 
