@@ -83,20 +83,20 @@ EOF
 TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152 --profile 2)
 # eelib pieces use the ce_chunk of the params files (params/135m: 0, params/1b: 8192; a test checks).
 CE135=0; CE1B=8192
-tp135() { piece "tp135-$1" "$PY" "${TP[@]}" --preset "$P135" --batch "$B135" --ce-chunk "${2:-$CE135}" --modes "${1%-chunked}" --json "$OUT/tp135-$1.json"; }
-tp1b() { piece "tp1b-$1" "$PY" "${TP[@]}" --preset "$P1B" --batch "$B1B" --ce-chunk "$CE1B" --modes "$1" --json "$OUT/tp1b-$1.json"; }
+tp() {  # tp NAME PRESET BATCH CE_CHUNK MODE: one throughput piece, its JSON at OUT/NAME.json
+  piece "$1" "$PY" "${TP[@]}" --preset "$2" --batch "$3" --ce-chunk "$4" --modes "$5" --json "$OUT/$1.json"
+}
 # What the targets need first (the 1B plain baseline was measured at 66.9k tok/s on 2026-11-27
 # and the 1B target is MFU, so it waits), then the rest as the budget allows.
-tp135 eelib-compiled
-tp135 plain-compiled
-tp1b eelib-compiled
-piece tp1b-eelib-compiled-2x "$PY" "${TP[@]}" --preset "$P1B" --batch $((B1B * 2)) --ce-chunk "$CE1B" \
-  --modes eelib-compiled --json "$OUT/tp1b-eelib-compiled-2x.json"
-tp1b plain-compiled
-tp135 eelib-compiled-chunked 8192
+tp tp135-eelib-compiled "$P135" "$B135" "$CE135" eelib-compiled
+tp tp135-plain-compiled "$P135" "$B135" "$CE135" plain-compiled
+tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
+tp tp1b-eelib-compiled-2x "$P1B" $((B1B * 2)) "$CE1B" eelib-compiled
+tp tp1b-plain-compiled "$P1B" "$B1B" "$CE1B" plain-compiled
+tp tp135-eelib-compiled-chunked "$P135" "$B135" 8192 eelib-compiled
 piece sweep "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
-tp135 plain-eager
-tp1b plain-eager
+tp tp135-plain-eager "$P135" "$B135" "$CE135" plain-eager
+tp tp1b-plain-eager "$P1B" "$B1B" "$CE1B" plain-eager
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys
@@ -105,7 +105,6 @@ out = Path(sys.argv[1])
 print("\n=== gpu_check:", out, "===")
 print((out / "status.txt").read_text())
 print(f"{'piece':<30}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
-base = {}
 for scale in ("tp135", "tp1b"):
     rows = {}
     extra = tuple(m for m in ("eelib-compiled-chunked", "eelib-compiled-2x") if (out / f"{scale}-{m}.json").exists())
