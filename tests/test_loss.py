@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eelib import train as T
-from eelib.loss import LMLoss, chunked_lm_loss, lm_loss
+from eelib.loss import LMLoss, ce_sum, chunked_lm_loss, lm_loss
 from eelib.mixture import Mixture, Source
 from eelib.model import add_lora, build_model
 
@@ -187,3 +187,57 @@ def test_heldout_loss_with_ce_chunk_equals_the_plain_one(monkeypatch):
     chunked = stages._losses(model, {"post": windows}, torch.device("cpu"), 13, roles=("post",))
     assert len(calls) == 2  # 37 windows in evaluation batches of 32
     assert abs(chunked["L_post_val"] - plain["L_post_val"]) < 1e-6
+
+
+# --- The compiled training forward on the GPU fast path (issue 5) ------------------------------
+# Speed rests on two things transformers could silently change in an upgrade: torch.compile sees
+# the model and its loss as *one* graph (a graph break splits inductor's fusion and adds a Python
+# round trip per layer), and attention reaches SDPA with no materialised mask and is_causal=True,
+# the only call the flash kernel takes. Both are checked on CPU, where they are decided.
+
+@pytest.mark.parametrize("variant", ["plain", "dropout", "lora"])
+@pytest.mark.parametrize("chunk", [0, 8])
+def test_compiled_training_forward_is_one_graph(variant, chunk):
+    import torch._dynamo as dynamo
+
+    from eelib.loss import _LossSum
+    from eelib.model import set_dropout
+    model = build_model("test-micro", 64, seed=0).train()
+    if variant == "dropout":  # stage 2 of Figs 5-6: forward hooks on every layer
+        set_dropout(model, 0.1)
+    if variant == "lora":  # stage 2 of Fig 7
+        model = add_lora(model, r=4, alpha=8, dropout=0.0).train()
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    dynamo.reset()
+    try:
+        ex = dynamo.explain(_LossSum(model, chunk))(x, x[:, 1:].clone())
+    finally:
+        dynamo.reset()
+    assert ex.graph_break_count == 0, [b.reason for b in ex.break_reasons]
+    assert ex.graph_count == 1
+
+
+def test_attention_takes_the_flash_eligible_sdpa_call(monkeypatch):
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def probe(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        seen.append(dict(mask=attn_mask, causal=is_causal, gqa=enable_gqa, hq=q.size(1), hk=k.size(1)))
+        return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                    scale=scale, enable_gqa=enable_gqa)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", probe)
+    # SmolLM2-135M's 9 query heads share 3 key/value heads: shrink its shape, keep that ratio.
+    from transformers import LlamaForCausalLM
+
+    from eelib.model import llama_config
+    cfg = llama_config("smollm2-135m", 49152)
+    cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size = 48, 64, 2, 64
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    assert model.config._attn_implementation == "sdpa"
+    ce_sum(model, torch.randint(0, 64, (2, 16)), torch.zeros(2, 15, dtype=torch.long))
+    assert len(seen) == 2  # one call per layer
+    for call in seen:
+        assert call["mask"] is None and call["causal"] is True
+        # 9 query heads over 3 KV heads: either SDPA's own GQA, or K/V already repeated to 9
+        assert call["gqa"] or call["hk"] == call["hq"]
