@@ -7,8 +7,9 @@
 Modes (pick with --modes; the default depends on the device):
   eelib / eelib-compiled   eelib's step: Mixture batch → pinned host copy → LMLoss (chunked CE when
                            --ce-chunk > 0, torch.compile(dynamic=False) for -compiled) → bf16 autocast
-                           on CUDA → the loop's finite-loss check → grad clip 1.0 → AdamW (fused on
-                           CUDA). It mirrors the inner loop of eelib/train.py with the same functions.
+                           on CUDA → grad clip 1.0 → the loop's finite check of loss and gradient norm
+                           (one host sync a step) → AdamW (fused on CUDA). It mirrors the inner loop
+                           of eelib/train.py with the same functions.
   plain-eager / plain-compiled
                            LlamaForCausalLM(input_ids, labels=) (HF's own loss) + AdamW (fused on
                            CUDA) + bf16 autocast on CUDA; -compiled wraps the model in torch.compile.
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from eelib.loss import LMLoss  # noqa: E402
 from eelib.mixture import Mixture, Source  # noqa: E402
 from eelib.model import build_model, llama_config  # noqa: E402
-from eelib.train import LoopSpec, _autocast, make_optimizer  # noqa: E402
+from eelib.train import LoopSpec, _autocast, _check_finite, make_optimizer  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 790.0
 MODES = ("eelib", "eelib-compiled", "plain-eager", "plain-compiled")
@@ -86,10 +87,9 @@ def _eelib_step(model, device, batch, seq, ce_chunk, compile):
         x = x.to(device, non_blocking=True)
         with _autocast(device):
             loss = fwd(x)
-        if not torch.isfinite(loss):  # the loop's check (a host sync per micro-batch)
-            raise FloatingPointError("non-finite loss")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
+        _check_finite([loss.detach()], gnorm, "in the benchmark", "throughput")  # the loop's one host sync a step
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss

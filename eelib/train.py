@@ -110,6 +110,25 @@ class NonFiniteLoss(FloatingPointError):
     """A NaN/inf training loss, gradient norm or evaluation loss; the message names step and fix."""
 
 
+def _check_finite(losses: list[torch.Tensor], gnorm: torch.Tensor, where: str, desc: str) -> None:
+    """Stop the run if a micro-batch loss or the gradient norm is NaN/inf (issue 7), before
+    `opt.step()` can write NaN into the weights.
+
+    One host sync per optimizer step, not one per micro-batch: a check between forward and
+    backward would make the host wait for each forward and leave the GPU idle while it then
+    launches the backward (issue 5). Under DDP a rank whose loss is NaN still joins the gradient
+    all-reduce, so the NaN reaches every rank's gradient norm and all ranks stop at the same step
+    instead of the others waiting in an all-reduce that never comes.
+    """
+    vals = torch.stack(losses + [gnorm.detach().to(losses[0].device, losses[0].dtype)]).float()
+    if bool(torch.isfinite(vals).all()):
+        return
+    vals = vals.tolist()
+    bad = next((v for v in vals[:-1] if not math.isfinite(v)), None)
+    what = f"loss is {bad}" if bad is not None else f"gradient norm is {vals[-1]}"
+    raise NonFiniteLoss(f"{desc}: {what} {where}; lower the learning rate or check the data")
+
+
 def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir: Path,
           config_digest: str, device: torch.device, seed: int,
           evaluator: Callable[[torch.nn.Module], dict] | None = None,
@@ -219,20 +238,17 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
             x_all = torch.cat([x_all, x_all.new_zeros(pad_to - n_rows, x_all.size(1))])
         if device.type == "cuda":  # pinned pages let the copy below run asynchronously
             x_all = x_all.pin_memory()
+        losses = []
         for m in range(n_micro):
             x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
             real = min(micro, n_rows - m * micro)
             with dist.no_sync(fwd, last=m == n_micro - 1) if dist is not None else nullcontext():
                 with _autocast(device):
                     loss = fwd(x, rows=real)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"{desc}: loss is {float(loss.detach())} at step {step} (lr {lr:.3g}); "
-                                        "lower the learning rate or check the data")
                 (loss * real / denom).backward()
+            losses.append(loss.detach())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
-        if not torch.isfinite(gnorm):  # stop before the update writes NaN into the weights
-            raise NonFiniteLoss(f"{desc}: gradient norm is {float(gnorm)} at step {step} (lr {lr:.3g}); "
-                                "lower the learning rate or check the data")
+        _check_finite(losses, gnorm, f"at step {step} (lr {lr:.3g})", desc)  # before the update
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1

@@ -115,6 +115,48 @@ def test_ddp_params_identical_across_ranks_and_match_one_process(ranks):
         assert abs(a["L_x_val"] - b["L_x_val"]) < 1e-5
 
 
+def _nan_worker(rank, port, tmp):
+    """Rank 1's loss turns NaN on its 3rd micro-batch (step 2); rank 0's never does."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    from eelib import train as T
+    d = distributed.init_from_env(backend="gloo")
+    try:
+        if rank == 1:
+            real, calls = T.lm_loss, {"n": 0}
+
+            def flaky(model, tokens):
+                calls["n"] += 1
+                return real(model, tokens) * (float("nan") if calls["n"] == 3 else 1.0)
+            T.lm_loss = flaky
+        try:
+            _train(os.path.join(tmp, "stage3", "k"))
+            got = "finished"
+        except T.NonFiniteLoss as e:
+            got = str(e)
+        with open(os.path.join(tmp, f"nan{rank}.txt"), "w") as f:
+            f.write(got)
+    finally:
+        distributed.shutdown()
+
+
+def test_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """The finite check runs after the gradient all-reduce (train._check_finite): rank 1's NaN
+    reaches rank 0's gradient norm, and both stop at step 2; neither waits in an all-reduce the
+    other never joins (a check before backward on rank 1 alone would leave rank 0 there)."""
+    import time
+    ctx = mp.spawn(_nan_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+    deadline = time.time() + 120
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank hung after the other's loss went NaN")
+    msgs = [(tmp_path / f"nan{r}.txt").read_text() for r in range(WORLD)]
+    assert "loss is nan at step 2" in msgs[1], msgs
+    assert "gradient norm is nan at step 2" in msgs[0], msgs
+
+
 def test_zero_row_rank_gets_a_zero_weight_row():
     d = distributed.Dist(rank=1, world=2, local_rank=1)
     rows, denom = d.shard(np.arange(8).reshape(1, 8))

@@ -52,28 +52,41 @@ def test_huge_lr_stops_with_step_and_hint(tmp_path):
     assert not (sdir / "stage.json").exists() and not (sdir / "final").exists()
 
 
-def _micro_loop(tmp_path, evaluator=None):
+def _micro_loop(tmp_path, evaluator=None, micro_batch=0):
     from eelib.model import build_model
     model = build_model("test-micro", 258, seed=0)
     windows = np.random.default_rng(0).integers(0, 256, size=(40, 16))
     mix = Mixture([Source("x", windows, 1.0, once=True, quota=40)], seed=0)
     spec = T.LoopSpec(lr=1e-3, min_lr=1e-4, warmup_steps=0, weight_decay=0.0, batch_size=4,
-                      micro_batch=0, max_steps=10, eval_interval=2 if evaluator else 0)
-    return lambda: T.train(model, mix, spec, stage_dir=tmp_path / "stage3" / "k", config_digest="d",
-                           device=torch.device("cpu"), seed=0, evaluator=evaluator, progress=False)
+                      micro_batch=micro_batch, max_steps=10, eval_interval=2 if evaluator else 0)
+
+    def run():
+        return T.train(model, mix, spec, stage_dir=tmp_path / "stage3" / "k", config_digest="d",
+                       device=torch.device("cpu"), seed=0, evaluator=evaluator, progress=False)
+    run.model = model
+    return run
 
 
-def test_nan_training_loss_stops_the_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("micro", [0, 2])  # one micro-batch a step, and two (the NaN in the 2nd)
+def test_nan_training_loss_stops_the_run_before_the_update(tmp_path, monkeypatch, micro):
     real = T.lm_loss
     calls = {"n": 0}
+    before = {}
 
     def flaky(model, tokens):
         calls["n"] += 1
         loss = real(model, tokens)
-        return loss * float("nan") if calls["n"] == 4 else loss
+        if calls["n"] == (4 if micro == 0 else 8):  # step 3's (last) micro-batch
+            before.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            return loss * float("nan")
+        return loss
     monkeypatch.setattr(T, "lm_loss", flaky)
+    run = _micro_loop(tmp_path, micro_batch=micro)
     with pytest.raises(T.NonFiniteLoss, match=r"loss is nan at step 3 .*lower the learning rate"):
-        _micro_loop(tmp_path)()
+        run()
+    # The check runs once per step, after backward; the update that would write NaN never runs.
+    after = run.model.state_dict()
+    assert before and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_inf_eval_loss_stops_the_run(tmp_path):
