@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -109,3 +110,18 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     plan = json.loads((out / "plan135.json").read_text())
     assert plan["total"]["runs"] == 210 and plan["total"]["gpu_hours"] > 0
     assert "fig3a-135m" in (out / "plan135.txt").read_text()
+
+
+def test_gpu_check_skips_pieces_the_budget_cannot_cover(tmp_path):
+    """A piece starts only if the budget left covers what it needs; skipped pieces are listed,
+    and the table is still printed from whatever ran (here: nothing)."""
+    out = tmp_path / "gc"
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable, BUDGET="20"), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    status = (out / "status.txt").read_text().splitlines()
+    assert len(status) == 10 and all(re.fullmatch(r"\S+ skipped \(budget: \d+s left, needs 30s\)", s)
+                                     for s in status), status
+    assert "tp135 eelib-compiled" in p.stdout and "not run / failed" in p.stdout
+    assert "sweep: not run" in p.stdout and not (out / "plan135.json").exists()
