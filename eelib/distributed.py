@@ -72,6 +72,11 @@ class Dist:
     def barrier(self) -> None:
         tdist.barrier()
 
+    def all_reduce_max(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` replaced, in place, by its elementwise maximum over the ranks."""
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return t
+
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank (any picklable object)."""
         box = [obj]

@@ -110,22 +110,32 @@ class NonFiniteLoss(FloatingPointError):
     """A NaN/inf training loss, gradient norm or evaluation loss; the message names step and fix."""
 
 
-def _check_finite(losses: list[torch.Tensor], gnorm: torch.Tensor, where: str, desc: str) -> None:
+def _check_finite(losses: list[torch.Tensor], gnorm: torch.Tensor, where: str, desc: str,
+                  dist: distributed.Dist | None = None) -> None:
     """Stop the run if a micro-batch loss or the gradient norm is NaN/inf (issue 7), before
     `opt.step()` can write NaN into the weights.
 
     One host sync per optimizer step, not one per micro-batch: a check between forward and
     backward would make the host wait for each forward and leave the GPU idle while it then
-    launches the backward (issue 5). Under DDP a rank whose loss is NaN still joins the gradient
-    all-reduce, so the NaN reaches every rank's gradient norm and all ranks stop at the same step
-    instead of the others waiting in an all-reduce that never comes.
+    launches the backward (issue 5). Under DDP the two flags are all-reduced first, so every
+    rank stops at the same step whichever rank went bad. The gradient all-reduce alone would not
+    do: cross-entropy's gradient is bounded, so an inf loss can leave every gradient finite, and
+    the bad rank would stop while the others waited in the next step's all-reduce.
     """
-    vals = torch.stack(losses + [gnorm.detach().to(losses[0].device, losses[0].dtype)]).float()
-    if bool(torch.isfinite(vals).all()):
+    dev = losses[0].device
+    flags = torch.stack([(~torch.isfinite(torch.stack([l.detach().float() for l in losses]))).any(),
+                         (~torch.isfinite(gnorm.detach().float())).to(dev)]).float()
+    if dist is not None and dist.world > 1:
+        dist.all_reduce_max(flags)
+    if not bool(flags.any()):  # the host sync
         return
-    vals = vals.tolist()
-    bad = next((v for v in vals[:-1] if not math.isfinite(v)), None)
-    what = f"loss is {bad}" if bad is not None else f"gradient norm is {vals[-1]}"
+    bad = next((v for v in (float(l) for l in losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        what = f"loss is {bad}"
+    elif flags[0]:
+        what = "loss is not finite on another rank"
+    else:
+        what = f"gradient norm is {float(gnorm)}"
     raise NonFiniteLoss(f"{desc}: {what} {where}; lower the learning rate or check the data")
 
 
@@ -248,7 +258,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
                 (loss * real / denom).backward()
             losses.append(loss.detach())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
-        _check_finite(losses, gnorm, f"at step {step} (lr {lr:.3g})", desc)  # before the update
+        _check_finite(losses, gnorm, f"at step {step} (lr {lr:.3g})", desc, dist)  # before the update
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1

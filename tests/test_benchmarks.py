@@ -112,16 +112,23 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert "fig3a-135m" in (out / "plan135.txt").read_text()
 
 
-def test_gpu_check_skips_pieces_the_budget_cannot_cover(tmp_path):
-    """A piece starts only if the budget left covers what it needs; skipped pieces are listed,
-    and the table is still printed from whatever ran (here: nothing)."""
+def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path):
+    """GPU mode, DRY=1 (nothing runs, so this works on CPU): at a 105 s budget the compiled
+    pieces (need 130 s) are skipped and the shorter ones after them would still run; the table
+    is printed from whatever ran (here: nothing)."""
     out = tmp_path / "gc"
-    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
-                       env=child_env(PYTHON=sys.executable, BUDGET="20"), capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable, BUDGET="105", DRY="1"), capture_output=True,
+                       text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
-    status = (out / "status.txt").read_text().splitlines()
-    assert len(status) == 10 and all(re.fullmatch(r"\S+ skipped \(budget: \d+s left, needs 30s\)", s)
-                                     for s in status), status
+    got = {}
+    for line in (out / "status.txt").read_text().splitlines():
+        m = re.fullmatch(r"(\S+) (would run \(|skipped \(budget: )\d+s left, needs (\d+)s\)", line)
+        assert m, line
+        got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
+    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp1b-eelib-compiled-2x",
+                "tp1b-plain-compiled", "tp135-eelib-compiled-chunked"]
+    assert got == {"preflight": ("run", 20), **{c: ("skip", 130) for c in compiled}, "sweep": ("run", 100),
+                   "tp135-plain-eager": ("run", 45), "tp1b-plain-eager": ("run", 45)}
     assert "tp135 eelib-compiled" in p.stdout and "not run / failed" in p.stdout
     assert "sweep: not run" in p.stdout and not (out / "plan135.json").exists()

@@ -115,8 +115,9 @@ def test_ddp_params_identical_across_ranks_and_match_one_process(ranks):
         assert abs(a["L_x_val"] - b["L_x_val"]) < 1e-5
 
 
-def _nan_worker(rank, port, tmp):
-    """Rank 1's loss turns NaN on its 3rd micro-batch (step 2); rank 0's never does."""
+def _nan_worker(rank, port, tmp, bad):
+    """Rank 1's loss turns non-finite on its 3rd micro-batch (step 2); rank 0's never does.
+    bad="nan": loss * nan, every gradient NaN too; bad="inf": loss + inf, gradients stay finite."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     from eelib import train as T
@@ -127,7 +128,10 @@ def _nan_worker(rank, port, tmp):
 
             def flaky(model, tokens):
                 calls["n"] += 1
-                return real(model, tokens) * (float("nan") if calls["n"] == 3 else 1.0)
+                loss = real(model, tokens)
+                if calls["n"] != 3:
+                    return loss
+                return loss * float("nan") if bad == "nan" else loss + float("inf")
             T.lm_loss = flaky
         try:
             _train(os.path.join(tmp, "stage3", "k"))
@@ -140,21 +144,23 @@ def _nan_worker(rank, port, tmp):
         distributed.shutdown()
 
 
-def test_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
-    """The finite check runs after the gradient all-reduce (train._check_finite): rank 1's NaN
-    reaches rank 0's gradient norm, and both stop at step 2; neither waits in an all-reduce the
-    other never joins (a check before backward on rank 1 alone would leave rank 0 there)."""
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path, bad):
+    """The finite check all-reduces its flags (train._check_finite): rank 1's bad loss stops
+    rank 0 at the same step, also when its gradients stay finite (inf loss: cross-entropy's
+    gradient is bounded). A check on rank 1 alone would leave rank 0 in the next all-reduce
+    (under gloo it then fails with "Connection closed by peer"; under NCCL it would wait)."""
     import time
-    ctx = mp.spawn(_nan_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+    ctx = mp.spawn(_nan_worker, args=(_free_port(), str(tmp_path), bad), nprocs=WORLD, join=False)
     deadline = time.time() + 120
     while not ctx.join(timeout=5):
         if time.time() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("a rank hung after the other's loss went NaN")
+            pytest.fail("a rank hung after the other's loss went non-finite")
     msgs = [(tmp_path / f"nan{r}.txt").read_text() for r in range(WORLD)]
-    assert "loss is nan at step 2" in msgs[1], msgs
-    assert "gradient norm is nan at step 2" in msgs[0], msgs
+    assert f"loss is {bad} at step 2" in msgs[1], msgs
+    assert "loss is not finite on another rank at step 2" in msgs[0], msgs
 
 
 def test_zero_row_rank_gets_a_zero_weight_row():
