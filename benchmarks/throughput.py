@@ -23,6 +23,8 @@ is shown only when --peak-tflops is given. Peak memory: torch.cuda.max_memory_al
 on CUDA; on CPU the process's peak RSS so far (monotone across modes, so only the first mode's
 number is that mode's own, unless --isolate runs each mode in its own process).
 The data is random token ids: throughput does not depend on the text, and nothing is downloaded.
+`--accum N` also times eelib's step with N micro-batches per optimizer step (gradient accumulation,
+as the params files train: what the optimizer and the one host sync a step cost when amortised).
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated.
@@ -71,6 +73,7 @@ def _peak_mem_gb(device) -> float:
 
 
 def _eelib_step(model, device, batch, seq, ce_chunk, compile):
+    """step(accum=1): one optimizer step over `accum` micro-batches of `batch` rows."""
     spec = LoopSpec(lr=1e-4, min_lr=1e-5, warmup_steps=0, weight_decay=0.1, batch_size=batch,
                     micro_batch=0, max_steps=1 << 30, chunked_ce=ce_chunk)
     opt = make_optimizer(model, spec, device)
@@ -79,17 +82,20 @@ def _eelib_step(model, device, batch, seq, ce_chunk, compile):
     pool = np.random.default_rng(0).integers(0, vocab, size=(max(64, 4 * batch), seq), dtype=np.int32)
     mix = Mixture([Source("random", pool, 1.0, once=False)], seed=0)
 
-    def step():
-        rows, _ = mix.next_batch(batch)
-        x = torch.from_numpy(rows.astype(np.int64))
-        if device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
-        with _autocast(device):
-            loss = fwd(x)
-        loss.backward()
+    def step(accum: int = 1):
+        losses = []
+        for _ in range(accum):  # gradient accumulation, as train.py with batch_size = accum × micro_batch
+            rows, _ = mix.next_batch(batch)
+            x = torch.from_numpy(rows.astype(np.int64))
+            if device.type == "cuda":
+                x = x.pin_memory()
+            x = x.to(device, non_blocking=True)
+            with _autocast(device):
+                loss = fwd(x)
+            (loss / accum).backward()
+            losses.append(loss.detach())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
-        _check_finite([loss.detach()], gnorm, "in the benchmark", "throughput")  # the loop's one host sync a step
+        _check_finite(losses, gnorm, "in the benchmark", "throughput")  # the loop's one host sync a step
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
@@ -161,6 +167,14 @@ def bench_mode(mode: str, args, device) -> dict:
                    tokens_per_s=round(tok_s, 1), loss=round(loss.item(), 4),
                    peak_mem_gb=round(_peak_mem_gb(device), 3),
                    mfu=(round(tok_s * fpt / (args.peak_tflops * 1e12), 4) if args.peak_tflops else None))
+        if args.accum > 1 and mode.startswith("eelib"):  # same shapes: no recompile
+            t3 = time.perf_counter()
+            for _ in range(args.steps):
+                step(args.accum)
+            _sync(device)
+            t4 = time.perf_counter()
+            row["accum"] = {"micro_batches": args.accum, "step_ms": round((t4 - t3) / args.steps * 1e3, 2),
+                            "tokens_per_s": round(args.steps * args.accum * args.batch * args.seq / (t4 - t3), 1)}
         if args.profile:
             try:  # a profiler that fails must not cost the timing just measured
                 row["profile"] = profile_steps(step, args.profile, device)
@@ -239,6 +253,11 @@ def table(out: dict) -> str:
         lines.append(f"{r['mode']:<16}{r['tokens_per_s']:>12,.0f}{mfu:>8}{r['step_ms']:>10.1f}"
                      f"{r['warmup_s']:>10.1f}{r['peak_mem_gb']:>10.2f}")
     for r in out["results"]:
+        if r.get("accum"):
+            a = r["accum"]
+            lines.append(f"{r['mode']} with {a['micro_batches']} micro-batches per optimizer step: "
+                         f"{a['tokens_per_s']:,.0f} tok/s, {a['step_ms']:.1f} ms per step")
+    for r in out["results"]:
         if r.get("profile"):
             lines.append(f"{r['mode']} top operators, ms per step: " + "; ".join(
                 f"{e['name']} {e['ms_per_step']:.2f}" for e in r["profile"][:6]))
@@ -264,6 +283,9 @@ def parse(argv=None):
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help=f"peak for MFU (default on CUDA: {H100_BF16_DENSE_TFLOPS:g}, H100 bf16 dense as measured; "
                          "on CPU MFU is omitted unless given)")
+    ap.add_argument("--accum", type=int, default=1, metavar="N",
+                    help="eelib modes: also time steps of N micro-batches of --batch rows each (gradient "
+                         "accumulation, as params/135m trains: 8 × 32 = 256)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile N more steps; the top operators go into each result")
     ap.add_argument("--json", default=None, help="also write the results here")

@@ -22,7 +22,7 @@ def test_throughput_json(tmp_path):
     out = tmp_path / "t.json"
     p = _run("benchmarks/throughput.py", "--preset", "test-micro", "--batch", "4", "--seq", "32",
              "--steps", "2", "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--profile", "1",
-             "--json", str(out))
+             "--accum", "3", "--json", str(out))
     d = json.loads(out.read_text())
     for k in ("preset", "batch", "seq", "device", "n_params", "flops_per_token", "flops_formula",
               "peak_tflops", "results", "ratio"):
@@ -38,6 +38,11 @@ def test_throughput_json(tmp_path):
         assert [e["ms_per_step"] for e in prof] == sorted((e["ms_per_step"] for e in prof), reverse=True)
         assert any(e["name"].startswith("aten::") for e in prof)
     assert "eelib top operators, ms per step: " in p.stdout
+    # --accum 3: eelib also timed 3 micro-batches per optimizer step; the baseline has no such mode
+    acc = d["results"][0]["accum"]
+    assert acc["micro_batches"] == 3 and acc["tokens_per_s"] > 0 and acc["step_ms"] > 0
+    assert "accum" not in d["results"][1]
+    assert "eelib with 3 micro-batches per optimizer step: " in p.stdout
     # 6N + 12·L·d·T for the tied test-micro: N = all params.
     assert d["flops_per_token"] == 6 * d["n_params"] + 12 * 1 * 32 * 32
     assert d["ratio"]["ours"] == "eelib" and d["ratio"]["tokens_per_s"] > 0
@@ -102,6 +107,12 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     def chunk(name):
         return json.loads((out / f"{name}.json").read_text())["results"][0]["ce_chunk"]
     assert chunk("tp135-eelib-compiled") == _params_ce_chunk("135m")
+    # ... and its gradient accumulation: stage 1's batch_size / micro_batch
+    import yaml
+    s1 = yaml.safe_load((ROOT / "params" / "135m" / "fig3a.yaml").read_text())["stage1"]
+    acc = json.loads((out / "tp135-eelib-compiled.json").read_text())["results"][0]["accum"]
+    assert acc["micro_batches"] == s1["batch_size"] // s1["micro_batch"] == 8 and acc["tokens_per_s"] > 0
+    assert "8 micro-batches a step" in p.stdout
     assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")
     assert chunk("tp135-eelib-compiled-chunked") > 0
     assert "failed: []" in p.stdout
