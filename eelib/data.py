@@ -173,6 +173,10 @@ def shard_key(corpus: str, split: str, data: DataConfig) -> list:
     """What a token shard depends on; its digest names the cache file (benchmarks prefill by it)."""
     files = files_identity(data.data_files[corpus]) if data.source == "local" else None
     key = [corpus, split, data.source, tokenizer_id(data.tokenizer), files, CORPUS_SEED]
+    if split == "val" and data.source != "offline":
+        # A hash-split val set is now read shuffled (corpora/hub.py), so its shards are new. Every
+        # hub/local val key gets the mark: local C4 without validation files is hash-split too.
+        key.append("val-order:shuffled")
     revision = data.revisions.get(corpus)
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
 

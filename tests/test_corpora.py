@@ -208,7 +208,7 @@ def test_local_hash_split(name):
     texts = [r["text"] for r in _jsonl(path)]
     val = list(documents(name, "val", source="local", data_files=str(path)))
     train = list(documents(name, "train", source="local", data_files=str(path)))
-    assert val == [t for t in texts if heldout(t, 200)] and len(val) == 4
+    assert sorted(val) == sorted(t for t in texts if heldout(t, 200)) and len(val) == 4
     assert sorted(train) == sorted(t for t in texts if not heldout(t, 200))
 
 
@@ -220,7 +220,7 @@ def test_own_corpus_under_any_name_uses_the_hash_split_and_a_fixed_val():
     val = list(documents("my_domain", "val", source="local", data_files=str(path), seed=0))
     assert val == list(documents("my_domain", "val", source="local", data_files=str(path), seed=7))
     train = {s: list(documents("my_domain", "train", source="local", data_files=str(path), seed=s)) for s in (0, 7)}
-    assert val == [t for t in texts if heldout(t, 200)] and len(val) == 4
+    assert sorted(val) == sorted(t for t in texts if heldout(t, 200)) and len(val) == 4
     assert sorted(train[0]) == sorted(train[7]) == sorted(t for t in texts if not heldout(t, 200))
     assert train[0] != train[7]  # the seed moves the order, not the content
     assert not set(val) & set(train[0])
@@ -233,7 +233,7 @@ def test_local_flan_renders_inputs_targets():
     docs = [f"Instruction: {r['inputs'].strip()}\nResponse: {r['targets'].strip()}" for r in rows]
     train = list(documents("flan", "train", source="local", data_files=str(FIXTURES / "flan")))
     val = list(documents("flan", "val", source="local", data_files=str(FIXTURES / "flan")))
-    assert val == [d for d in docs if heldout(d, 200)] and len(val) == 4
+    assert sorted(val) == sorted(d for d in docs if heldout(d, 200)) and len(val) == 4
     assert sorted(train) == sorted(d for d in docs if not heldout(d, 200))
     assert render(rows[0]["inputs"], rows[0]["targets"]) == docs[0]
 
@@ -244,7 +244,24 @@ def test_local_parquet(tmp_path):
     rows = _jsonl(FIXTURES / "musicpile" / "train.jsonl")
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
     val = list(documents("musicpile", "val", source="local", data_files=str(tmp_path / "*.parquet")))
-    assert val == [r["text"] for r in rows if heldout(r["text"], 200)]
+    assert sorted(val) == sorted(r["text"] for r in rows if heldout(r["text"], 200))
+
+
+def test_hash_split_val_is_drawn_across_files_not_in_file_order(tmp_path):
+    """Four files of one source each (as FLAN's files group task families): val, read from the
+    shuffled stream with a fixed seed, mixes the files the way train does, not file by file."""
+    for i, src in enumerate("abcd"):
+        with open(tmp_path / f"part-{i}.jsonl", "w") as f:
+            for j in range(600):
+                f.write(json.dumps({"text": f"{src} document {j} " + "x" * (j % 7)}) + "\n")
+    texts = [f"{src} document {j} " + "x" * (j % 7) for src in "abcd" for j in range(600)]
+    in_order = [t for t in texts if heldout(t, 200)]
+    assert len(in_order) >= 8
+    val = list(documents("my_domain", "val", source="local", data_files=str(tmp_path / "*.jsonl"), seed=3))
+    assert sorted(val) == sorted(in_order) and val != in_order
+    first = {t[0] for t in val[:len(val) // 2]}
+    assert len(first) >= 3, val  # file order would give the first half from files a and b only
+    assert val == list(documents("my_domain", "val", source="local", data_files=str(tmp_path / "*.jsonl"), seed=9))
 
 
 def test_local_needs_data_files():

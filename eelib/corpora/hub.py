@@ -10,8 +10,11 @@ Design choices:
   hang; `datasets` itself would retry for ~25 s before failing.
 - Held-out data: C4 has an official validation split; the other corpora ship only `train`, so
   1 document in `heldout_every` is held out by a stable hash of its text (eelib.corpora.split).
-- Train order: a seeded shuffle buffer (`IterableDataset.shuffle`), so `seed` changes the order
-  but not the content; val is read in file order.
+- Order: a seeded shuffle of files and a buffer (`IterableDataset.shuffle`), so `seed` changes
+  the train order but not the content. A hash-split corpus's val is read from the same kind of
+  shuffled stream, with a fixed seed (the same val for every seed): read in file order it would
+  come from the first files by name alone (FLAN's are grouped by task family), a distribution
+  unlike train's. An official val split (C4's validation files) is read as shipped.
 - Streams end when the source is exhausted; they do not cycle.
 """
 
@@ -32,6 +35,7 @@ from .split import in_split
 _OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _PROBE_TIMEOUT_S = 2.0
 _SHUFFLE_BUFFER = 10_000
+VAL_SEED = 0  # the order a hash-split val set is read in, whatever the run's seed
 _JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".json.zst", ".jsonl.zst")
 
 
@@ -168,6 +172,8 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
     ds, hash_split = _stream(spec, split, source, seed, data_files, revision)
     if split == "train":
         ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
+    elif hash_split:  # val drawn across the files like train, and fixed (module docstring)
+        ds = ds.shuffle(seed=VAL_SEED, buffer_size=_SHUFFLE_BUFFER)
 
     def texts() -> Iterator[str]:
         for record in ds:
