@@ -64,8 +64,23 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
 
 
 def _stage2_key(cfg: C.ExperimentConfig) -> dict:
-    return {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
-            "val_tokens": cfg.data.val_tokens, "stage2": dataclasses.asdict(cfg.stage2)}
+    key = {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
+           "val_tokens": cfg.data.val_tokens, "stage2": dataclasses.asdict(cfg.stage2)}
+    if cfg.allocation == "split":  # the warmup rule below changed what a split stage 2 trains
+        key["warmup"] = SPLIT_WARMUP_RULE
+    return key
+
+
+SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"
+
+
+def _warmup(warmup_steps: int, max_steps: int, split: bool) -> int:
+    """The stage-2 warmup. Under the compute-matched split (Fig 3b) stage 2 is one pass over the
+    (1−λ) share of D_post, so its length falls with λ: at 135M, |D_post| = 30M, batch 192 it is
+    153 steps at λ = 0 and 39 at λ = 0.75, against Table 7's 500 warmup steps. Such a stage would
+    never reach its peak LR nor decay, by a different amount at each λ, which confounds the λ
+    curve; so warmup takes at most a third of the stage (docs/decisions.md)."""
+    return min(warmup_steps, max_steps // 3) if split else warmup_steps
 
 
 def _stage3_key(cfg: C.ExperimentConfig, lr: float) -> dict:
@@ -314,7 +329,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     set_dropout(model, s2.dropout)
     max_steps = (_steps(mix.total, s2.batch_size) if split
                  else max(1, s2.max_tokens // (s2.batch_size * d.seq_len)))
-    spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=s2.warmup_steps,
+    spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=_warmup(s2.warmup_steps, max_steps, split),
                     weight_decay=s2.weight_decay, batch_size=s2.batch_size, micro_batch=s2.micro_batch,
                     max_steps=max_steps, eval_interval=s2.eval_interval,
                     patience=0 if split else s2.patience, early_stop_key="L_post_val", chunked_ce=cfg.ce_chunk)

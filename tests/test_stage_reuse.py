@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from conftest import TINY, compared, read_rows, run_cli, run_tiny, write_params
+
+from eelib import train as T
 
 
 def _copy_baseline(baseline, tmp_path):
@@ -56,3 +59,36 @@ def test_fig3b_reuses_the_fig3a_stage1_and_trains_its_own_stage2(tmp_path, basel
     p = run_tiny(fresh)
     assert p.returncode == 0, p.stderr[-2000:]
     assert compared(read_rows(fresh, "split")) == compared(read_rows(tmp_path, "split"))
+
+
+def test_split_stage2_warmup_takes_at_most_a_third_of_the_stage(tmp_path, monkeypatch):
+    """Fig 3b's stage 2 is one pass over (1−λ)·|D_post|, shorter as λ grows: its warmup is capped
+    at a third of its steps, so the LR reaches its peak and decays at every λ (decisions.md)."""
+    from eelib import config as C
+    from eelib import stages
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, mix, spec, **kw):
+        seen[kw["desc"]] = spec
+        raise Stop
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["stage2"]["warmup_steps"] = 500  # Table 7's value, far above this stage's steps
+    for alloc in ("split", "added"):
+        cfg = C.from_dict(dict(raw, allocation=alloc, name=alloc))
+        stage1 = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+        monkeypatch.setattr(stages, "train", fake_train)
+        with pytest.raises(Stop):
+            stages.posttrain(cfg, stage1, root=tmp_path / "out", progress=False)
+        monkeypatch.undo()
+        spec = seen.pop(f"stage2 λ={cfg.stage1.lam}")
+        if alloc == "split":  # 125 windows of D_post, 62 in stage 1: 63 left, 8 steps of 8
+            assert spec.max_steps == 8 and spec.warmup_steps == 2
+            assert T.lr_at(spec.warmup_steps, spec) == spec.lr  # the peak is reached
+        else:  # Fig 3a keeps the configured warmup
+            assert spec.warmup_steps == 500
+    assert stages._stage2_key(C.from_dict(dict(raw, allocation="split")))["warmup"] == stages.SPLIT_WARMUP_RULE
+    assert "warmup" not in stages._stage2_key(C.from_dict(dict(raw, allocation="added")))
