@@ -2,12 +2,21 @@
 
 Each claim gets a verdict computed from the rows, never written by hand:
 
-    holds           the effect is in the claimed direction and larger than 2 standard errors across
-                    seeds (mean > 2·SE, i.e. paired t > 2; one-sided p from a hand-written Student-t
-                    CDF and an exact sign-test p are reported alongside)
-    does not hold   the test could be run (>= 3 seeds with the needed rows) and the threshold is not met
+    holds           the effect is in the claimed direction, significantly: one-sided paired t-test
+                    across seeds, p < ALPHA = 0.05 (t above the Student-t critical value for n−1
+                    degrees of freedom; hand-written CDF, no scipy). An exact sign-test p is
+                    reported alongside
+    does not hold   the effect is significantly in the *opposite* direction (the same test, reversed)
+    not shown       the test ran (>= 3 seeds with the needed rows) and neither direction is
+                    significant: the data do not show the effect (with 3 seeds the test has little
+                    power, so this is what a small effect usually gets)
     inconclusive    the test could not be run: the needed rows are missing (e.g. no allocation=split
-                    runs, no +replay method) or fewer than 3 seeds have them; the reason is stated
+                    runs, no +replay method, no λ = 1) or fewer than 3 seeds have them; the reason is stated
+
+Each claim is tested within one pipeline (D_post→D_ft) and one |D_post|, never across them (L_ret of
+music→chem and of flan→chem are losses on different corpora); with several, each is a part and
+the claim holds only if every part does (`_combine`). The frontier claims (a, b, e, f) compare full
+post-training runs (allocation=added); Fig 3b's split runs are not such a comparison.
 
 Claims (paper section -> statistic per seed, then the threshold across seeds):
     a  mixing improves the L_ret-vs-L_ft frontier (§4.3, Fig 2): mean vertical gap between the
@@ -43,9 +52,9 @@ from eelib import frontier as F
 from eelib.io import atomic_write_json, atomic_write_text
 
 MIN_SEEDS = 3
-SE_MULT = 2.0        # holds if mean > SE_MULT · standard error
+ALPHA = 0.05         # one-sided level of the paired t-test that decides holds / does not hold
 FLAT_RATIO = 1 / 3   # claim c: |ΔL_im| at most a third of ΔL_ret
-HOLDS, NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+HOLDS, NOT_SHOWN, NOT_HOLD, INCONCLUSIVE = "holds", "not shown", "does not hold", "inconclusive"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +82,15 @@ def t_sf(t: float, dof: int) -> float:
         a = s * acc
     p = (1 - a) / 2
     return p if t >= 0 else 1 - p
+
+
+def t_crit(dof: int, alpha: float = ALPHA) -> float:
+    """The t with P(T > t) = alpha for `dof` degrees of freedom (bisection on t_sf)."""
+    lo, hi = 0.0, 1e4
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_sf(mid, dof) > alpha else (lo, mid)
+    return hi
 
 
 def sign_test_p(diffs: Sequence[float]) -> float:
@@ -106,10 +124,17 @@ def paired_summary(diffs: Sequence[float]) -> dict:
 
 
 def verdict_of(s: dict) -> str:
-    """holds if n >= MIN_SEEDS and mean > SE_MULT·SE (a zero-variance positive effect also holds)."""
+    """holds if the one-sided p < ALPHA; does not hold if the reversed test's p < ALPHA; else not
+    shown; inconclusive under MIN_SEEDS seeds. A zero-variance effect counts by its sign."""
     if s["n"] < MIN_SEEDS:
         return INCONCLUSIVE
-    return HOLDS if s["mean"] > 0 and s["mean"] > SE_MULT * s["se"] else NOT_HOLD
+    if s["p_t"] < ALPHA:
+        return HOLDS
+    return NOT_HOLD if 1 - s["p_t"] < ALPHA else NOT_SHOWN
+
+
+def _stats(s: dict) -> str:
+    return f"t = {_fmt(s['t'], 2)}, p = {_fmt(s['p_t'], 3)}, n = {s['n']}"
 
 
 def _fmt(x, nd=4) -> str:
@@ -129,34 +154,50 @@ def _claim(cid: str, text: str, paper: str, verdict: str, reason: str, test: str
 # ---------------------------------------------------------------------------------------------
 # Frontier claims (a, b, e, f)
 
-def _mixed_lam(df: pd.DataFrame, methods: Iterable[str]) -> float | None:
-    sub = df[df["method"].isin(list(methods)) & (df["lam"] > 0)]
-    return float(sub["lam"].max()) if len(sub) else None
+def _is_mixed(method: str) -> bool:
+    return method.replace("LoRA-", "").startswith("mixed")
+
+
+def _lam_of(pts: pd.DataFrame, base: str, other: str) -> dict:
+    """The λ each method's frontier is read at: unmixed at 0; a mixed method at its largest λ, or,
+    when both are mixed (mixed vs mixed+replay), at the largest λ both have, so they differ only
+    in the method. A missing common λ gives None for both."""
+    lams = {m: sorted(set(pts.loc[(pts.method == m) & (pts.lam > 0), "lam"])) for m in (base, other)}
+    if _is_mixed(base) and _is_mixed(other):
+        common = set(lams[base]) & set(lams[other])
+        lam = max(common) if common else None
+        return {base: lam, other: lam}
+    return {m: (max(lams[m]) if lams[m] else None) if _is_mixed(m) else None for m in (base, other)}
 
 
 def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
                       trajectory: bool = True) -> dict:
     """Per seed: mean gap (base frontier − other frontier, positive = other better) over the
-    common x-range of the view, then the paired summary across seeds. Mixed methods are read at
-    their largest λ."""
+    common x-range of the view, then the paired summary across seeds. Rows of one pipeline and
+    one |D_post| (`_frontier_claim` groups them). Mixed methods are read at λ as `_lam_of` says."""
     pts = F.points(rows, trajectory=trajectory)
     per_seed, skipped, dominated = {}, {}, {}
     have = set(pts["method"]) if len(pts) else set()
     missing = [m for m in (base, other) if m not in have]
     if missing:
         return {"missing": missing, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
-    lams = {}
-    for m in (base, other):
-        lam = _mixed_lam(pts, [m]) if m.replace("LoRA-", "").startswith("mixed") else None
-        lams[m] = lam
+    lams = _lam_of(pts, base, other)
+    if _is_mixed(base) and _is_mixed(other) and lams[base] is None:
+        return {"missing": [], "no_common_lam": True, "lams": lams, "per_seed": {}, "skipped": {},
+                "dominated": {}, "summary": paired_summary([])}
     seeds = sorted(set(pts.loc[pts.method == base, "seed"]) & set(pts.loc[pts.method == other, "seed"]))
     for seed in seeds:
-        fr = {}
+        fr, empty = {}, []
         for m in (base, other):
             g = pts[(pts.method == m) & (pts.seed == seed)]
             if lams[m] is not None:
                 g = g[g["lam"] == lams[m]]
-            fr[m] = F.front_of(g, view)
+            if g.empty:
+                empty.append(f"no {m} rows at λ={lams[m]:g}")
+            fr[m] = F.front_of(g, view) if len(g) else None
+        if empty:
+            skipped[int(seed)] = "; ".join(empty)
+            continue
         gap = F.mean_gap(fr[base], fr[other])
         dominated[int(seed)] = F.dominated_fraction(fr[base], fr[other])
         if math.isnan(gap):
@@ -167,14 +208,13 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
             "summary": paired_summary(list(per_seed.values()))}
 
 
-def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> dict:
+def _frontier_part(cid, text, paper, rows, base, other, view, trajectory, test) -> dict:
     r = frontier_gap_test(rows, base, other, view, trajectory)
     s = r["summary"]
-    test = (f"per seed: mean vertical gap {base} − {other} frontier over their common x-range "
-            f"({view}; {'final + trajectory' if trajectory else 'final'} points; positive = {other} "
-            f"better); holds if mean > {SE_MULT:g}·SE over ≥ {MIN_SEEDS} seeds")
     if r["missing"]:
         return _claim(cid, text, paper, INCONCLUSIVE, f"no rows of method(s) {r['missing']}", test)
+    if r.get("no_common_lam"):
+        return _claim(cid, text, paper, INCONCLUSIVE, f"{base} and {other} share no λ > 0", test)
     v = verdict_of(s)
     if v == INCONCLUSIVE:
         reason = (f"only {s['n']} seed(s) with overlapping {base}/{other} frontiers (need {MIN_SEEDS})"
@@ -182,11 +222,49 @@ def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> di
                   + f"; descriptive only: share of the {base} frontier dominated by {other}'s, per seed: "
                   + ", ".join(f"{k}: {v:.2f}" for k, v in r["dominated"].items()))
     else:
-        reason = f"mean gap {_fmt(s['mean'])} ± {_fmt(s['se'])} (SE), t = {_fmt(s['t'], 2)}"
+        reason = f"mean gap {_fmt(s['mean'])} ± {_fmt(s['se'])} (SE), {_stats(s)}"
     nums = {"per_seed": r["per_seed"], "skipped": r["skipped"], "lam": r.get("lams"),
             "dominated_fraction": r.get("dominated"),
             **{k: s[k] for k in ("n", "mean", "std", "se", "t", "p_t", "p_sign")}}
     return _claim(cid, text, paper, v, reason, test, nums)
+
+
+def _setting_label(keys: tuple, values: tuple, varying: set) -> str:
+    """'music->chem, post_tokens=200000' with only the fields that vary across the groups."""
+    shown = [(k, v) for k, v in zip(keys, values) if k in varying] or list(zip(keys, values))[:1]
+    return ", ".join(str(v) if k == "pipeline" else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in shown)
+
+
+def _by_setting(rows: pd.DataFrame, keys: tuple) -> list[tuple[str, pd.DataFrame]]:
+    """Rows split by the setting columns `keys` that are present: (label, rows) per setting."""
+    keys = tuple(k for k in keys if k in rows.columns)
+    if not keys or rows.empty:
+        return [("all", rows)]
+    groups = list(rows.groupby(list(keys), sort=True))
+    varying = {k for k in keys if rows[k].nunique() > 1}
+    return [(_setting_label(keys, v if isinstance(v, tuple) else (v,), varying), g) for v, g in groups]
+
+
+SETTING = ("pipeline", "post_tokens")  # never pooled: L_ret of different pipelines is a different loss
+
+
+def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> dict:
+    test = (f"per pipeline and |D_post|, allocation=added runs, per seed: mean vertical gap {base} − {other} "
+            f"frontier over their common x-range ({view}; {'final + trajectory' if trajectory else 'final'} "
+            f"points; positive = {other} better); holds if one-sided paired t-test p < {ALPHA:g} over "
+            f"≥ {MIN_SEEDS} seeds, in every setting")
+    if "allocation" in rows.columns and len(rows):
+        rows = rows[rows["allocation"] == "added"]
+        if rows.empty:
+            return _claim(cid, text, paper, INCONCLUSIVE,
+                          "no allocation=added runs (Fig 3b's split runs do not compare full post-training)", test)
+    settings = _by_setting(rows, SETTING)
+    parts = [_frontier_part(cid, text, paper, g, base, other, view, trajectory, test) | {"part": label}
+             for label, g in settings]
+    if len(parts) == 1:
+        return parts[0]
+    return _combine(cid, text, paper, parts, test, {"settings": [p["part"] for p in parts]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,17 +280,18 @@ def _fig3_rows(rows: pd.DataFrame, allocation: str, stage3_lr: float | None) -> 
 
 def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
     text = "Fig 3a: with λ·|D_post| added to stage 1, L_im stays flat while L_ret improves as λ grows"
-    test = (f"per seed and post size: ΔL_ret = L_ret(λ=0) − L_ret(λ_max), ΔL_im likewise (one stage-3 LR); "
-            f"holds if mean ΔL_ret > {SE_MULT:g}·SE and |mean ΔL_im| ≤ {FLAT_RATIO:.2f}·mean ΔL_ret "
-            f"for every post size with ≥ {MIN_SEEDS} seeds")
+    test = (f"per seed, pipeline, post size and stage-2 config: ΔL_ret = L_ret(λ=0) − L_ret(λ_max), ΔL_im "
+            f"likewise (one stage-3 LR); holds if ΔL_ret > 0 by a one-sided paired t-test at p < {ALPHA:g} "
+            f"and |mean ΔL_im| ≤ {FLAT_RATIO:.2f}·mean ΔL_ret, in every setting with ≥ {MIN_SEEDS} seeds")
     sub, lr = _fig3_rows(rows, "added", stage3_lr)
     if sub.empty:
         return _claim("c", text, "§4.1, Fig 3a", INCONCLUSIVE, "no allocation=added rows of plain unmixed/mixed runs", test)
     parts = []
-    for post, g in sub.groupby("post_tokens"):
+    for label, g in _by_setting(sub, FIG3_SETTING):
+        post = label
         lam_lo, lam_hi = float(g["lam"].min()), float(g["lam"].max())
         if lam_lo != 0 or lam_hi == 0:
-            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
+            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
                           "reason": f"needs λ=0 and some λ>0 runs, have λ ∈ {sorted(set(g['lam']))}"})
             continue
         d_ret, d_im = [], []
@@ -222,42 +301,58 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                 d_ret.append(float(a["L_ret"].mean() - b["L_ret"].mean()))
                 d_im.append(float(a["L_im"].mean() - b["L_im"].mean()))
         sr, si = paired_summary(d_ret), paired_summary(d_im)
-        part = {"post_tokens": int(post), "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
+        part = {"post_tokens": post, "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
         if sr["n"] < MIN_SEEDS:
             part |= {"verdict": INCONCLUSIVE, "reason": f"{sr['n']} paired seed(s), need {MIN_SEEDS}"}
         else:
-            improves = verdict_of(sr) == HOLDS
+            ret = verdict_of(sr)
+            improves = ret == HOLDS
             flat = improves and abs(si["mean"]) <= FLAT_RATIO * sr["mean"]
             part |= {"improves": improves, "flat": flat,
                      "im_over_ret": abs(si["mean"]) / sr["mean"] if sr["mean"] > 0 else None,
-                     "verdict": HOLDS if improves and flat else NOT_HOLD,
-                     "reason": (f"ΔL_ret {_fmt(sr['mean'])} ± {_fmt(sr['se'])}, ΔL_im {_fmt(si['mean'])} ± "
-                                f"{_fmt(si['se'])}" + ("" if improves else "; L_ret not improved beyond 2 SE")
-                                + ("" if flat or not improves else "; L_im not flat"))}
+                     "verdict": (HOLDS if flat else NOT_HOLD) if improves else ret,
+                     "reason": (f"ΔL_ret {_fmt(sr['mean'])} ± {_fmt(sr['se'])} ({_stats(sr)}), ΔL_im "
+                                f"{_fmt(si['mean'])} ± {_fmt(si['se'])}"
+                                + {HOLDS: "", NOT_SHOWN: "; L_ret improvement not significant",
+                                   NOT_HOLD: "; L_ret significantly worse at λ_max"}[ret]
+                                + ("; L_im not flat" if improves and not flat else ""))}
         parts.append(part)
-    return _combine("c", text, "§4.1, Fig 3a", parts, test, {"stage3_lr": lr})
+    nums = {"stage3_lr": lr}
+    if "stage2_stopped_early" in sub.columns and "allocation" in sub.columns:
+        runs = sub.drop_duplicates("run") if "run" in sub.columns else sub
+        early = int(runs["stage2_stopped_early"].fillna(False).astype(bool).sum())
+        nums["stage2_stopped_early"] = f"{early} of {len(runs)}"
+        if early < len(runs):  # the paper's L_im is converged; say when ours is not
+            for p in parts:
+                p["reason"] += (f"; stage 2 stopped early in {early} of {len(runs)} runs (the others ran "
+                                "to the token cap: L_im trained to the cap, not converged)")
+    return _combine("c", text, "§4.1, Fig 3a", parts, test, nums)
 
 
 def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
     text = "Fig 3b: with one pass over D_post split λ / (1−λ), L_ret is best at an interior λ"
-    test = (f"per post size: λ* = argmin of the seed-mean L_ret curve (one stage-3 LR); per seed "
-            f"L_ret(λ_end) − L_ret(λ*) for both ends of the λ grid; holds if λ* is interior and both "
-            f"mean gaps > {SE_MULT:g}·SE over ≥ {MIN_SEEDS} seeds (λ* chosen on the same data)")
+    test = (f"per pipeline, post size and stage-2 config, λ grid with 0 and 1: λ* = argmin of the seed-mean "
+            f"L_ret curve (one stage-3 LR); per seed L_ret(λ_end) − L_ret(λ*) for λ_end = 0 and 1; holds if λ* "
+            f"is interior and both gaps > 0 at p < {ALPHA:g} (one-sided paired t) over ≥ {MIN_SEEDS} seeds "
+            f"(λ* chosen on the same data); does not hold if λ* is an end that beats the best interior λ "
+            f"at p < {ALPHA:g}")
     sub, lr = _fig3_rows(rows, "split", stage3_lr)
     if sub.empty:
         return _claim("d", text, "§4.2, Fig 3b", INCONCLUSIVE,
                       "no allocation=split (compute-matched) runs; run a params file with allocation: split", test)
     parts = []
-    for post, g in sub.groupby("post_tokens"):
+    for label, g in _by_setting(sub, FIG3_SETTING):
+        post = label
         lams = sorted(set(g["lam"]))
         curve = g.groupby(["seed", "lam"])["L_ret"].mean().unstack("lam")
         curve = curve.dropna()  # seeds with every λ
-        if len(lams) < 3:
-            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
-                          "reason": f"needs ≥ 3 λ values, have {lams}"})
+        if len(lams) < 3 or lams[0] != 0 or lams[-1] != 1:
+            # "interior" is about (0, 1): a grid without both ends cannot show it
+            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
+                          "reason": f"needs λ = 0, λ = 1 and one λ between, have {lams}"})
             continue
         if len(curve) < MIN_SEEDS:
-            parts.append({"post_tokens": int(post), "verdict": INCONCLUSIVE,
+            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
                           "reason": f"{len(curve)} seed(s) with every λ, need {MIN_SEEDS}"})
             continue
         mean_curve = curve.mean()
@@ -265,24 +360,39 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
         ends = {"lo": lams[0], "hi": lams[-1]}
         gaps = {k: paired_summary((curve[e] - curve[lam_star]).tolist()) for k, e in ends.items()}
         interior = lam_star not in (lams[0], lams[-1])
-        ok = interior and all(verdict_of(s) == HOLDS for s in gaps.values())
-        parts.append({"post_tokens": int(post), "lam_star": lam_star, "interior": interior,
-                      "mean_curve": {str(k): float(v) for k, v in mean_curve.items()},
-                      "gap_lo": gaps["lo"], "gap_hi": gaps["hi"],
-                      "verdict": HOLDS if ok else NOT_HOLD,
+        if interior:
+            v = HOLDS if all(verdict_of(g_) == HOLDS for g_ in gaps.values()) else NOT_SHOWN
+            why = ""
+        else:  # the best λ is an end: does not hold if that end beats the best interior λ significantly
+            inner = float(mean_curve.loc[lams[1:-1]].idxmin())
+            vs_inner = paired_summary((curve[inner] - curve[lam_star]).tolist())
+            v = NOT_HOLD if verdict_of(vs_inner) == HOLDS else NOT_SHOWN
+            why = f"; best interior λ = {inner:g} is worse by {_fmt(vs_inner['mean'])} ± {_fmt(vs_inner['se'])} ({_stats(vs_inner)})"
+        parts.append({"post_tokens": post, "lam_star": lam_star, "interior": interior,
+                      "mean_curve": {str(k): float(v_) for k, v_ in mean_curve.items()},
+                      "gap_lo": gaps["lo"], "gap_hi": gaps["hi"], "verdict": v,
                       "reason": (f"λ* = {lam_star:g} ({'interior' if interior else 'an endpoint'}); "
-                                 f"gap to λ={ends['lo']:g}: {_fmt(gaps['lo']['mean'])} ± {_fmt(gaps['lo']['se'])}, "
-                                 f"to λ={ends['hi']:g}: {_fmt(gaps['hi']['mean'])} ± {_fmt(gaps['hi']['se'])}")})
+                                 f"gap to λ={ends['lo']:g}: {_fmt(gaps['lo']['mean'])} ± {_fmt(gaps['lo']['se'])} "
+                                 f"(p = {_fmt(gaps['lo']['p_t'], 3)}), to λ={ends['hi']:g}: "
+                                 f"{_fmt(gaps['hi']['mean'])} ± {_fmt(gaps['hi']['se'])} (p = {_fmt(gaps['hi']['p_t'], 3)})"
+                                 + why)})
     return _combine("d", text, "§4.2, Fig 3b", parts, test, {"stage3_lr": lr})
 
 
+# Fig 3's settings: pipeline, |D_post| and the stage-2 configuration (one Fig 3 curve each).
+FIG3_SETTING = ("pipeline", "post_tokens", "stage2_lr", "stage2_batch")
+
+
 def _combine(cid, text, paper, parts, test, numbers) -> dict:
-    """All parts must hold; any 'does not hold' fails; otherwise (only inconclusive) inconclusive."""
+    """Holds if every part holds; else does not hold if a part does not; else not shown if a part
+    is not shown; else (only inconclusive, or inconclusive beside holds) inconclusive."""
     vs = [p["verdict"] for p in parts]
     if vs and all(v == HOLDS for v in vs):
         v = HOLDS
     elif NOT_HOLD in vs:
         v = NOT_HOLD
+    elif NOT_SHOWN in vs:
+        v = NOT_SHOWN
     else:
         v = INCONCLUSIVE
     key = "post_tokens" if parts and "post_tokens" in parts[0] else "part"
@@ -324,8 +434,10 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
 def to_markdown(claims: list[dict], experiment: str, n_rows: int) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
              f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
-             f"Verdicts: **holds** = mean effect > {SE_MULT:g}·SE across ≥ {MIN_SEEDS} seeds; "
-             "**does not hold** = tested, threshold not met; **inconclusive** = not testable (reason given). "
+             f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
+             f"≥ {MIN_SEEDS} seeds at p < {ALPHA:g}; **does not hold** = significantly the opposite way; "
+             "**not shown** = tested, neither direction significant (3 seeds have little power); "
+             "**inconclusive** = not testable (reason given). Each pipeline and |D_post| is tested on its own. "
              "Losses are nats/token; the paper's scale (135M/1B) differs from a CPU run's, so compare signs, "
              "not magnitudes.", "",
              "| claim | paper | verdict | numbers |", "|---|---|---|---|"]
@@ -336,7 +448,7 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int) -> str:
         lines.append(f"* **{c['id']}**: {c['test']}")
         for p in c.get("parts", []):
             if "id" in p:
-                lines.append(f"  * {p['id']}: **{p['verdict']}**: {p['reason']}")
+                lines.append(f"  * {p.get('part', p['id'])}: **{p['verdict']}**: {p['reason']}")
     return "\n".join(lines) + "\n"
 
 
@@ -359,7 +471,7 @@ def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
     atomic_write_text(md, to_markdown(claims, experiment, n_rows))
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
-                           "se_mult": SE_MULT, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims)})
+                           "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims)})
     return {"claims_md": md, "claims_json": js}
 
 

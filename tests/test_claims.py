@@ -53,11 +53,57 @@ def test_clear_effect_holds():
     assert c["e"]["verdict"] == CL.INCONCLUSIVE and c["f"]["verdict"] == CL.INCONCLUSIVE
 
 
-def test_no_effect_does_not_hold():
+def test_no_effect_is_not_shown():
     rows = [r for s in range(4) for r in frontier_rows("unmixed", 0.0, s) + frontier_rows("mixed", 1.0, s)]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == CL.NOT_HOLD
+    assert c["a"]["verdict"] == CL.NOT_SHOWN  # tested, neither direction significant
     assert c["a"]["numbers"]["mean"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_holds_needs_p_below_alpha_not_two_standard_errors():
+    """t = 2.5 on 3 seeds passed the old 2·SE bar but is p = 0.065 one-sided: not shown."""
+    assert CL.t_crit(2) == pytest.approx(2.919986, abs=1e-4)
+    assert CL.t_crit(4) == pytest.approx(2.131847, abs=1e-4)
+    s = CL.paired_summary([1.0, 2.0, 3.0 + math.sqrt(0)])  # mean 2, SE 0.577: t = 3.46
+    assert CL.verdict_of(s) == CL.HOLDS
+    d = [0.2, 0.5, 0.8]
+    s = CL.paired_summary(d)  # mean 0.5, SE 0.173: t = 2.89 < 2.92
+    assert s["t"] > 2 and CL.verdict_of(s) == CL.NOT_SHOWN
+    assert CL.verdict_of(CL.paired_summary([-x for x in (1.0, 2.0, 3.0)])) == CL.NOT_HOLD
+
+
+def test_pipelines_are_tested_apart_not_pooled():
+    """L_ret of music→chem and of flan→chem are losses on different corpora: each pipeline is a
+    part, and mixing that helps in one and hurts in the other cannot pool into one verdict."""
+    rows = []
+    for s in range(3):
+        rows += frontier_rows("unmixed", 0.0, s, 0.0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)
+        rows += frontier_rows("unmixed", 0.0, s, -1.0, 0.01, pipeline="flan->chem")
+        rows += frontier_rows("mixed", 1.0, s, -0.7, 0.01, pipeline="flan->chem")
+    a = by_id(CL.evaluate(rows))["a"]
+    parts = {p["part"]: p["verdict"] for p in a["parts"]}
+    assert parts == {"music->chem": CL.HOLDS, "flan->chem": CL.NOT_HOLD}
+    assert a["verdict"] == CL.NOT_HOLD and "music->chem: holds" in a["reason"]
+
+
+def test_split_runs_are_not_a_frontier_comparison():
+    """Fig 3b's split rows: λ = 1 has no stage 2, so 'mixed' vs 'unmixed' there is not Fig 2's test."""
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01, allocation="split")
+            + frontier_rows("mixed", 1.0, s, -0.3, 0.01, allocation="split")]
+    c = by_id(CL.evaluate(rows))
+    assert c["a"]["verdict"] == c["b"]["verdict"] == CL.INCONCLUSIVE
+    assert "allocation=added" in c["a"]["reason"]
+
+
+def test_replay_is_compared_with_mixed_at_a_common_lambda():
+    rows = []
+    for s in range(3):
+        rows += frontier_rows("mixed", 0.5, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -1.0, 0.01)
+        rows += frontier_rows("mixed+replay", 0.5, s, -0.2, 0.01)
+    e = by_id(CL.evaluate(rows))["e"]
+    replay = next(p for p in e["parts"] if p["id"] == "e.replay")
+    assert replay["numbers"]["lam"] == {"mixed": 0.5, "mixed+replay": 0.5}
+    assert replay["verdict"] == CL.HOLDS  # at λ = 1 mixed alone would have looked better
 
 
 def test_opposite_effect_does_not_hold():
@@ -126,6 +172,12 @@ def test_fig3b_interior_optimum():
     assert c["verdict"] == CL.HOLDS and c["parts"][0]["lam_star"] == 0.25
     rows = fig3_rows("split", [2.3, 2.25, 2.2, 2.15, 2.1], [2.0] * 5)   # monotone: optimum at the end
     assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.NOT_HOLD
+    rows = fig3_rows("split", [2.3, 2.2, 2.2, 2.2, 2.2], [2.0] * 5)   # flat after λ=0: no interior optimum shown
+    assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.NOT_SHOWN
+    # a grid without λ = 1 (or 0) cannot show an interior optimum of [0, 1]
+    rows = [r for r in fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.33], [2.0] * 5) if r["lam"] < 1]
+    d = by_id(CL.evaluate(rows))["d"]
+    assert d["verdict"] == CL.INCONCLUSIVE and "λ = 1" in d["reason"]
 
 
 def test_empty_rows_all_inconclusive():

@@ -22,8 +22,10 @@ rows, tests the paper's six claims and draws its figures next to the run:
 * **c**: Fig 3a, L_im flat while L_ret improves with λ; **d**: Fig 3b, an interior optimum of λ;
 * **e**: replay and dropout add to mixing (Fig 4); **f**: mixing helps LoRA too (Fig 7).
 
-A claim **holds** if the per-seed effect's mean exceeds 2 standard errors over at least 3 seeds; it is
-**inconclusive** when the rows it needs are missing (the report says which). The definitions are in
+A claim **holds** if a one-sided paired t-test over at least 3 seeds puts the effect in the claimed
+direction at p < 0.05, **does not hold** if it is significantly the other way, is **not shown** if
+neither, and is **inconclusive** when the rows it needs are missing (the report says which). Each
+pipeline and |D_post| is tested on its own. The definitions are in
 `docs/frontiers.md`. The same report is `eelib report <experiment>` on the command line."""),
     new_code_cell('experiment = "quick"\nroot = "outputs"', metadata={"tags": ["parameters"]}),
     new_code_cell("""\

@@ -30,8 +30,10 @@ def _figure(edir: Path) -> str:
     return f"![{edir.name}: {figs[0].stem}]({dest.relative_to(ROOT)})\n\n"
 
 
-def _extra(edir: Path) -> str:
-    """A further experiment: its figure and the claims it could test (full report copied to docs/results/)."""
+def _extra(edir: Path, main_claims: dict) -> str:
+    """A further experiment: its figure and the claims it could test (full report copied to docs/results/).
+    A claim whose verdict and numbers equal the main experiment's is not repeated: it comes from
+    the same runs (their stages are reused across experiments), not from new evidence."""
     summary = json.loads((edir / "summary.json").read_text()) if (edir / "summary.json").exists() else {}
     claims = json.loads((edir / "claims.json").read_text())["claims"] if (edir / "claims.json").exists() else []
     dest = ROOT / "docs" / "results" / f"{edir.name}-claims.md"
@@ -39,8 +41,12 @@ def _extra(edir: Path) -> str:
     if (edir / "claims.md").exists():
         shutil.copyfile(edir / "claims.md", dest)
     tested = [c for c in claims if c["verdict"] != "inconclusive"]
+    same = [c["id"] for c in tested if main_claims.get(c["id"]) == (c["verdict"], c["reason"])]
     lines = ["| claim | verdict | numbers |", "|---|---|---|"]
-    lines += [f"| {c['id']}. {c['claim']} | **{c['verdict']}** | {c['reason']} |" for c in tested]
+    lines += [f"| {c['id']}. {c['claim']} | **{c['verdict']}** | {c['reason']} |" for c in tested if c["id"] not in same]
+    if same:
+        lines.append(f"\nClaims {', '.join(same)}: as above, from the same runs (this grid contains them; their "
+                     "stages were reused, not retrained).")
     took = f"{len(summary.get('runs', []))} runs, {summary['seconds']:.0f} s with {summary['workers']} workers" if summary else ""
     return (f"\n### `{edir.name}` ({took})\n\n" + _figure(edir) + "\n".join(lines)
             + f"\n\nFull report: [{dest.relative_to(ROOT)}]({dest.relative_to(ROOT)}).\n")
@@ -73,7 +79,9 @@ def main(exp_dir: str, extra_dirs: list[str] = ()) -> None:
             "nats per byte token (mean ± std over seeds where there are several).\n\n"
             + fig_md + s2_note + "\n".join(lines) + "\n\n**Claims** (computed by `eelib.claims`; "
             f"full report in `{edir}/claims.md`):\n\n" + table + "\n")
-    body += "".join(_extra(Path(d)) for d in extra_dirs if (Path(d) / "results.jsonl").exists())
+    main_claims = ({c["id"]: (c["verdict"], c["reason"]) for c in json.loads((edir / "claims.json").read_text())["claims"]}
+                   if (edir / "claims.json").exists() else {})
+    body += "".join(_extra(Path(d), main_claims) for d in extra_dirs if (Path(d) / "results.jsonl").exists())
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + body + m.group(2),
