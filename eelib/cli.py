@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "run-one":
             from eelib import distributed, pipeline
-            distributed.init_from_env()  # torchrun / accelerate launch: one DDP group (no-op alone)
+            # torchrun / accelerate launch: one DDP group (no-op alone); gloo for a device: cpu
+            # run even on a GPU host (nccl cannot reduce CPU tensors)
+            distributed.init_from_env(backend="gloo" if cfg.device == "cpu" else None)
             try:
                 pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False)
             finally:

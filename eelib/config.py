@@ -281,6 +281,11 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         _check(n_replay <= d.general_tokens // d.seq_len, "stage2.replay",
                f"allocation split needs {n_replay} replay windows of D_pre but data.general_tokens holds "
                f"{d.general_tokens // d.seq_len}; lower stage2.replay or raise data.general_tokens")
+        # replay is counted in whole windows: a share that rounds to none would silently run a
+        # "+replay" stage 2 without any
+        _check(not rest or n_replay > 0, "stage2.replay",
+               f"allocation split at λ={s1.lam:g} leaves {rest} windows of D_post for stage 2, and replay "
+               f"{s2.replay:g} of them rounds to 0 windows; raise stage2.replay or data.post_tokens")
     _check(isinstance(s3.lrs, list) and len(s3.lrs) > 0, "stage3.lrs", "give a non-empty list of learning rates")
     for i, lr in enumerate(s3.lrs):
         _check(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,

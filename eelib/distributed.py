@@ -72,6 +72,12 @@ class Dist:
     def barrier(self) -> None:
         tdist.barrier()
 
+    def all_gather_object(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank (any picklable object)."""
+        out = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
     def all_reduce_max(self, t: torch.Tensor) -> torch.Tensor:
         """`t` replaced, in place, by its elementwise maximum over the ranks."""
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)

@@ -93,17 +93,29 @@ def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: i
     return total / count
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
+    """This process's random streams: CPU, and on CUDA its own device's only (under DDP each rank
+    has one GPU; every visible device's state would not restore on a machine with fewer)."""
     st = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state()
     return st
 
 
-def _set_rng_state(st: dict) -> None:
+def _set_rng_state(st: dict, dist: distributed.Dist | None = None) -> None:
+    """Restore what `save` stored. A DDP checkpoint holds every rank's streams (`per_rank`): each
+    rank takes its own, so dropout masks continue as if never interrupted; resumed on another
+    number of processes, every rank takes rank 0's (same numbers are then not promised)."""
+    if "per_rank" in st:
+        per = st["per_rank"]
+        st = per[dist.rank] if dist is not None and len(per) == dist.world else per[0]
     torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+    cuda = st.get("cuda")
+    if isinstance(cuda, list):  # checkpoints before per-device states: one entry per visible device
+        i = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+        cuda = cuda[i] if i < len(cuda) else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -174,7 +186,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         model.load_state_dict(resumed["model"])
         opt.load_state_dict(resumed["optimizer"])
         mixture.load_state_dict(resumed["mixture"])
-        _set_rng_state(resumed["rng"])
+        _set_rng_state(resumed["rng"], dist)
         step, trajectory = resumed["step"], resumed["trajectory"]
         best, best_step, bad_evals = resumed["best"], resumed["best_step"], resumed["bad_evals"]
         best_state, stopped = resumed["best_state"], resumed["stopped"]
@@ -186,10 +198,13 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
                                    spec.batch_size * mixture.seq_len)
 
     def save(step_now):
+        rng = _rng_state(device)
+        if dist is not None:  # each rank's own streams (dropout draws differ per rank)
+            rng = {"per_rank": dist.all_gather_object(rng)}
         if not main:  # rank 0 writes; every rank resumes from its files
             return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "mixture": mixture.state_dict(), "rng": _rng_state(), "step": step_now,
+                 "mixture": mixture.state_dict(), "rng": rng, "step": step_now,
                  "trajectory": trajectory, "best": best, "best_step": best_step,
                  "bad_evals": bad_evals, "best_state": best_state, "stopped": stopped,
                  "segments": segments.upto(step_now)}
@@ -197,7 +212,8 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
 
     def evaluate(step_now):
         nonlocal best, best_step, bad_evals, best_state, stopped
-        row = {"step": step_now, "tokens": step_now * spec.batch_size * mixture.seq_len}
+        # tokens trained so far, as the mixture delivered them (a stage's last batch can be short)
+        row = {"step": step_now, "tokens": mixture.n * mixture.seq_len}
         if dist is None:
             row.update(evaluator(model))
         else:  # rank 0 evaluates; every rank gets its numbers, so early stopping agrees
@@ -274,7 +290,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         if ck and step % ck == 0 and not at_end:
             save(step)
     bar.close()
-    return {"steps": step, "tokens": step * spec.batch_size * mixture.seq_len,
+    return {"steps": step, "tokens": mixture.n * mixture.seq_len,
             "trajectory": trajectory, "best": best if best < math.inf else None,
             "best_step": best_step, "stopped_early": stopped, "best_state": best_state,
             "computed": segments.upto(step)}

@@ -79,6 +79,8 @@ BAD = [
     ("bad-allocation", _with(allocation="both"), "allocation"),
     ("split-replay-too-big", _with(allocation="split", stage2__replay=0.9, data__general_tokens=640),
      "stage2.replay"),
+    ("split-replay-rounds-to-none", _with(allocation="split", stage1__lam=0.95, stage2__replay=0.01),
+     "stage2.replay: allocation split at λ=0.95 leaves"),
     ("local-missing-files", _with(data__source="local"), "data.data_files"),
     ("local-file-absent", _with(data__source="local", data__data_files={
         "c4": "nope/*.json", "musicpile": "nope.jsonl", "chempile": "nope.jsonl"}), "data.data_files.c4"),

@@ -163,6 +163,55 @@ def test_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path, bad
     assert "loss is not finite on another rank at step 2" in msgs[0], msgs
 
 
+class _Killed(BaseException):
+    """Stands in for kill -9 inside a rank (BaseException: nothing in the loop catches it)."""
+
+
+def _dropout_worker(rank, port, tmp, kill, tag):
+    """2 ranks, dropout 0.3, 5 rows a step (3 + 2: the ranks draw different amounts of randomness),
+    a checkpoint every 2 steps; `kill` stops both ranks at that fault point."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    d = distributed.init_from_env(backend="gloo")
+    from eelib import train as T
+    from eelib.model import build_model, set_dropout
+    torch.set_num_threads(1)
+
+    def fault(tag_):
+        if tag_ == kill:
+            raise _Killed
+    T.fault_point = fault
+    try:
+        model = build_model("test-micro", 258, seed=0)
+        set_dropout(model, 0.3)
+        w = _windows()[0]
+        mix = Mixture([Source("a", w, 1.0, once=False)], seed=3)
+        spec = T.LoopSpec(lr=3e-3, min_lr=3e-4, warmup_steps=1, weight_decay=0.1, batch_size=BATCH,
+                          micro_batch=2, max_steps=8, ckpt_interval=2)
+        try:
+            T.train(model, mix, spec, stage_dir=os.path.join(tmp, "stage2", "k"), config_digest="d",
+                    device=torch.device("cpu"), seed=0, progress=False)
+        except _Killed:
+            return
+        with open(os.path.join(tmp, f"{tag}{rank}.pkl"), "wb") as f:
+            pickle.dump(model.state_dict(), f)
+    finally:
+        distributed.shutdown()
+
+
+def test_ddp_resume_with_dropout_continues_every_ranks_random_stream(tmp_path):
+    """Killed at step 5 and resumed, a 2-rank run with dropout ends with the weights of an
+    uninterrupted one: each rank's random state is saved (rank 0 gathers them) and restored to
+    its own rank. With rank 0's state restored on every rank, rank 1's masks would differ."""
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    mp.spawn(_dropout_worker, args=(_free_port(), str(ref), None, "ref"), nprocs=WORLD, join=True)
+    mp.spawn(_dropout_worker, args=(_free_port(), str(cut), "stage2:step:5", "x"), nprocs=WORLD, join=True)
+    assert not list(cut.glob("x*.pkl")) and (cut / "stage2" / "k" / "ckpt").is_dir()
+    mp.spawn(_dropout_worker, args=(_free_port(), str(cut), None, "res"), nprocs=WORLD, join=True)
+    a, b = (pickle.loads((d / f"{t}0.pkl").read_bytes()) for d, t in ((ref, "ref"), (cut, "res")))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_zero_row_rank_gets_a_zero_weight_row():
     d = distributed.Dist(rank=1, world=2, local_rank=1)
     rows, denom = d.shard(np.arange(8).reshape(1, 8))

@@ -160,3 +160,6 @@ def test_every_stage_writes_its_mixture_audit(baseline):
         m3 = s3["mixture"]["chempile"]
         assert m3["windows"] == m3["requested_windows"] == TINY["stage3"]["tokens"] // seq
         assert m3["epochs"] == 1.0
+        # the trajectory counts the tokens delivered: 125 windows, a short last batch of 5
+        assert s3["trajectory"][-1]["tokens"] == m3["tokens"] == m3["windows"] * seq
+        assert s3["trajectory"][-1]["tokens"] % (TINY["stage3"]["batch_size"] * seq) != 0
