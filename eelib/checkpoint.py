@@ -76,7 +76,7 @@ def verify(d: Path, expect: str | None = None) -> dict | None:
             if p.stat().st_size != info["bytes"] or sha256_file(p) != info["sha256"]:
                 return None
         return manifest
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # TypeError etc.: valid JSON, wrong shape
         return None
 
 

@@ -192,6 +192,9 @@ def test_verify_detects_every_kind_of_damage(tmp_path):
     assert checkpoint.verify(dest) is not None
     (dest / "manifest.json").write_text("{not json")  # torn manifest
     assert checkpoint.verify(dest) is None
+    for wrong in ("[1]", '{"files": [1]}', '{"files": {"state.pt": 3}}'):  # valid JSON, wrong shape
+        (dest / "manifest.json").write_text(wrong)
+        assert checkpoint.verify(dest) is None, wrong
     (dest / "manifest.json").unlink()                 # missing manifest
     assert checkpoint.verify(dest) is None
 
