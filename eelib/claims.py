@@ -84,15 +84,6 @@ def t_sf(t: float, dof: int) -> float:
     return p if t >= 0 else 1 - p
 
 
-def t_crit(dof: int, alpha: float = ALPHA) -> float:
-    """The t with P(T > t) = alpha for `dof` degrees of freedom (bisection on t_sf)."""
-    lo, hi = 0.0, 1e4
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_sf(mid, dof) > alpha else (lo, mid)
-    return hi
-
-
 def sign_test_p(diffs: Sequence[float]) -> float:
     """One-sided exact sign test: P(at least this many positives | fair coin); zeros dropped."""
     d = [x for x in diffs if x != 0]
@@ -158,15 +149,14 @@ def _is_mixed(method: str) -> bool:
     return method.replace("LoRA-", "").startswith("mixed")
 
 
-def _lam_of(pts: pd.DataFrame, base: str, other: str) -> dict:
+def _lam_of(pts: pd.DataFrame, base: str, other: str) -> dict | None:
     """The λ each method's frontier is read at: unmixed at 0; a mixed method at its largest λ, or,
     when both are mixed (mixed vs mixed+replay), at the largest λ both have, so they differ only
-    in the method. A missing common λ gives None for both."""
+    in the method; None when they share none."""
     lams = {m: sorted(set(pts.loc[(pts.method == m) & (pts.lam > 0), "lam"])) for m in (base, other)}
     if _is_mixed(base) and _is_mixed(other):
         common = set(lams[base]) & set(lams[other])
-        lam = max(common) if common else None
-        return {base: lam, other: lam}
+        return {base: max(common), other: max(common)} if common else None
     return {m: (max(lams[m]) if lams[m] else None) if _is_mixed(m) else None for m in (base, other)}
 
 
@@ -182,9 +172,8 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
     if missing:
         return {"missing": missing, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
     lams = _lam_of(pts, base, other)
-    if _is_mixed(base) and _is_mixed(other) and lams[base] is None:
-        return {"missing": [], "no_common_lam": True, "lams": lams, "per_seed": {}, "skipped": {},
-                "dominated": {}, "summary": paired_summary([])}
+    if lams is None:
+        return {"missing": [], "no_common_lam": True, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
     seeds = sorted(set(pts.loc[pts.method == base, "seed"]) & set(pts.loc[pts.method == other, "seed"]))
     for seed in seeds:
         fr, empty = {}, []
@@ -288,10 +277,9 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
         return _claim("c", text, "§4.1, Fig 3a", INCONCLUSIVE, "no allocation=added rows of plain unmixed/mixed runs", test)
     parts = []
     for label, g in _by_setting(sub, FIG3_SETTING):
-        post = label
         lam_lo, lam_hi = float(g["lam"].min()), float(g["lam"].max())
         if lam_lo != 0 or lam_hi == 0:
-            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
+            parts.append({"part": label, "verdict": INCONCLUSIVE,
                           "reason": f"needs λ=0 and some λ>0 runs, have λ ∈ {sorted(set(g['lam']))}"})
             continue
         d_ret, d_im = [], []
@@ -301,7 +289,7 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                 d_ret.append(float(a["L_ret"].mean() - b["L_ret"].mean()))
                 d_im.append(float(a["L_im"].mean() - b["L_im"].mean()))
         sr, si = paired_summary(d_ret), paired_summary(d_im)
-        part = {"post_tokens": post, "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
+        part = {"part": label, "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
         if sr["n"] < MIN_SEEDS:
             part |= {"verdict": INCONCLUSIVE, "reason": f"{sr['n']} paired seed(s), need {MIN_SEEDS}"}
         else:
@@ -318,7 +306,7 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                                 + ("; L_im not flat" if improves and not flat else ""))}
         parts.append(part)
     nums = {"stage3_lr": lr}
-    if "stage2_stopped_early" in sub.columns and "allocation" in sub.columns:
+    if "stage2_stopped_early" in sub.columns:
         runs = sub.drop_duplicates("run") if "run" in sub.columns else sub
         early = int(runs["stage2_stopped_early"].fillna(False).astype(bool).sum())
         nums["stage2_stopped_early"] = f"{early} of {len(runs)}"
@@ -342,17 +330,16 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                       "no allocation=split (compute-matched) runs; run a params file with allocation: split", test)
     parts = []
     for label, g in _by_setting(sub, FIG3_SETTING):
-        post = label
         lams = sorted(set(g["lam"]))
         curve = g.groupby(["seed", "lam"])["L_ret"].mean().unstack("lam")
         curve = curve.dropna()  # seeds with every λ
         if len(lams) < 3 or lams[0] != 0 or lams[-1] != 1:
             # "interior" is about (0, 1): a grid without both ends cannot show it
-            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
+            parts.append({"part": label, "verdict": INCONCLUSIVE,
                           "reason": f"needs λ = 0, λ = 1 and one λ between, have {lams}"})
             continue
         if len(curve) < MIN_SEEDS:
-            parts.append({"post_tokens": post, "verdict": INCONCLUSIVE,
+            parts.append({"part": label, "verdict": INCONCLUSIVE,
                           "reason": f"{len(curve)} seed(s) with every λ, need {MIN_SEEDS}"})
             continue
         mean_curve = curve.mean()
@@ -368,7 +355,7 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
             vs_inner = paired_summary((curve[inner] - curve[lam_star]).tolist())
             v = NOT_HOLD if verdict_of(vs_inner) == HOLDS else NOT_SHOWN
             why = f"; best interior λ = {inner:g} is worse by {_fmt(vs_inner['mean'])} ± {_fmt(vs_inner['se'])} ({_stats(vs_inner)})"
-        parts.append({"post_tokens": post, "lam_star": lam_star, "interior": interior,
+        parts.append({"part": label, "lam_star": lam_star, "interior": interior,
                       "mean_curve": {str(k): float(v_) for k, v_ in mean_curve.items()},
                       "gap_lo": gaps["lo"], "gap_hi": gaps["hi"], "verdict": v,
                       "reason": (f"λ* = {lam_star:g} ({'interior' if interior else 'an endpoint'}); "
@@ -395,8 +382,7 @@ def _combine(cid, text, paper, parts, test, numbers) -> dict:
         v = NOT_SHOWN
     else:
         v = INCONCLUSIVE
-    key = "post_tokens" if parts and "post_tokens" in parts[0] else "part"
-    reason = "; ".join(f"{p.get(key)}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
+    reason = "; ".join(f"{p['part']}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
     return _claim(cid, text, paper, v, reason, test, numbers, parts)
 
 
