@@ -63,15 +63,15 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
             "stage1": dataclasses.asdict(cfg.stage1)}
 
 
+SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"  # `_warmup` below; part of split stage-2 keys
+
+
 def _stage2_key(cfg: C.ExperimentConfig) -> dict:
     key = {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
            "val_tokens": cfg.data.val_tokens, "stage2": dataclasses.asdict(cfg.stage2)}
     if cfg.allocation == "split":  # the warmup rule below changed what a split stage 2 trains
         key["warmup"] = SPLIT_WARMUP_RULE
     return key
-
-
-SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"
 
 
 def _warmup(warmup_steps: int, max_steps: int, split: bool) -> int:
