@@ -49,15 +49,21 @@ def stage_table(*stages) -> "pandas.DataFrame":
     L_ft is blank for stages 1-2: they are shared by pipelines with the same D_post, so their
     records hold no D_ft loss; L_ft at θ_post is step 0 of the stage-3 trajectory."""
     import pandas as pd
+    # Stage 1 is shared by runs that differ only in data.val_tokens, so its losses may be on
+    # another run's held-out set: those are left blank, with a note, rather than shown beside
+    # stage 2's as if comparable.
+    val = next((s.record.get("key", {}).get("val_tokens") for s in stages if s.stage == 2), None)
     rows = []
     for s in stages:
         rec = s.record
-        losses = rec.get("losses", {})
+        losses, note = rec.get("losses", {}), ""
+        if s.stage == 1 and val is not None and rec.get("val_tokens") not in (None, val):
+            losses, note = {}, f"losses on another run's held-out set (val_tokens {rec['val_tokens']}, here {val})"
         rows.append({"stage": s.stage, "dir": s.dir.name, "steps": rec.get("steps"),
                      "L_pre (C4)": losses.get("L_pre_val", rec.get("L_pre")),
                      "L_post": losses.get("L_post_val", rec.get("L_ret")),
                      "L_ft": losses.get("L_ft_val", rec.get("L_ft")),
-                     "seconds": round(rec.get("seconds", 0.0), 1)})
+                     "seconds": round(rec.get("seconds", 0.0), 1), "note": note})
     return pd.DataFrame(rows)
 
 

@@ -276,8 +276,10 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     check_delivery(audit)
     _save_final(sdir, model, {"stage": 1})
     losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
+    # val_tokens is recorded, not keyed: runs that differ only in it share this stage, and its
+    # losses are on the held-out set of the run that trained it (notebook.stage_table says so)
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
-                                  "losses": losses, "n_params": n_params(model),
+                                  "losses": losses, "val_tokens": d.val_tokens, "n_params": n_params(model),
                                   "seconds": time.time() - t0, "computed": out["computed"]})
 
 

@@ -92,3 +92,22 @@ def test_split_stage2_warmup_takes_at_most_a_third_of_the_stage(tmp_path, monkey
             assert spec.warmup_steps == 500
     assert stages._stage2_key(C.from_dict(dict(raw, allocation="split")))["warmup"] == stages.SPLIT_WARMUP_RULE
     assert "warmup" not in stages._stage2_key(C.from_dict(dict(raw, allocation="added")))
+
+
+def test_stage_table_blanks_stage1_losses_taken_on_another_held_out_set(tmp_path):
+    """Stage 1 is shared by runs that differ only in data.val_tokens (its key leaves it out), so a
+    reused stage 1 carries losses on the held-out set of the run that trained it."""
+    import pandas as pd
+
+    from eelib.notebook import stage_table
+    from eelib.stages import StageResult
+    s1 = StageResult(1, tmp_path / "a", {"steps": 5, "val_tokens": 2048,
+                                         "losses": {"L_pre_val": 3.0, "L_post_val": 2.0}})
+    s2 = StageResult(2, tmp_path / "b", {"steps": 7, "key": {"val_tokens": 4096},
+                                         "losses": {"L_pre_val": 3.5, "L_post_val": 1.5}})
+    t = stage_table(s1, s2)
+    assert pd.isna(t.loc[0, "L_pre (C4)"]) and "val_tokens 2048, here 4096" in t.loc[0, "note"]
+    assert t.loc[1, "L_post"] == 1.5 and t.loc[1, "note"] == ""
+    s1.record["val_tokens"] = 4096  # the same held-out set: shown
+    assert stage_table(s1, s2).loc[0, "L_pre (C4)"] == 3.0
+    assert stage_table(s1).loc[0, "L_pre (C4)"] == 3.0  # alone, nothing to compare with
