@@ -176,7 +176,8 @@ def shard_key(corpus: str, split: str, data: DataConfig) -> list:
     if split == "val" and data.source != "offline":
         # A hash-split val set is now read shuffled (corpora/hub.py), so its shards are new. Every
         # hub/local val key gets the mark: local C4 without validation files is hash-split too.
-        key.append("val-order:shuffled")
+        from eelib.corpora.hub import VAL_SEED
+        key.append(f"val-order:shuffled:{VAL_SEED}")
     revision = data.revisions.get(corpus)
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from eelib import frontier as F
@@ -112,10 +113,14 @@ def fig3_panel(rows, allocation: str, stage3_lr: float | None = None) -> alt.Cha
     df = df[(df["allocation"] == allocation) & ~df["method"].astype(str).str.contains(r"\+|LoRA", regex=True)]
     if df.empty:
         return None
-    lr = float(df["stage3_lr"].min()) if stage3_lr is None else stage3_lr
-    df = df[df["stage3_lr"] == lr]
-    pipe = df["pipeline"] if "pipeline" in df.columns else "all"
-    df = df.assign(curve=pipe)  # one curve per pipeline and |D_post|: never pooled (eelib.claims)
+    # one curve per pipeline, |D_post| and stage-2 config, as eelib.claims tests them: never pooled;
+    # each at its own smallest stage-3 LR unless one is given (settings may sweep different grids)
+    keys = [k for k in ("pipeline", "stage2_lr", "stage2_batch") if k in df.columns and df[k].nunique(dropna=False) > 1]
+    df = df.assign(curve=df[keys].astype(str).agg(", ".join, axis=1) if keys else "all")
+    lr_of = df.groupby(["curve", "post_tokens"])["stage3_lr"].transform("min") if stage3_lr is None else stage3_lr
+    df = df[np.isclose(df["stage3_lr"], lr_of)]
+    lrs = sorted(set(df["stage3_lr"]))
+    lr = "/".join(f"{x:g}" for x in lrs)
     long = df.melt(id_vars=["curve", "post_tokens", "lam", "seed"], value_vars=["L_im", "L_ret"], var_name="loss")
     # one value per seed first (several stage-2 configs of a seed are averaged), then across seeds
     long = long.groupby(["loss", "curve", "post_tokens", "lam", "seed"], as_index=False)["value"].mean()
@@ -132,7 +137,7 @@ def fig3_panel(rows, allocation: str, stage3_lr: float | None = None) -> alt.Cha
     eb = alt.Chart().mark_errorbar().encode(y=alt.Y("lo:Q", title="loss (mean ± 1 std over seeds)"),
                                             y2="hi:Q", **enc)
     return alt.layer(ln, eb, data=agg).properties(width=W, height=H).facet(
-        column=alt.Column("loss:N", title=f"ours ({allocation}, stage-3 LR {lr:g})")
+        column=alt.Column("loss:N", title=f"ours ({allocation}, stage-3 LR {lr})")
     ).resolve_scale(y="independent")
 
 

@@ -262,6 +262,10 @@ def test_hash_split_val_is_drawn_across_files_not_in_file_order(tmp_path):
     first = {t[0] for t in val[:len(val) // 2]}
     assert len(first) >= 3, val  # file order would give the first half from files a and b only
     assert val == list(documents("my_domain", "val", source="local", data_files=str(tmp_path / "*.jsonl"), seed=9))
+    # val is read in the order train is read with eelib's corpus seed: the same files come first
+    from eelib.corpora.hub import VAL_SEED
+    from eelib.data import CORPUS_SEED
+    assert VAL_SEED == CORPUS_SEED
 
 
 def test_local_needs_data_files():

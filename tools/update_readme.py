@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from eelib.claims import ALPHA
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,6 +32,15 @@ def _figure(edir: Path) -> str:
     return f"![{edir.name}: {figs[0].stem}]({dest.relative_to(ROOT)})\n\n"
 
 
+def _evidence(claim: dict) -> str:
+    """A claim's verdict and the statistics it rests on (per-seed gaps, per-part differences),
+    without its wording: equal evidence means the same runs, whatever else the reasons count."""
+    stats = ("per_seed", "dL_ret", "dL_im", "gap_lo", "gap_hi", "lam_star")
+    parts = [{k: p.get(k) for k in stats + ("part",)} | {"numbers": {k: p.get("numbers", {}).get(k) for k in stats}}
+             for p in claim.get("parts", [])]
+    return json.dumps([claim["verdict"], claim["numbers"].get("per_seed"), parts], sort_keys=True)
+
+
 def _extra(edir: Path, main_claims: dict) -> str:
     """A further experiment: its figure and the claims it could test (full report copied to docs/results/).
     A claim whose verdict and numbers equal the main experiment's is not repeated: it comes from
@@ -41,7 +52,7 @@ def _extra(edir: Path, main_claims: dict) -> str:
     if (edir / "claims.md").exists():
         shutil.copyfile(edir / "claims.md", dest)
     tested = [c for c in claims if c["verdict"] != "inconclusive"]
-    same = [c["id"] for c in tested if main_claims.get(c["id"]) == (c["verdict"], c["reason"])]
+    same = [c["id"] for c in tested if main_claims.get(c["id"]) == _evidence(c)]
     lines = ["| claim | verdict | numbers |", "|---|---|---|"]
     lines += [f"| {c['id']}. {c['claim']} | **{c['verdict']}** | {c['reason']} |" for c in tested if c["id"] not in same]
     if same:
@@ -79,10 +90,10 @@ def main(exp_dir: str, extra_dirs: list[str] = ()) -> None:
             "nats per byte token (mean ± std over seeds where there are several).\n\n"
             + fig_md + s2_note + "\n".join(lines) + "\n\n**Claims** (computed by `eelib.claims`; "
             f"full report in `{edir}/claims.md`). **holds**: the claimed direction, one-sided paired t-test "
-            "over seeds at p < 0.05; **not shown**: neither direction significant (3 seeds have little power); "
+            f"over seeds at p < {ALPHA:g}; **not shown**: neither direction significant (3 seeds have little power); "
             "**does not hold**: significantly the opposite way; **inconclusive**: not testable here "
             "([docs/frontiers.md](docs/frontiers.md)).\n\n" + table + "\n")
-    main_claims = ({c["id"]: (c["verdict"], c["reason"]) for c in json.loads((edir / "claims.json").read_text())["claims"]}
+    main_claims = ({c["id"]: _evidence(c) for c in json.loads((edir / "claims.json").read_text())["claims"]}
                    if (edir / "claims.json").exists() else {})
     body += "".join(_extra(Path(d), main_claims) for d in extra_dirs if (Path(d) / "results.jsonl").exists())
     readme = ROOT / "README.md"

@@ -11,10 +11,10 @@ Design choices:
 - Held-out data: C4 has an official validation split; the other corpora ship only `train`, so
   1 document in `heldout_every` is held out by a stable hash of its text (eelib.corpora.split).
 - Order: a seeded shuffle of files and a buffer (`IterableDataset.shuffle`), so `seed` changes
-  the train order but not the content. A hash-split corpus's val is read from the same kind of
-  shuffled stream, with a fixed seed (the same val for every seed): read in file order it would
-  come from the first files by name alone (FLAN's are grouped by task family), a distribution
-  unlike train's. An official val split (C4's validation files) is read as shipped.
+  the train order but not the content. A hash-split corpus's val follows train's shuffled order
+  (VAL_SEED, the seed eelib reads train with), so both come from the same files; read in file
+  order it would come from the first files by name alone (FLAN's are grouped by task family), a
+  distribution unlike train's. An official val split (C4's validation files) is read as shipped.
 - Streams end when the source is exhausted; they do not cycle.
 """
 
@@ -35,7 +35,10 @@ from .split import in_split
 _OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _PROBE_TIMEOUT_S = 2.0
 _SHUFFLE_BUFFER = 10_000
-VAL_SEED = 0  # the order a hash-split val set is read in, whatever the run's seed
+# The order a hash-split val set is read in, whatever the run's seed. It equals data.CORPUS_SEED,
+# the seed train is read with, so val follows train's shuffled file order (a test checks): with
+# files of GBs each, both are drawn from the files that come first in that order.
+VAL_SEED = 0
 _JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".json.zst", ".jsonl.zst")
 
 
