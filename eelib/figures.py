@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from eelib import frontier as F
+from eelib.claims import FIG3_SETTING
 from eelib.io import atomic_path
 
 PAPER_LABEL = "paper (digitized, {scale})"
@@ -115,12 +116,11 @@ def fig3_panel(rows, allocation: str, stage3_lr: float | None = None) -> alt.Cha
         return None
     # one curve per pipeline, |D_post| and stage-2 config, as eelib.claims tests them: never pooled;
     # each at its own smallest stage-3 LR unless one is given (settings may sweep different grids)
-    keys = [k for k in ("pipeline", "stage2_lr", "stage2_batch") if k in df.columns and df[k].nunique(dropna=False) > 1]
+    keys = [k for k in FIG3_SETTING if k != "post_tokens" and k in df.columns and df[k].nunique(dropna=False) > 1]
     df = df.assign(curve=df[keys].astype(str).agg(", ".join, axis=1) if keys else "all")
     lr_of = df.groupby(["curve", "post_tokens"])["stage3_lr"].transform("min") if stage3_lr is None else stage3_lr
     df = df[np.isclose(df["stage3_lr"], lr_of)]
-    lrs = sorted(set(df["stage3_lr"]))
-    lr = "/".join(f"{x:g}" for x in lrs)
+    lr = "/".join(f"{x:g}" for x in sorted(set(df["stage3_lr"])))
     long = df.melt(id_vars=["curve", "post_tokens", "lam", "seed"], value_vars=["L_im", "L_ret"], var_name="loss")
     # one value per seed first (several stage-2 configs of a seed are averaged), then across seeds
     long = long.groupby(["loss", "curve", "post_tokens", "lam", "seed"], as_index=False)["value"].mean()

@@ -35,9 +35,8 @@ def _figure(edir: Path) -> str:
 def _evidence(claim: dict) -> str:
     """A claim's verdict and the statistics it rests on (per-seed gaps, per-part differences),
     without its wording: equal evidence means the same runs, whatever else the reasons count."""
-    stats = ("per_seed", "dL_ret", "dL_im", "gap_lo", "gap_hi", "lam_star")
-    parts = [{k: p.get(k) for k in stats + ("part",)} | {"numbers": {k: p.get("numbers", {}).get(k) for k in stats}}
-             for p in claim.get("parts", [])]
+    parts = [{k: p.get(k) for k in ("part", "dL_ret", "dL_im", "gap_lo", "gap_hi", "lam_star")}
+             | {"per_seed": p.get("numbers", {}).get("per_seed")} for p in claim.get("parts", [])]
     return json.dumps([claim["verdict"], claim["numbers"].get("per_seed"), parts], sort_keys=True)
 
 
