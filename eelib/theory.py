@@ -6,7 +6,11 @@ where C_t = E[x x^T] is task t's input covariance. Every loss is quadratic, so i
 (C, B = A C): the gradient is 2 (theta C - B). Results are exact and deterministic (float64 numpy);
 `n_samples > 0` swaps in empirical covariances of sampled inputs instead.
 
-Tasks and feature blocks (Assumption C.1: A_t = U Sigma_t V^T, one random orthogonal U, V per seed).
+Tasks and feature blocks (Assumption C.1: A_t = U Sigma_t V^T with shared U, V). `basis="singular"`
+(default) takes U = V = I: the losses are rotation-invariant, so this is the same problem written in
+its own basis, and there float64 keeps every off-diagonal entry exactly zero, as the theorems'
+exact arithmetic does. `basis="random"` draws Haar U, V per seed: the same dynamics, but roundoff
+(~1e-16) then seeds every absent feature far above C.8's exp(-2T), and a long stage can grow it.
 Feature i is the pair (u_i, v_i); its value in theta is u_i^T theta v_i. Blocks, in order:
   invariant    n-2k features, the same in every task, spaced from sigma_inv_max down to sigma_inv_min;
   inconsistent k features with values sigma_pre_inc / sigma_post_inc / sigma_ft_inc;
@@ -43,7 +47,11 @@ How we read the assumptions (the notes are a summary; the exact appendix text wa
     smallest nonzero value of Sigma_post. `steps_post=0` takes that bound.
   * Stage 3 has no stated bound; `steps_ft=0` takes ln(100 Gamma/eps) / (4 eta c_ft), c_ft = the
     smallest nonzero value of Sigma_ft (time for GD to close a gap of size Gamma to eps/100).
-A parameter set that violates one of these raises ValueError naming the assumption.
+A parameter set that violates one of these raises ValueError naming the assumption. `run` then
+checks the premise numerically as well: the features the theorems say are absent (the mixed run's
+inconsistent ones, the unmixed run's specialized ones) must stay below eps after every stage, else
+ValueError ("C.8 violated numerically"). That catches seeds the inequality above does not model:
+roundoff in the random basis, and sampled covariances (`n_samples > 0`), which couple the features.
 """
 from __future__ import annotations
 
@@ -77,6 +85,7 @@ class TheoryConfig:
     steps_post: int = 0           # 0 = auto (C.13 bound)
     steps_ft: int = 0             # 0 = auto
     mixture: str = "whitened"     # "whitened" (paper's Sigma_mixed) or "population"
+    basis: str = "singular"       # "singular" (U = V = I, exact) or "random" (Haar U, V per seed)
     n_samples: int = 0            # 0 = population covariances; >0 = empirical ones
     seed: int = 0                 # draws U, V (and samples)
     points_per_stage: int = 100   # trajectory records per stage
@@ -113,7 +122,10 @@ class Tasks:
 
     def __init__(self, cfg: TheoryConfig):
         rng = np.random.default_rng(cfg.seed)
+        # Drawn in both bases, so the sampled inputs of a seed do not depend on the basis.
         self.U, self.V = _orthogonal(rng, cfg.n), _orthogonal(rng, cfg.n)
+        if cfg.basis == "singular":
+            self.U = self.V = np.eye(cfg.n)
         tv = task_values(cfg)
         self.A = {t: self.U @ np.diag(tv[f"sigma_{t}"]) @ self.V.T for t in ("pre", "post", "ft")}
         # Held-out (evaluation) losses always use the exact population covariances.
@@ -192,10 +204,17 @@ def resolve(cfg: TheoryConfig) -> TheoryConfig:
     K3 = cfg.steps_ft or math.ceil(math.log(100 * d["gamma"] / cfg.eps) / (4 * cfg.lr * d["c_ft"]))
     T = cfg.init_T
     if not T:  # smallest integer T whose stage-1 window leaves every absent feature below eps
-        for T in range(1, 400):
+        # exp(-2T) underflows float64 past T ~ 350, so the search stops there.
+        for T in range(1, 350):
             K1 = cfg.steps_pre or math.ceil(1.2 * _stage1_time(cfg, T))
             if 2 * T >= math.log(1 / cfg.eps) + _growth(cfg, K1, K2, K3):
                 break
+        else:  # K1 grows with T as fast as 2T does: no init is small enough (alpha*beta ~ m_inc)
+            raise ValueError(
+                f"Assumption C.8 cannot be met: no init scale exp(-T), T < 350, keeps absent "
+                f"features below eps over the stage budgets (the stage-1 window grows with T as "
+                f"fast as the margin); widen the C.6 gap alpha*beta="
+                f"{cfg.alpha * cfg.beta:.4g} vs {d['m_inc']:.4g}, or shorten steps_post/steps_ft")
     K1 = cfg.steps_pre or math.ceil(1.2 * _stage1_time(cfg, T))
     return replace(cfg, init_T=float(T), steps_pre=K1, steps_post=K2, steps_ft=K3,
                    gamma=d["gamma"])
@@ -207,6 +226,8 @@ def validate(cfg: TheoryConfig) -> TheoryConfig:
         raise ValueError(f"need k >= 1 and n - 2k >= 1 invariant features (n={cfg.n}, k={cfg.k})")
     if cfg.mixture not in ("whitened", "population"):
         raise ValueError(f"mixture must be 'whitened' or 'population', got {cfg.mixture!r}")
+    if cfg.basis not in ("singular", "random"):
+        raise ValueError(f"basis must be 'singular' or 'random', got {cfg.basis!r}")
     if not 0 < cfg.alpha <= 1:
         raise ValueError(f"Early-exposure weight out of range: alpha={cfg.alpha:.4g} must lie in "
                          f"(0, 1] (alpha=0 is the unmixed run, which run() always adds)")
@@ -289,8 +310,27 @@ def forgetting_bound(cfg: TheoryConfig) -> float:
     return cfg.k * (cfg.c_mis ** 2 - 4 * cfg.beta * cfg.eps - 2 * cfg.c_mis * cfg.eps)
 
 
+ABSENT = {"mixed": "inconsistent", "unmixed": "specialized"}  # Thm 5.1: what each run lacks
+
+
+def check_absent(res: dict) -> None:
+    """The premise of Thm 5.2-5.3, measured: each run's absent block stays below eps after every
+    stage. Raises ValueError naming the first run, block, stage and value that breaks it."""
+    eps, bl = res["config"]["eps"], np.array(res["blocks"])
+    for name, block in ABSENT.items():
+        for stage in STAGES:
+            v = float(np.abs(res["runs"][name]["features"][stage][bl == block]).max())
+            if not v < eps:
+                raise ValueError(
+                    f"Assumption C.8 violated numerically: the {name} run's {block} features "
+                    f"reached {v:.3g} > eps={eps:.3g} after {stage}; a seed larger than exp(-2T) "
+                    f"grew (roundoff in basis='random', or sampled inputs with n_samples > 0); "
+                    f"use basis='singular' and population losses, or shorten the stage budgets")
+
+
 def run(cfg: TheoryConfig, check: bool = True) -> dict:
-    """Mixed and unmixed three-stage runs. check=False skips the assumption checks (for sweeps)."""
+    """Mixed and unmixed three-stage runs. check=False skips the assumption checks (for sweeps),
+    the stated ones (validate) and the measured one (check_absent)."""
     cfg = validate(cfg) if check else resolve(cfg)
     tasks = Tasks(cfg)
     s = math.exp(-cfg.init_T)
@@ -316,8 +356,11 @@ def run(cfg: TheoryConfig, check: bool = True) -> dict:
         rec["L_im"] = L["posttrain"]["L_post"]          # immediate post-training loss
         rec["L_ret"] = L["finetune"]["L_post"]          # retained after fine-tuning
         rec["L_ft"] = L["finetune"]["L_ft"]
+        rec["L_ft_start"] = L["posttrain"]["L_ft"]      # L_ft before fine-tuning (on theta_post)
         rec["forgetting"] = rec["L_ret"] - rec["L_im"]  # Delta of Thm 5.3
         out["runs"][name] = rec
+    if check:
+        check_absent(out)
     return out
 
 
@@ -328,7 +371,7 @@ def summary(res: dict) -> dict:
     row = {"alpha": res["config"]["alpha"], "bound": res["bound"]}
     bl = np.array(res["blocks"])
     for name, rec in res["runs"].items():
-        for key in ("forgetting", "L_im", "L_ret", "L_ft"):
+        for key in ("forgetting", "L_im", "L_ret", "L_ft", "L_ft_start"):
             row[f"{key}_{name}"] = rec[key]
         for stage in STAGES:
             for b in ("inconsistent", "specialized"):
@@ -350,18 +393,21 @@ def sweep_alpha(cfg: TheoryConfig, alphas) -> list[dict]:
     """Delta and L_im against alpha, every other setting fixed at cfg's resolved values.
 
     The stage budgets and T are resolved once, at cfg, so only alpha moves; rows whose alpha breaks
-    an assumption still run (check=False) and carry assumptions_ok=False and the reason.
+    an assumption (stated, or measured by check_absent) still run and carry assumptions_ok=False
+    and the reason.
     """
     base = validate(cfg)
     rows = []
     for a in alphas:
         c = replace(base, alpha=float(a))
+        res = run(c, check=False)
         try:
             validate(c)
+            check_absent(res)
             ok, why = True, ""
         except ValueError as e:
             ok, why = False, str(e).split(":")[0]
-        rows.append({**summary(run(c, check=False)), "assumptions_ok": ok, "violated": why})
+        rows.append({**summary(res), "assumptions_ok": ok, "violated": why})
     return rows
 
 
