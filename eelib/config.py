@@ -104,6 +104,7 @@ class Stage2Config:
     lora_r: int = 0                  # 0 = full fine-tuning; paper Table 9: r=64
     lora_alpha: int = 128
     lora_dropout: float = 0.0
+    min_lr_ratio: float = 0.0        # > 0: cosine target = this x the peak LR, overriding min_lr
 
 
 @dataclass
@@ -256,7 +257,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
-        _check(0 <= st.min_lr <= st.lr, f"{name}.min_lr", f"must lie in [0, {name}.lr]")
+        if not getattr(st, "min_lr_ratio", 0):  # stage2.min_lr_ratio > 0 replaces min_lr
+            _check(0 <= st.min_lr <= st.lr, f"{name}.min_lr",
+                   f"must lie in [0, {name}.lr]" + ("; or set stage2.min_lr_ratio to decay to a "
+                                                    "fraction of each swept LR" if name == "stage2" else ""))
     for name, st in (("stage1", s1), ("stage2", s2), ("stage3", s3)):
         _check(st.batch_size > 0, f"{name}.batch_size", "must be > 0")
         _check(st.micro_batch >= 0, f"{name}.micro_batch", "must be >= 0 (0 = the whole batch)")
@@ -268,6 +272,8 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(s2.patience > 0, "stage2.patience", "must be > 0")
     _check(0.0 <= s2.dropout < 1.0, "stage2.dropout", "must lie in [0, 1)")
     _check(0.0 <= s2.replay < 1.0, "stage2.replay", "must lie in [0, 1) (paper: 0.01)")
+    _check(0.0 <= s2.min_lr_ratio <= 1.0, "stage2.min_lr_ratio",
+           "must lie in [0, 1] (0 = use stage2.min_lr)")
     _check(s2.lora_r >= 0, "stage2.lora_r", "must be >= 0 (0 = full fine-tuning)")
     _check(s2.lora_alpha > 0, "stage2.lora_alpha", "must be > 0")
     _check(0.0 <= s2.lora_dropout < 1.0, "stage2.lora_dropout", "must lie in [0, 1)")

@@ -115,11 +115,15 @@ def lora_targets(model: LlamaForCausalLM) -> list[str]:
     return LORA_TARGETS
 
 
-def add_lora(model: LlamaForCausalLM, r: int, alpha: int, dropout: float):
+def add_lora(model: LlamaForCausalLM, r: int, alpha: int, dropout: float, seed: int):
+    """Adapters initialised from `seed`, not from whatever the process drew before (stage 1 in
+    the same process, earlier runs of a grid), so a stage-2 key means one set of numbers."""
     from peft import LoraConfig, get_peft_model
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random state as it was
+        torch.manual_seed(seed)
+        return get_peft_model(model, cfg)
 
 
 def merge_lora(model):

@@ -66,11 +66,22 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
 SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"  # `_warmup` below; part of split stage-2 keys
 
 
+LORA_INIT_RULE = "torch.manual_seed(seed + 1)"  # `add_lora` below; part of LoRA stage-2 keys
+
+
 def _stage2_key(cfg: C.ExperimentConfig) -> dict:
+    s2 = dataclasses.asdict(cfg.stage2)
+    if not s2["min_lr_ratio"]:  # added later; left out at its default so older keys stay valid
+        s2.pop("min_lr_ratio")
+    if not s2["lora_r"]:  # full fine-tuning: the LoRA fields change nothing, so they key nothing
+        default = C.Stage2Config()
+        s2["lora_alpha"], s2["lora_dropout"] = default.lora_alpha, default.lora_dropout
     key = {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
-           "val_tokens": cfg.data.val_tokens, "stage2": dataclasses.asdict(cfg.stage2)}
+           "val_tokens": cfg.data.val_tokens, "stage2": s2}
     if cfg.allocation == "split":  # the warmup rule below changed what a split stage 2 trains
         key["warmup"] = SPLIT_WARMUP_RULE
+    if s2["lora_r"]:  # adapters were initialised from the global random state before
+        key["lora_init"] = LORA_INIT_RULE
     return key
 
 
@@ -327,11 +338,12 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
                                           computed=[]))  # nothing trained
     mix = Mixture(sources, seed=cfg.seed + 1)
     if s2.lora_r:
-        model = add_lora(model, s2.lora_r, s2.lora_alpha, s2.lora_dropout)
+        model = add_lora(model, s2.lora_r, s2.lora_alpha, s2.lora_dropout, seed=cfg.seed + 1)
     set_dropout(model, s2.dropout)
     max_steps = (_steps(mix.total, s2.batch_size) if split
                  else max(1, s2.max_tokens // (s2.batch_size * d.seq_len)))
-    spec = LoopSpec(lr=s2.lr, min_lr=s2.min_lr, warmup_steps=_warmup(s2.warmup_steps, max_steps, split),
+    spec = LoopSpec(lr=s2.lr, min_lr=s2.lr * s2.min_lr_ratio if s2.min_lr_ratio else s2.min_lr,
+                    warmup_steps=_warmup(s2.warmup_steps, max_steps, split),
                     weight_decay=s2.weight_decay, batch_size=s2.batch_size, micro_batch=s2.micro_batch,
                     max_steps=max_steps, eval_interval=s2.eval_interval,
                     patience=0 if split else s2.patience, early_stop_key="L_post_val", chunked_ce=cfg.ce_chunk)

@@ -86,7 +86,7 @@ BAD = [
         "c4": "nope/*.json", "musicpile": "nope.jsonl", "chempile": "nope.jsonl"}), "data.data_files.c4"),
     ("data-files-offline", _with(data__data_files={"c4": "x.json"}), "data.data_files"),
     ("data-files-no-readable-file", _with(data__source="local", data__data_files={
-        "c4": str(ROOT / "notebooks"), "musicpile": "x", "chempile": "x"}),
+        "c4": str(ROOT / "eelib" / "corpora"), "musicpile": "x", "chempile": "x"}),  # .py files only
      "data.data_files.c4: no .json/.jsonl(.gz)/.parquet file matches"),
     ("data-files-reserved-name", _with(data__source="local", data__data_files={
         **{c: str(ROOT / "tests/fixtures/hub" / c) for c in ("c4", "musicpile", "chempile")}, "music": "x"}),

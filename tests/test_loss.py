@@ -56,8 +56,8 @@ def test_chunked_untied_head_and_no_grad():
 def test_chunked_with_lora_matches_plain():
     pytest.importorskip("peft")
     tokens = torch.randint(0, 258, (2, 17), generator=torch.Generator().manual_seed(0))
-    a = add_lora(build_model("test-micro", 258, seed=1), 4, 8, 0.0)
-    b = add_lora(build_model("test-micro", 258, seed=1), 4, 8, 0.0)
+    a = add_lora(build_model("test-micro", 258, seed=1), 4, 8, 0.0, seed=0)
+    b = add_lora(build_model("test-micro", 258, seed=1), 4, 8, 0.0, seed=0)
     b.load_state_dict(a.state_dict())
     for p in list(a.parameters()) + list(b.parameters()):  # make the adapters non-trivial
         if p.requires_grad:
@@ -210,7 +210,7 @@ def test_compiled_training_forward_is_one_graph(variant, chunk):
     if variant == "dropout":  # stage 2 of Figs 5-6: forward hooks on every layer
         set_dropout(model, 0.1)
     if variant == "lora":  # stage 2 of Fig 7
-        model = add_lora(model, r=4, alpha=8, dropout=0.0).train()
+        model = add_lora(model, r=4, alpha=8, dropout=0.0, seed=0).train()
     x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     dynamo.reset()
     try:

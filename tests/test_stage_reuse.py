@@ -111,3 +111,51 @@ def test_stage_table_blanks_stage1_losses_taken_on_another_held_out_set(tmp_path
     s1.record["val_tokens"] = 4096  # the same held-out set: shown
     assert stage_table(s1, s2).loc[0, "L_pre (C4)"] == 3.0
     assert stage_table(s1).loc[0, "L_pre (C4)"] == 3.0  # alone, nothing to compare with
+
+
+def test_lora_stage2_does_not_depend_on_what_the_process_drew_before(tmp_path):
+    """The adapters are initialised from the run's seed: the same stage-2 key gives the same
+    numbers whether or not something (stage 1, an earlier run of a grid) drew random numbers
+    first. Before, peft drew them from the global state and L_im moved by ~4e-3."""
+    pytest.importorskip("peft")
+    import torch
+    from eelib import config as C
+    from eelib import stages
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["stage2"].update(lora_r=4, lora_alpha=8, max_tokens=6000)
+    cfg = C.from_dict(dict(raw, name="lora"))
+    losses = []
+    for i, root in enumerate(("a", "b")):
+        stage1 = stages.pretrain(cfg, root=tmp_path / root, progress=False)
+        torch.rand(1000 * (i + 1))  # what an earlier run in this process would have drawn
+        losses.append(stages.posttrain(cfg, stage1, root=tmp_path / root, progress=False)["losses"])
+    assert losses[0] == losses[1]
+
+
+def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
+    from eelib import config as C
+    from eelib import stages
+    raw = json.loads(json.dumps(TINY))
+    key = lambda **s2: stages._stage2_key(C.from_dict(dict(raw, stage2={**raw["stage2"], **s2})))
+    # full fine-tuning: LoRA fields key nothing, so FFT runs of a LoRA grid reuse plain stages
+    assert key(lora_alpha=32, lora_dropout=0.05) == key()
+    assert "lora_init" not in key() and key(lora_r=4)["lora_init"] == stages.LORA_INIT_RULE
+    assert key(lora_r=4, lora_alpha=32) != key(lora_r=4)
+    # min_lr_ratio is keyed only when set (older keys stay valid), and then replaces min_lr
+    assert "min_lr_ratio" not in key()["stage2"] and key(min_lr_ratio=0.1) != key()
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, mix, spec, **kw):
+        seen["spec"] = spec
+        raise Stop
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg = C.from_dict(dict(raw, stage2={**raw["stage2"], "lr": 2e-3, "min_lr_ratio": 0.1}))
+    stage1 = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+    monkeypatch.setattr(stages, "train", fake_train)
+    with pytest.raises(Stop):
+        stages.posttrain(cfg, stage1, root=tmp_path / "out", progress=False)
+    assert seen["spec"].min_lr == pytest.approx(2e-4)

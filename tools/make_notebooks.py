@@ -186,7 +186,7 @@ NOTEBOOKS.update({
         "Claim (e) asks whether mixed+replay and mixed+dropout each beat mixed alone."),
     "lora.ipynb": experiment(
         "Fig 7 — mixing helps LoRA post-training too (appendix)",
-        "135M. Stage 2 with LoRA (r = 64, α = 128; o_proj, MLP and head; Q/K/V excluded) instead of "
+        "135M. Stage 2 with LoRA (r = 64, α = 128; o_proj and MLP, the head only where untied, not at 135M; Q/K/V excluded) instead of "
         "full fine-tuning. Mixing improves both frontiers; full fine-tuning beats LoRA.",
         "λ ∈ {0, 1} × {full, LoRA} × stage-2 LR; adapters are merged before stage 3.",
         "params/ci/lora.yaml", "figures.fig_methods(rows, \"fig7\", \"music->chem\")",
