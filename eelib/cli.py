@@ -47,7 +47,11 @@ def _report(experiment: str, out: str) -> None:
 def _load(path: str, sets: list[str], seeds: list[int] | None, models: bool = True):
     """A params file with --set overrides and, with --seeds, a seed axis added to its grid."""
     from eelib import config as C
-    cfg = C.load(path, _overrides(sets))
+    over = _overrides(sets)
+    if seeds and "seed" in over:
+        raise C.ConfigError("--set seed: --seeds sets the seed axis, so this value would be ignored; "
+                            "give the seeds with --seeds only")
+    cfg = C.load(path, over)
     if seeds:
         cfg.grid = {**cfg.grid, "seed": list(seeds)}
         C.validate(cfg, models=models)

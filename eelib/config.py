@@ -16,7 +16,9 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -252,8 +254,16 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                    f"name the paper's pipelines); call your corpus something else (e.g. {k + '_own'!r})")
             _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",
                    "give a file path or glob as a string")
-            _check(bool(_data_files_found(v)), f"data.data_files.{k}",
-                   f"no .json/.jsonl(.gz)/.parquet file matches {v!r}; fix the path")
+            found = _data_files_found(v)
+            _check(bool(found), f"data.data_files.{k}",
+                   f"no .json/.jsonl(.gz)/.parquet file matches {v!r}; fix the path (eelib reads "
+                   "JSON lines, JSON and parquet files; relative paths are read from the params "
+                   "file's folder)")
+            kinds = {"parquet" if f.endswith(".parquet") else "json" for f in found}
+            _check(len(kinds) == 1, f"data.data_files.{k}",
+                   f"{v!r} mixes parquet and JSON files; give one format per corpus")
+            _check(any(os.path.getsize(f) for f in found), f"data.data_files.{k}",
+                   f"every file matching {v!r} is empty; point it at files with records")
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
@@ -302,7 +312,7 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(s3.eval_interval > 0, "stage3.eval_interval", "must be > 0")
     for key, values in cfg.grid.items():
         _check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "give a non-empty list of values")
-        _check(key not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
+        _check(key.split(".")[0] not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
     return _check_model(cfg) if models else cfg
 
 
@@ -427,12 +437,44 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"params file {str(path)!r}: top level must be a mapping of fields")
     raw.setdefault("name", path.stem)
+    _absolute_data_files(raw, path.resolve().parent)  # a file's paths are read from its folder
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
+    grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
+    for key, value in (overrides or {}).items():
+        if key in grid and grid[key] != [value]:  # expand() would overwrite it: refuse, not ignore
+            raise ConfigError(f"--set {key}: the grid sweeps {key}, so this value would be ignored; "
+                              f"set the sweep instead, e.g. --set grid.{key}=[{value}]")
+    _absolute_data_files(raw, Path.cwd())  # --set paths from where the command runs
     return from_dict(raw)
 
 
+def _absolute_data_files(raw: dict, base: Path) -> None:
+    """Relative data.data_files become absolute, so a run's stored config.yaml reads the same
+    files from any working directory (papermill, the explorer's runs, `eelib run-one`)."""
+    files = (raw.get("data") or {}).get("data_files") if isinstance(raw.get("data"), dict) else None
+    if isinstance(files, dict):
+        for k, v in files.items():
+            if isinstance(v, str) and v.strip() and not Path(v).expanduser().is_absolute():
+                here = str(base / v)
+                if not _data_files_found(here) and _data_files_found(v):
+                    # written for the working directory (eelib before 2026-11-27, or a run's
+                    # stored config.yaml from then): still found, with a word
+                    print(f"[eelib] data.data_files.{k}: {v!r} is not beside the params file; "
+                          f"reading it from the current directory", file=sys.stderr)
+                    here = str(Path.cwd() / v)
+                files[k] = here
+            elif isinstance(v, str) and v.startswith("~"):
+                files[k] = str(Path(v).expanduser())
+
+
 def set_dotted(raw: dict, key: str, value) -> None:
+    if key.startswith("grid.") and len(key) > 5:  # grid keys are dotted field names themselves
+        grid = raw.setdefault("grid", {})
+        if not isinstance(grid, dict):
+            raise ConfigError(f"{key}: grid is not a section")
+        grid[key[5:]] = value
+        return
     parts = key.split(".")
     node = raw
     for p in parts[:-1]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eelib.config import DataConfig, digest
+from eelib.corpora.split import HUB_HELDOUT_EVERY
 from eelib.io import atomic_write_json, check_free_disk, sha256_file
 from eelib.tokenizer import ByteTokenizer, get_tokenizer, tokenizer_id, tokenizer_vocab  # noqa: F401 (re-exported)
 
@@ -83,8 +84,15 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
         if not batch:
             budget = ("data.val_tokens" if meta["split"] == "val" else "data.general_tokens"
                       if meta["corpus"] == "c4" else "data.post_tokens (D_post) or stage3.tokens (D_ft)")
-            raise CorpusExhausted(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens; "
-                                  f"asked for {n_tokens:,}. Lower {budget} or use a larger corpus.")
+            held = ""
+            if meta["split"] == "val" and meta.get("source") in ("hub", "local"):
+                held = (" This corpus holds out 1 document in "
+                        f"{HUB_HELDOUT_EVERY} (by a hash of its text), so it needs about "
+                        f"{HUB_HELDOUT_EVERY}× data.val_tokens tokens in all")
+                held += (" (or files named *validation*, held out whole)." if meta["corpus"] == "c4" else ".")
+            raise CorpusExhausted(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens "
+                                  f"({n_docs:,} documents); asked for {n_tokens:,}. Lower {budget} or use a "
+                                  f"larger corpus.{held}")
         for ids in tokenizer.encode_batch(batch):
             ids.append(tokenizer.eos_id)
             last_start = filled

@@ -190,7 +190,7 @@ class Explorer:
     def run_command(self, lam: float) -> list[str]:
         lam = float(lam)
         return [self.python, "-m", "eelib", "run", str(self._run_config()),
-                "--set", f"name={self.experiment}", "--set", f"stage1.lam={lam}",
+                "--set", f"name={self.experiment}",
                 "--set", 'grid={"stage1.lam": [%r]}' % lam, "--out", str(self.root), "--no-progress"]
 
     def start_run(self, lam: float) -> subprocess.Popen | None:

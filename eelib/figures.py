@@ -183,6 +183,9 @@ def paper_frontier_panel(fig: str, methods: list[str], view: tuple[str, str],
                  width=W, height=H)
 
 
+PAPER_FIG3_PIPELINE = "music->chem"  # Fig 3a/3b are MusicPile -> ChemPile at 135M (notes §6.1-6.2)
+
+
 def paper_fig3_panel(which: str) -> alt.Chart:
     pv = paper_values()[which]
     out = []
@@ -231,8 +234,10 @@ def fig3(rows, allocation: str = "added") -> alt.VConcatChart | None:
     if ours is None:
         return None
     what = "λ·|D_post| added to stage 1" if allocation == "added" else "compute-matched λ / (1−λ) split"
-    return alt.vconcat(ours, paper_fig3_panel(which)).resolve_scale(color="independent").properties(
-        title=alt.TitleParams(f"Fig {which[3:]}: immediate vs retained loss over λ ({what})", anchor="start"))
+    title = alt.TitleParams(f"Fig {which[3:]}: immediate vs retained loss over λ ({what})", anchor="start")
+    if PAPER_FIG3_PIPELINE not in set(_df(rows)["pipeline"]):  # own data: no paper curve to compare
+        return alt.vconcat(ours).properties(title=title)
+    return alt.vconcat(ours, paper_fig3_panel(which)).resolve_scale(color="independent").properties(title=title)
 
 
 def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.VConcatChart | None:

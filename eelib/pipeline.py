@@ -11,6 +11,7 @@ trajectory; frontiers, figures and the claims report read only these rows.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,18 +36,82 @@ def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path
     return Path(root or OUTPUTS) / cfg.name / "runs" / run
 
 
+def _data_digest(cfg: C.ExperimentConfig) -> str | None:
+    """The identity of a source=local run's files (None otherwise: hub and offline data are
+    pinned by the config itself). Editing or appending to a file changes it (data.files_identity)."""
+    if cfg.data.source != "local":
+        return None
+    from eelib.data import files_identity
+    return C.digest({k: files_identity(v) for k, v in sorted(cfg.data.data_files.items())})
+
+
+def _flat(d: dict, pre: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
+    return out
+
+
+def _stored_config(rdir: Path) -> dict | None:
+    """A run's config.yaml read back as eelib reads configs now: fields added since it was written
+    take their defaults. Not validated: its files may have moved. None if unreadable."""
+    import yaml
+    try:
+        raw = yaml.safe_load((rdir / "config.yaml").read_text()) or {}
+        return C.to_dict(C._from_dict(C.ExperimentConfig, raw, ""))
+    except (OSError, yaml.YAMLError, C.ConfigError, TypeError, ValueError):
+        return None
+
+
+def _comparable(d: dict) -> dict:
+    d = json.loads(json.dumps(d))
+    if d["data"]["source"] == "local":  # their identity is data.digest's; paths may move
+        d["data"]["data_files"] = None
+    return d
+
+
+def _changed_fields(old: dict | None, cfg: C.ExperimentConfig) -> str:
+    """'stage2.lr: 0.001 -> 0.002, …' between a stored config and cfg."""
+    if old is None:
+        return "its config.yaml is unreadable"
+    old, new = _flat(_comparable(old)), _flat(_comparable(C.to_dict(cfg)))
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
+
+
 def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path:
-    """Create (or re-enter) a run directory; refuse one that a different config made (issue 7)."""
+    """Create (or re-enter) a run directory. A finished run (result.json) made by a different
+    config, or from data files that changed since, is refused: results are never overwritten
+    (issue 7). An unfinished one holds no results, so a corrected config takes it over.
+
+    "Different" is judged on the stored config.yaml read with today's defaults, so a run written
+    by an older eelib (before a field was added) or whose local files moved is re-entered, and
+    its stamp and config.yaml are brought up to date."""
     rdir = run_dir(cfg, run, root)
-    dig = C.digest(C.to_dict(cfg))
-    stamp = rdir / "config.digest"
+    dig, data = C.digest(C.to_dict(cfg)), _data_digest(cfg)
+    stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
+    finished = (rdir / "result.json").exists()
+    fix = "Rename the experiment (name:) or move the run directory away."
     if stamp.exists() and stamp.read_text().strip() != dig:
-        raise RuntimeError(f"{rdir} was made by a different config (digest {stamp.read_text().strip()} "
-                           f"!= {dig}); it is never overwritten. Rename the experiment (name:) or move it away.")
+        old = _stored_config(rdir)
+        if old is None or _comparable(old) != _comparable(C.to_dict(cfg)):
+            changed = _changed_fields(old, cfg)
+            if finished:
+                raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
+                                   f"are never overwritten. {fix}")
+            print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
+                  f"another config ({changed})", file=sys.stderr)
+        stamp.unlink(missing_ok=True)  # under torchrun every rank gets here
+    if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
+        raise RuntimeError(f"{rdir}: the data files ({', '.join(sorted(cfg.data.data_files))}) changed "
+                           f"since this run finished; its results are never overwritten. {fix}")
     rdir.mkdir(parents=True, exist_ok=True)
     if not stamp.exists():
         atomic_write_text(rdir / "config.yaml", C.dump(cfg))
         atomic_write_text(stamp, dig + "\n")
+    if data and not (finished and dstamp.exists()):
+        atomic_write_text(dstamp, data + "\n")
     return rdir
 
 
@@ -79,7 +144,13 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
     s3s = [finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
     rows = rows_for(cfg, run, s1, s2, s3s)
     from eelib import distributed
-    if distributed.is_main():  # under torchrun, rank 0 writes the run's result
+    # Under torchrun rank 0 writes the run's result; a finished run's result is kept as it was
+    # (its stages were reused, so the rows are the same, and its "seconds" stay the real ones).
+    if distributed.is_main() and not (rdir / "result.json").exists():
+        if (rdir / "config.digest").read_text().strip() != C.digest(C.to_dict(cfg)):
+            # another config took the unfinished directory over while this run trained
+            raise RuntimeError(f"{rdir} was taken over by another config while this run trained; its "
+                               f"stages are kept, its result is not written there. Rerun under a new name.")
         atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
     return rows
 

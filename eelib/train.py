@@ -282,7 +282,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         bar.update(1)
         if progress and step % 10 == 0:
             rate = (step - tok0) * spec.batch_size * mixture.seq_len / max(time.time() - t0, 1e-9)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
         at_end = step >= spec.max_steps or mixture.remaining() == 0
         if evaluator is not None and spec.eval_interval and (step % spec.eval_interval == 0 or at_end):
             evaluate(step)

@@ -234,3 +234,22 @@ def test_validation_writes_nothing(tmp_path, monkeypatch):
         C.from_dict(yaml.safe_load(_with(stage1__lam=3.0)))
     C.from_dict(yaml.safe_load(_with()))  # a valid config does not create its cache either
     assert list(tmp_path.iterdir()) == []
+
+
+def test_set_of_a_swept_field_is_refused_and_grid_sets_work(tmp_path):
+    """`--set seed=5` on a file that sweeps seed was silently overwritten by the grid."""
+    import pytest
+    from eelib import config as C
+    p = ROOT / "params" / "ci" / "fig3a.yaml"
+    with pytest.raises(C.ConfigError, match=r"--set stage1.lam: the grid sweeps stage1.lam.*grid.stage1.lam="):
+        C.load(p, {"stage1.lam": 0.3})
+    cfg = C.load(p, {"grid.stage1.lam": [0.3]})
+    assert cfg.grid["stage1.lam"] == [0.3] and "stage1" not in [k.split(".")[0] for k in cfg.grid if k != "stage1.lam"]
+
+
+def test_set_seed_with_seeds_is_refused():
+    import pytest
+    from eelib import config as C
+    from eelib.cli import _load
+    with pytest.raises(C.ConfigError, match="--set seed: --seeds sets the seed axis"):
+        _load(str(ROOT / "params" / "quick.yaml"), ["seed=5"], [0, 1], models=False)

@@ -312,3 +312,29 @@ def test_hub_hanging_connect_is_bounded(monkeypatch):
     with pytest.raises(HubUnavailable, match="no answer"):
         documents("flan", "val", source="hub")
     assert time.monotonic() - t0 < 5
+
+
+def test_read_errors_are_wrapped_for_local_files_only(monkeypatch):
+    """A local file that cannot be parsed is the researcher's to fix (one line naming the corpus);
+    a hub read failure (network, server) is not a bad file and passes through as it is."""
+    import pytest
+    from eelib.corpora import hub
+    from eelib.corpora.registry import CORPORA
+
+    class Broken:
+        def __iter__(self):  # like datasets: the error comes with the first record, not iter()
+            raise ValueError("JSON parse error in row 3")
+            yield
+
+        def shuffle(self, **kw):
+            return self
+    for source, data_files in (("local", "x.jsonl"), ("hub", None)):
+        monkeypatch.setattr(hub, "_stream", lambda *a, **k: (Broken(), True))
+        docs = hub.hub_documents(CORPORA["musicpile"], "train", source, data_files=data_files)
+        if source == "local":
+            with pytest.raises(hub.RecordFormatError, match="corpus 'musicpile': cannot read a record of "
+                                                            "data_files='x.jsonl'.*fix or remove that file"):
+                next(docs)
+        else:
+            with pytest.raises(ValueError, match="^JSON parse error in row 3$"):
+                next(docs)

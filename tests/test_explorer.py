@@ -90,7 +90,7 @@ def test_run_button_background(root, monkeypatch):
     ex.widgets["new_lam"].value = 0.5
     ex.widgets["run"].click()
     cmd = made[0].cmd
-    assert cmd[1:4] == ["-m", "eelib", "run"] and "stage1.lam=0.5" in cmd and "name=exp" in cmd
+    assert cmd[1:4] == ["-m", "eelib", "run"] and 'grid={"stage1.lam": [0.5]}' in cmd and "name=exp" in cmd
     assert ex.widgets["progress"].max == 4     # stage 1, stage 2, two stage-3 LRs
     assert ex.poll() is None and ex.widgets["progress"].value == 1
     assert ex.poll() == 0
@@ -102,3 +102,16 @@ def test_run_button_background(root, monkeypatch):
 def test_run_refuses_bad_lambda(root):
     ex = EX.Explorer(root, "exp", poll_interval=0, renderer="vega")
     assert ex.start_run(1.5) is None and "[0, 1]" in ex.widgets["status"].value
+
+
+def test_run_command_validates_on_a_params_file_with_a_lam_grid(tmp_path):
+    """The 'run λ now' command must pass the params checks (a --set of a swept field is refused)."""
+    from eelib import config as C
+    from eelib.cli import _overrides
+    from pathlib import Path
+    params = Path(__file__).resolve().parents[1] / "params" / "quick.yaml"
+    ex = EX.Explorer(tmp_path / "out", "quick", params=params, poll_interval=0)
+    cmd = ex.run_command(0.3)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    cfg = C.load(cmd[4], _overrides(sets))
+    assert cfg.grid == {"stage1.lam": [0.3]} and cfg.name == "quick"

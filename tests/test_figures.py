@@ -37,3 +37,10 @@ def test_figures_save_and_overlay(tmp_path):
 
 def test_no_rows_no_figures():
     assert FG.all_figures([]) == {}
+
+
+def test_fig3_shows_the_paper_curves_only_for_the_paper_pipeline():
+    """Fig 3 is Music→Chem in the paper; under own data (legal->medical) there is nothing to compare."""
+    own = [dict(r, pipeline="legal->medical") for r in fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.8] * 5)]
+    spec = json.dumps(FG.fig3(own, "added").to_dict())
+    assert "paper (digitized" not in spec and "ours (added" in spec

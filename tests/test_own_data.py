@@ -157,3 +157,63 @@ def test_keys_follow_the_files_not_the_path_written(tmp_path):
         f.write(json.dumps({"text": "patient dose"}) + "\n")
     assert stages.stage_dir(moved, 1) == stages.stage_dir(cfgs["a"], 1)
     assert stages.stage_dir(moved, 3, lr=1e-3) != stages.stage_dir(cfgs["a"], 3, lr=1e-3)
+
+
+def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path):
+    """A record whose `text` is missing among good ones (it reads as null) used to be skipped
+    without a word, and a line that is not JSON or an all-empty file ended in a traceback."""
+    _corpora(tmp_path)
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(PARAMS))
+    good = (tmp_path / "legal.jsonl").read_text()
+    (tmp_path / "holey.jsonl").write_text(good + json.dumps({"id": -1, "body": "no text"}) + "\n")
+    (tmp_path / "broken.jsonl").write_text(good + "this line is not JSON\n")
+    for out, change, needle in (
+            ("a", "data.data_files.legal=holey.jsonl", "corpus 'legal': record "),
+            ("b", "data.data_files.legal=broken.jsonl", "corpus 'legal': cannot read a record of data_files=")):
+        p = run_cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        assert needle in lines[0], lines[0]
+    assert "has no 'text' value" in run_cli(tmp_path, "run", "own.yaml", "--out", "a", "--no-progress",
+                                            "--set", "data.data_files.legal=holey.jsonl").stderr
+    # Caught by `eelib check` before anything runs: an all-empty corpus, mixed formats.
+    (tmp_path / "empty.jsonl").write_text("")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(tmp_path / "legal.jsonl", mixed / "a.jsonl")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"text": ["one document"]}), mixed / "b.parquet")
+    for change, needle in (("data.data_files.legal=empty.jsonl", "data.data_files.legal: every file matching"),
+                           ("data.data_files.legal=mixed", "mixed' mixes parquet and JSON files; give one format")):
+        p = run_cli(tmp_path, "check", "own.yaml", "--set", change)
+        assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
+        assert needle in p.stderr, p.stderr
+
+
+def test_relative_data_files_are_read_from_the_params_folder(tmp_path):
+    """A study folder checked or run from elsewhere (the repo root, notebooks/) finds its files,
+    and each run's stored config names them absolutely, so its reruns do too."""
+    study = tmp_path / "study"
+    study.mkdir()
+    _corpora(study, n_general=300)
+    (study / "own.yaml").write_text(yaml.safe_dump(PARAMS))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = run_cli(elsewhere, "check", str(study / "own.yaml"))
+    assert p.returncode == 0, p.stderr
+    from eelib import config as C
+    cwd = os.getcwd()
+    try:
+        os.chdir(elsewhere)
+        cfg = C.load(study / "own.yaml", {"data.data_files.c4": "../study/general.jsonl"})
+    finally:
+        os.chdir(cwd)
+    assert cfg.data.data_files["legal"] == str(study / "legal.jsonl")
+    assert os.path.samefile(cfg.data.data_files["c4"], study / "general.jsonl")  # --set: from the cwd
+    # Written for the working directory (eelib before this rule): still read, with a warning.
+    old = dict(PARAMS, data={**PARAMS["data"], "data_files": {
+        k: f"study/{v}" for k, v in PARAMS["data"]["data_files"].items()}})
+    (elsewhere / "old.yaml").write_text(yaml.safe_dump(old))
+    p = run_cli(tmp_path, "check", str(elsewhere / "old.yaml"))
+    assert p.returncode == 0 and "is not beside the params file; reading it from the current" in p.stderr, p.stderr

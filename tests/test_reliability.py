@@ -160,11 +160,53 @@ def test_run_dir_of_another_config_is_refused(tmp_path):
     root = tmp_path / "out"
     a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage1.lam": 0.25})
     rdir = pipeline.claim_run_dir(a, "run", root)
+    (rdir / "result.json").write_text('{"rows": [], "seconds": 1.0}')  # a finished run
     before = {p.name: p.read_bytes() for p in rdir.iterdir()}
     assert pipeline.claim_run_dir(a, "run", root) == rdir  # the same config re-enters it
-    with pytest.raises(RuntimeError, match="made by a different config .* never overwritten"):
+    with pytest.raises(RuntimeError, match=r"results of a different config \(stage1.lam: 0.5 -> 0.25\)"
+                                           r".* never overwritten"):
         pipeline.claim_run_dir(b, "run", root)
     assert {p.name: p.read_bytes() for p in rdir.iterdir()} == before
+
+
+def test_unfinished_run_dir_is_taken_over_by_a_corrected_config(tmp_path, capsys):
+    """A run that failed before its result (e.g. a budget its corpus cannot give) holds no
+    results, so the corrected rerun may use its directory; it says so, naming the change."""
+    root = tmp_path / "out"
+    a, b = _cfg(tmp_path), _cfg(tmp_path, **{"data.general_tokens": 30000})
+    rdir = pipeline.claim_run_dir(a, "run", root)
+    assert pipeline.claim_run_dir(b, "run", root) == rdir
+    assert "taking over an unfinished run directory" in capsys.readouterr().err
+    assert C.load(rdir / "config.yaml").data.general_tokens == 30000
+    assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(b))
+
+
+def test_finished_run_on_changed_local_files_is_refused(tmp_path):
+    """source: local stages are keyed by the files' identity, so edited data trains new stages;
+    the finished run's results (and results.jsonl) must not be replaced by them silently."""
+    root = tmp_path / "out"
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("c4", "legal", "medical"):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{name} {i} " * 20}) + "\n"
+                                                    for i in range(50)))
+    cfg = _cfg(tmp_path, **{"data.source": "local", "pipeline": "legal->medical",
+                            "data.data_files": {n: str(data / f"{n}.jsonl") for n in ("c4", "legal", "medical")}})
+    rdir = pipeline.claim_run_dir(cfg, "run", root)
+    assert (rdir / "data.digest").exists()
+    (rdir / "result.json").write_text('{"rows": [], "seconds": 1.0}')
+    assert pipeline.claim_run_dir(cfg, "run", root) == rdir  # unchanged files: re-entered
+    moved = tmp_path / "moved"                                # the same files elsewhere: re-entered too
+    shutil.copytree(data, moved)
+    there = _cfg(tmp_path, **{"data.source": "local", "pipeline": "legal->medical",
+                              "data.data_files": {n: str(moved / f"{n}.jsonl") for n in ("c4", "legal", "medical")}})
+    assert pipeline.claim_run_dir(there, "run", root) == rdir
+    assert str(moved) in (rdir / "config.yaml").read_text()   # its stored config now finds them
+    with open(data / "legal.jsonl", "a") as f:
+        f.write(json.dumps({"text": "one more record"}) + "\n")
+    with pytest.raises(RuntimeError, match=r"data files \(c4, legal, medical\) changed since this run "
+                                           r"finished; its results are never overwritten"):
+        pipeline.claim_run_dir(cfg, "run", root)
 
 
 def test_stage_dir_holding_another_stage_is_refused(tmp_path):
@@ -232,3 +274,25 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     checkpoint.save_model(tmp_path / "s" / "k" / "final", {"w": torch.ones(1)}, {})
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == io.FILE_MODE
     assert (tmp_path / "s" / "k" / "final").stat().st_mode & 0o777 == io.DIR_MODE
+
+
+def test_run_of_an_older_eelib_or_with_moved_files_is_re_entered(tmp_path):
+    """A finished run whose stored config.yaml lacks fields added since (they take their defaults)
+    is the same config, not a different one: before, one new field refused every finished run and
+    so every batch over an existing outputs root."""
+    import yaml
+    root = tmp_path / "out"
+    cfg = _cfg(tmp_path)
+    rdir = pipeline.claim_run_dir(cfg, "run", root)
+    (rdir / "result.json").write_text('{"rows": [], "seconds": 1.0}')
+    stored = yaml.safe_load((rdir / "config.yaml").read_text())
+    del stored["stage2"]["min_lr_ratio"]           # written before the field existed
+    (rdir / "config.yaml").write_text(yaml.safe_dump(stored))
+    (rdir / "config.digest").write_text(C.digest(stored) + "\n")
+    result = (rdir / "result.json").read_bytes()
+    assert pipeline.claim_run_dir(cfg, "run", root) == rdir
+    assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(cfg))
+    assert (rdir / "result.json").read_bytes() == result
+    # a real difference is still refused, named once, without the defaulted field
+    with pytest.raises(RuntimeError, match=r"\(stage1.lam: 0.5 -> 0.25\); they are never overwritten"):
+        pipeline.claim_run_dir(_cfg(tmp_path, **{"stage1.lam": 0.25}), "run", root)

@@ -21,6 +21,7 @@ Design choices:
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import socket
 import threading
@@ -85,11 +86,12 @@ def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) ->
         raise HubUnavailable(f"Cannot reach {host}:{port} ({reason}). {advice}")
 
 
-def record_text(spec: CorpusSpec, record: dict) -> str:
-    """The training document of one hub record."""
+def record_text(spec: CorpusSpec, record: dict) -> str | None:
+    """The training document of one hub record; None where its field is null."""
     try:  # per record, so the check costs nothing unless it fails
         if spec.text_field == INPUTS_TARGETS:
-            return render(record["inputs"], record["targets"])
+            inputs, targets = record["inputs"], record["targets"]
+            return None if inputs is None or targets is None else render(inputs, targets)
         return record[spec.text_field]
     except KeyError as missing:  # a whole corpus in the wrong shape: say it once, plainly
         fields = "inputs and targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
@@ -115,8 +117,12 @@ def _load_local(files: list[str]):
     import datasets
 
     kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files}
-    if len(kinds) > 1:
-        raise ValueError(f"mixed file formats in data_files: {files}")
+    if len(kinds) > 1:  # config.validate refuses this first, naming the field
+        raise RecordFormatError(f"data_files mixes parquet and JSON files ({files[:3]} …); "
+                                "give one format per corpus")
+    # Its JSON reader logs a parse error before raising it; texts() re-raises it as one line
+    # naming the corpus, so the log line would only repeat it.
+    logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     return datasets.load_dataset(kinds.pop(), data_files=files, split="train", streaming=True)
 
 
@@ -178,9 +184,30 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
     elif hash_split:  # val drawn across the files like train, and fixed (module docstring)
         ds = ds.shuffle(seed=VAL_SEED, buffer_size=_SHUFFLE_BUFFER)
 
+    where = f"data_files={data_files!r}" if source == "local" else f"{spec.hub_id} ({split})"
+
     def texts() -> Iterator[str]:
-        for record in ds:
+        records, n = iter(ds), 0
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except OSError:  # disk or network: not the file's content; the CLI prints it in one line
+                raise
+            except Exception as e:  # a local file the reader cannot parse: name the corpus, one line
+                if source != "local":
+                    raise
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise RecordFormatError(f"corpus {spec.name!r}: cannot read a record of {where} "
+                                        f"({type(e).__name__}: {first}); fix or remove that file") from e
+            n += 1
             text = record_text(spec, record)
+            if text is None and source == "local":  # a missing field reads as null in a file
+                field = "inputs/targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
+                raise RecordFormatError(f"corpus {spec.name!r}: record {n} of {where} (in stream "
+                                        f"order) has no {field!r} value; every record needs one, "
+                                        f"so fill it in or drop that record")
             if text and (not hash_split or in_split(text, split, spec.heldout_every)):
                 yield text
 
