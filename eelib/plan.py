@@ -123,6 +123,11 @@ def _b(n: float) -> str:
     return f"{n / 1e9:,.1f}B" if n >= 1e8 else f"{n / 1e6:,.2f}M"
 
 
+def _h(hours: float) -> str:
+    """GPU-hours: one decimal at paper scale, two significant digits for small (CPU-sized) grids."""
+    return f"{hours:,.1f}" if hours >= 1 or hours == 0 else f"{hours:.2g}"
+
+
 def format_plan(p: dict, source: str = "") -> str:
     lines = []
     speed = f" at {p['tok_s']:,.0f} tok/s{' (' + source + ')' if source else ''}" if p["tok_s"] else ""
@@ -134,7 +139,7 @@ def format_plan(p: dict, source: str = "") -> str:
         s2 = _b(e["stage2_tokens"]) + ("≤" if e["upper_bound"] else " ")
         line = (f"{e['experiment']:<28}{e['runs']:>6}{_b(e['stage1_tokens']):>11}{s2:>12}"
                 f"{_b(e['stage3_tokens']):>11}{_b(e['eval_tokens']):>10}")
-        lines.append(line + (f"{e['gpu_hours']:>11,.1f}" if p["tok_s"] else ""))
+        lines.append(line + (f"{_h(e['gpu_hours']):>11}" if p["tok_s"] else ""))
     lines.append("≤: stage 2 counted at its max_tokens cap (early stopping can only shorten it). "
                  "Eval counted at 1/3 weight in GPU-hours.")
     if p["tok_s"] and p["total"]["fixed_hours"]:
