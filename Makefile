@@ -28,7 +28,7 @@ run: $(STAMP)
 
 readme: $(STAMP)
 	$(BIN)/python tools/update_readme.py $(if $(wildcard outputs/quick-seeds/results.jsonl),outputs/quick-seeds,outputs/quick) \
-	    outputs/fig3b-offline-200k outputs/replay-dropout-offline-small
+	    outputs/fig3b-offline-200k outputs/replay-dropout-offline-small outputs/lora-offline-small
 
 test: $(STAMP)
 	EELIB_OUTPUTS=$$(mktemp -d) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)

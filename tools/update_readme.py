@@ -17,7 +17,7 @@ from eelib.claims import ALPHA
 ROOT = Path(__file__).resolve().parent.parent
 
 
-FIG_ORDER = ("fig3b.png", "fig4_music-chem.png", "fig3a.png", "fig2_music-chem.png")  # most specific first
+FIG_ORDER = ("fig3b.png", "fig4_music-chem.png", "fig7_music-chem.png", "fig3a.png", "fig2_music-chem.png")  # most specific first
 
 
 def _figure(edir: Path) -> str:
