@@ -256,6 +256,13 @@ def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.V
     return _stack(ours, paper, titles[fig])
 
 
+def methods_figures(rows, figs: tuple[str, ...]) -> alt.VConcatChart | None:
+    """Figs 4–7 for every pipeline in the rows, stacked (None if no figure applies)."""
+    pipes = sorted(set(_df(rows)["pipeline"])) if len(rows) else []
+    charts = [c for p in pipes for f in figs if (c := fig_methods(rows, f, p)) is not None]
+    return alt.vconcat(*charts) if charts else None
+
+
 def save(chart: alt.TopLevelMixin, stem: str | Path) -> dict[str, Path]:
     """stem.png, stem.svg and a self-contained stem.html (inline=True), each written atomically."""
     stem = Path(stem)

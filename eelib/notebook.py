@@ -25,8 +25,38 @@ def resolve(path: str | Path) -> Path:
 
 
 def outputs(out_dir: str | Path = "outputs") -> Path:
-    """The outputs root; $EELIB_OUTPUTS wins when set (tests point it at a temp dir)."""
-    return Path(os.environ.get("EELIB_OUTPUTS") or out_dir)
+    """The outputs root of every notebook: $EELIB_OUTPUTS when set (tests point it at a temp dir,
+    so they never write into a user's results); else `out_dir`, a relative one taken from the
+    repository root when the kernel runs in the repository's notebooks/ folder (JupyterLab, nbval),
+    so the notebooks and `make run` share outputs/; else from the working directory, as the CLI."""
+    env = os.environ.get("EELIB_OUTPUTS")
+    if env:
+        return Path(env)
+    p = Path(out_dir)
+    if not p.is_absolute() and Path.cwd().resolve() == (REPO / "notebooks").resolve():
+        return REPO / p
+    return p
+
+
+def experiment_config(params_file: str, seeds, injected: dict) -> C.ExperimentConfig:
+    """An experiment notebook's config: its params file, with `seeds` (a list, or the string
+    papermill's `-p seeds "[0, 1]"` gives) as the seed axis. `injected` is the notebook's
+    globals(): config fields there mean `-f params.yaml` was given, which papermill would inject
+    as unknown names and the notebook would ignore, so it is refused with the right form."""
+    stray = sorted(k for k in FIELDS if k in injected)
+    if stray:
+        raise C.ConfigError(f"this notebook takes a params file by name, not its fields ({', '.join(stray)} "
+                            f"were injected): use -p params_file <file.yaml>, not -f")
+    cfg = C.load(resolve(params_file))
+    if isinstance(seeds, str):
+        import yaml
+        seeds = yaml.safe_load(seeds)
+    if seeds is not None and not isinstance(seeds, list):
+        seeds = [seeds]
+    if seeds:
+        cfg.grid = {**cfg.grid, "seed": [int(s) for s in seeds]}
+        C.validate(cfg)
+    return cfg
 
 
 def config(params: dict, lam: float | None = None, **overrides) -> C.ExperimentConfig:
@@ -123,7 +153,11 @@ def rows_table(rows: list[dict]) -> "pandas.DataFrame":
     return df[[c for c in cols if c in df]] if len(df) else df
 
 
-def claims_table(verdicts: list[dict]) -> "pandas.DataFrame":
-    import pandas as pd
-    return pd.DataFrame([{"claim": f"{c['id']}. {c['claim']}", "paper": c["paper"],
-                          "verdict": c["verdict"], "numbers": c["reason"]} for c in verdicts])
+def claims_table(verdicts: list[dict]):
+    """The verdicts as a Markdown table, numbers in full (a DataFrame cut them at 50 characters)."""
+    from IPython.display import Markdown
+    cell = lambda s: str(s).replace("|", "\\|")
+    lines = ["| claim | paper | verdict | numbers |", "|---|---|---|---|"]
+    lines += [f"| {cell(c['id'] + '. ' + c['claim'])} | {cell(c['paper'])} | **{c['verdict']}** | {cell(c['reason'])} |"
+              for c in verdicts]
+    return Markdown("\n".join(lines))

@@ -482,4 +482,6 @@ class Explorer:
             bundle = plot_trajectories(self.last["result"])._repr_mimebundle_()
             data = bundle[0] if isinstance(bundle, tuple) else bundle
             self.out.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+        else:  # a refused setting has no chart: do not leave the last one up beside its message
+            self.out.outputs = ()
         return self.last

@@ -48,7 +48,8 @@ def lab(tmp_path):
     port = _free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                IPYTHONDIR=str(tmp_path / "ipy"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               EELIB_OUTPUTS=str(work / "outputs"))  # the notebooks' outputs root (eelib.notebook.outputs)
     log = open(tmp_path / "lab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
                              f"--port={port}", "--IdentityProvider.token=", "--ServerApp.password=",

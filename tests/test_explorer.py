@@ -115,3 +115,26 @@ def test_run_command_validates_on_a_params_file_with_a_lam_grid(tmp_path):
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
     cfg = C.load(cmd[4], _overrides(sets))
     assert cfg.grid == {"stage1.lam": [0.3]} and cfg.name == "quick"
+
+
+def test_notebook_outputs_root(tmp_path, monkeypatch):
+    """One outputs root for every notebook: $EELIB_OUTPUTS (tests), else out_dir, taken from the
+    repository root when the kernel runs in notebooks/ (JupyterLab, nbval), else from the cwd."""
+    from eelib import notebook as nb
+    monkeypatch.setenv("EELIB_OUTPUTS", str(tmp_path / "t"))
+    assert nb.outputs("outputs") == tmp_path / "t"
+    monkeypatch.delenv("EELIB_OUTPUTS")
+    monkeypatch.chdir(nb.REPO / "notebooks")
+    assert nb.outputs("outputs") == nb.REPO / "outputs"
+    monkeypatch.chdir(tmp_path)
+    assert nb.outputs("outputs") == nb.Path("outputs") and nb.outputs(tmp_path / "x") == tmp_path / "x"
+
+
+def test_experiment_notebook_config_refuses_f_and_parses_seeds():
+    import pytest
+    from eelib import config as C
+    from eelib import notebook as nb
+    cfg = nb.experiment_config("params/ci/fig3a.yaml", "[0, 1]", {})   # papermill -p seeds "[0, 1]"
+    assert cfg.grid["seed"] == [0, 1]
+    with pytest.raises(C.ConfigError, match=r"\(model, name were injected\): use -p params_file"):
+        nb.experiment_config("params/ci/fig3a.yaml", None, {"name": "x", "model": "test-micro"})

@@ -44,3 +44,11 @@ def test_fig3_shows_the_paper_curves_only_for_the_paper_pipeline():
     own = [dict(r, pipeline="legal->medical") for r in fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.8] * 5)]
     spec = json.dumps(FG.fig3(own, "added").to_dict())
     assert "paper (digitized" not in spec and "ours (added" in spec
+
+
+def test_methods_figures_cover_every_pipeline():
+    """replay_dropout.ipynb drew Figs 4–6 for the first pipeline only."""
+    two = rows() + [dict(r, pipeline="music->flan") for r in rows() if r["allocation"] == "added"]
+    spec = json.dumps(FG.methods_figures(two, ("fig4",)).to_dict())
+    assert "ours: music->chem" in spec and "ours: music->flan" in spec
+    assert FG.methods_figures([], ("fig4",)) is None

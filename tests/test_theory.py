@@ -137,6 +137,7 @@ def test_widget_callback_headless():
         th.TheoryConfig(), k=3, alpha=1.0)))
     ex.sliders["alpha"].value = 0.3          # breaks C.6: refused, message shown in the label
     assert not ex.last["ok"] and "Assumption C.6" in ex.label.value
+    assert ex.out.outputs == ()              # and the last chart is cleared
 
 
 def test_accepted_settings_meet_the_theorems_or_are_refused():

@@ -27,12 +27,12 @@ direction at p < 0.05, **does not hold** if it is significantly the other way, i
 neither, and is **inconclusive** when the rows it needs are missing (the report says which). Each
 pipeline and |D_post| is tested on its own. The definitions are in
 `docs/frontiers.md`. The same report is `eelib report <experiment>` on the command line."""),
-    new_code_cell('experiment = "quick"\nroot = "outputs"', metadata={"tags": ["parameters"]}),
+    new_code_cell('experiment = "quick"\nout_dir = "outputs"', metadata={"tags": ["parameters"]}),
     new_code_cell("""\
 from IPython.display import Image, Markdown, display
-from eelib import claims
+from eelib import claims, notebook as nb
 
-root = claims.resolve_root(root)
+root = nb.outputs(out_dir)   # the other notebooks' root ($EELIB_OUTPUTS, else the repo's outputs/)
 have_runs = (root / experiment / "runs").is_dir()
 print(f"experiment {experiment!r} under {root}: " + ("found runs" if have_runs else
       "no results yet: make some with `make run` or `eelib run params/quick.yaml`"))"""),
@@ -56,25 +56,30 @@ explorer_cells = [
 # Frontier explorer
 
 Pick a pipeline, the λ at which the *mixed* methods are read (the slider offers the λ values that
-were run), the methods and one of the paper's two views (§5): **L_ret vs L_ft** (x = L_ft) and
+were run), the methods and one of the paper's two views (§4.3, Fig 2): **L_ret vs L_ft** (x = L_ft) and
 **L_pre vs L_ret** (x = L_ret). Lines are each method's Pareto frontier (lower-left is better);
 the table lists, per λ, the mean losses and how far each frontier lies below the unmixed one.
 
-**run λ now** starts a small offline run of this experiment's config at a new λ in the background;
-its points appear when it finishes. With no results yet, the explorer says how to make some."""),
-    new_code_cell('experiment = "quick"\nroot = "outputs"\nparams = "params/quick.yaml"',
+**run λ now** reruns this experiment's own config (its first run's, else `params`) at a new λ in
+the background, at that config's scale: seconds to minutes offline, a GPU job at 135M. Its points
+appear when it finishes; it has that one run's stage-2 settings, so in a grid over stage-2 settings
+its frontier has fewer points than the others. With no results yet, the explorer says how to make
+some. The table's `runs` column counts rows (run × stage-3 LR)."""),
+    new_code_cell('experiment = "quick"\nout_dir = "outputs"\nparams = "params/quick.yaml"',
                   metadata={"tags": ["parameters"]}),
     new_code_cell("""\
-from eelib.claims import resolve_root
+from eelib import notebook as nb
 from eelib.explorer import Explorer
 
-ex = Explorer(resolve_root(root), experiment, params=resolve_root(params))
+ex = Explorer(nb.outputs(out_dir), experiment, params=nb.resolve(params))
 ex"""),
     new_markdown_cell("The same state without widgets: the per-λ table behind the view above."),
     new_code_cell("ex.table()"),
 ]
 
 for name, cells in (("claims", claims_cells), ("explorer", explorer_cells)):
+    for i, c in enumerate(cells):  # fixed ids: regenerating leaves an unchanged notebook unchanged
+        c["id"] = f"{name}-{i}"
     nb = new_notebook(cells=cells, metadata=KERNEL)
     nbformat.validate(nb)
     nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")

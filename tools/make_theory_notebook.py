@@ -105,8 +105,10 @@ pd.DataFrame(rows)[["alpha", "assumptions_ok", "forgetting_mixed", "forgetting_u
 ## Sampled data instead of population losses
 
 With `n_samples` draws per task the input covariances are empirical, so they couple the features
-slightly. The theorems assume exact population structure (the measured check refuses this setting,
-hence `check=False`); this cell shows what survives."""),
+by O(1/√N). The theorems assume exact population structure (the measured check refuses this
+setting, hence `check=False`), and the separation does not survive: the mixed run learns its
+inconsistent features in stage 1 and forgets as much as, or more than, the unmixed one
+(docs/theory.md)."""),
     new_code_cell("""\
 sampled = th.summary(th.run(replace(cfg, n_samples=n_samples), check=False))
 {q: round(sampled[q], 4) for q in ("forgetting_mixed", "forgetting_unmixed", "bound",
