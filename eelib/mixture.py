@@ -31,6 +31,8 @@ class Source:
     weight: float           # target share of windows
     once: bool = True       # at most one pass (stage 1, compute-matched stage 2)
     quota: int | None = None  # exact number of windows to deliver (None: open-ended)
+    prefix: bool = True     # a quota'd one-pass source draws its first `quota` windows (D_post: nested
+                            # subsets); False draws `quota` windows from all of them (replay)
 
 
 class Mixture:
@@ -81,8 +83,10 @@ class Mixture:
         if key not in self._perm_cache:
             rng = np.random.default_rng([self.seed, i, epoch, 0xE1])
             n = len(self.sources[i].windows)
-            limit = self.sources[i].quota if self.sources[i].once and self.sources[i].quota else n
+            s = self.sources[i]
+            limit = s.quota if s.once and s.quota and s.prefix else n
             # A quota'd one-pass source permutes only its first `limit` windows: the nested prefix.
+            # Without `prefix` it permutes all of them and the quota takes the permutation's head.
             self._perm_cache = {k: v for k, v in self._perm_cache.items() if k[0] != i}
             self._perm_cache[key] = rng.permutation(limit)
         return self._perm_cache[key]

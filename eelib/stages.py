@@ -67,6 +67,7 @@ SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"  # `_warmup` below; part of 
 
 
 LORA_INIT_RULE = "torch.manual_seed(seed + 1)"  # `add_lora` below; part of LoRA stage-2 keys
+SPLIT_REPLAY_RULE = "seeded draw from all C4 windows"  # split stage-2 replay (Source.prefix=False)
 
 
 def _stage2_key(cfg: C.ExperimentConfig) -> dict:
@@ -82,6 +83,8 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
         key["warmup"] = SPLIT_WARMUP_RULE
     if s2["lora_r"]:  # adapters were initialised from the global random state before
         key["lora_init"] = LORA_INIT_RULE
+    if cfg.allocation == "split" and s2["replay"]:  # replay took C4's first windows before
+        key["replay_draw"] = SPLIT_REPLAY_RULE
     return key
 
 
@@ -178,7 +181,8 @@ def _adopt_twin(sdir: Path) -> None:
 
     The directory name is the digest of everything the stage's result depends on, and the
     experiment name is not part of it, so Fig 3a and 3b (and the λ ∈ {0, 1} runs of the other
-    grids) need the same stage 1: 220B of the 135M grid's 334B stage-1 tokens (`eelib plan`).
+    grids) need the same stage 1; at 135M, 288B of the grid's 1,010B training tokens are in
+    such shared stages (`eelib plan`).
     Its files are hard-linked here (copied where links fail), so this experiment keeps a whole
     stage directory of its own even if the other one is deleted; stage.json, written last and
     atomically, names the source. A twin still training is not waited for: both then train.
@@ -323,7 +327,8 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         sources = [Source(cfg.post_corpus, post.tokens[k:], 1.0 - s2.replay, once=True, quota=rest)] if rest else []
         n_replay = round(s2.replay / (1 - s2.replay) * rest) if rest else 0
         if n_replay:
-            sources.append(Source("c4", general.tokens, s2.replay, once=True, quota=n_replay))
+            # drawn from all of stage 1's C4 windows, per seed (not its first n_replay windows)
+            sources.append(Source("c4", general.tokens, s2.replay, once=True, quota=n_replay, prefix=False))
     else:
         # Fig 3a: all of D_post, repeated as long as validation improves, up to max_tokens.
         sources = [Source(cfg.post_corpus, post.tokens, 1.0 - s2.replay, once=False)]

@@ -163,3 +163,19 @@ def test_every_stage_writes_its_mixture_audit(baseline):
         # the trajectory counts the tokens delivered: 125 windows, a short last batch of 5
         assert s3["trajectory"][-1]["tokens"] == m3["tokens"] == m3["windows"] * seq
         assert s3["trajectory"][-1]["tokens"] % (TINY["stage3"]["batch_size"] * seq) != 0
+
+
+def test_a_non_prefix_quota_draws_from_every_window_per_seed():
+    """Replay under the split has a quota of one pass, but must not be C4's first windows for
+    every seed (D_post's quota is a prefix on purpose: nested subsets)."""
+    import numpy as np
+    from eelib.mixture import Mixture, Source
+    pool = np.arange(2000).reshape(2000, 1)
+    drawn = {}
+    for seed in (0, 1):
+        for prefix in (True, False):
+            mix = Mixture([Source("c4", pool, 1.0, once=True, quota=30, prefix=prefix)], seed=seed)
+            drawn[seed, prefix] = sorted(int(mix.next_window()[1][0]) for _ in range(30))
+    assert drawn[0, True] == drawn[1, True] == list(range(30))      # the nested prefix
+    assert max(drawn[0, False]) >= 30 and drawn[0, False] != drawn[1, False]
+    assert len(set(drawn[0, False])) == 30                           # still one pass, no repeats

@@ -142,6 +142,9 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
     assert key(lora_alpha=32, lora_dropout=0.05) == key()
     assert "lora_init" not in key() and key(lora_r=4)["lora_init"] == stages.LORA_INIT_RULE
     assert key(lora_r=4, lora_alpha=32) != key(lora_r=4)
+    split = lambda **s2: stages._stage2_key(C.from_dict(dict(raw, allocation="split",
+                                                              stage2={**raw["stage2"], **s2})))
+    assert split(replay=0.01)["replay_draw"] == stages.SPLIT_REPLAY_RULE and "replay_draw" not in split()
     # min_lr_ratio is keyed only when set (older keys stay valid), and then replaces min_lr
     assert "min_lr_ratio" not in key()["stage2"] and key(min_lr_ratio=0.1) != key()
     seen = {}
