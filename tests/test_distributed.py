@@ -140,6 +140,10 @@ def _nan_worker(rank, port, tmp, bad):
             got = str(e)
         with open(os.path.join(tmp, f"nan{rank}.txt"), "w") as f:
             f.write(got)
+        # Both ranks stopped at the same step: meet before tearing gloo down. Without this a rank
+        # could close its connections while the other's gloo thread still used them, and that
+        # rank died of SIGABRT ("terminate called without an active exception", once in ~5 runs).
+        torch.distributed.barrier()
     finally:
         distributed.shutdown()
 
