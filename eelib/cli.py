@@ -52,10 +52,7 @@ def _load(path: str, sets: list[str], seeds: list[int] | None, models: bool = Tr
         raise C.ConfigError("--set seed: --seeds sets the seed axis, so this value would be ignored; "
                             "give the seeds with --seeds only")
     cfg = C.load(path, over)
-    if seeds:
-        cfg.grid = {**cfg.grid, "seed": list(seeds)}
-        C.validate(cfg, models=models)
-    return cfg
+    return C.with_seeds(cfg, seeds, models=models) if seeds else cfg
 
 
 def _plan(args) -> int:

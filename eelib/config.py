@@ -449,6 +449,12 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     return from_dict(raw)
 
 
+def with_seeds(cfg: ExperimentConfig, seeds: list[int], models: bool = True) -> ExperimentConfig:
+    """cfg with `seeds` as its grid's seed axis (`--seeds`, a notebook's `seeds`), re-validated."""
+    cfg.grid = {**cfg.grid, "seed": [int(s) for s in seeds]}
+    return validate(cfg, models=models)
+
+
 def _absolute_data_files(raw: dict, base: Path) -> None:
     """Relative data.data_files become absolute, so a run's stored config.yaml reads the same
     files from any working directory (papermill, the explorer's runs, `eelib run-one`)."""

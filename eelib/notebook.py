@@ -53,10 +53,7 @@ def experiment_config(params_file: str, seeds, injected: dict) -> C.ExperimentCo
         seeds = yaml.safe_load(seeds)
     if seeds is not None and not isinstance(seeds, list):
         seeds = [seeds]
-    if seeds:
-        cfg.grid = {**cfg.grid, "seed": [int(s) for s in seeds]}
-        C.validate(cfg)
-    return cfg
+    return C.with_seeds(cfg, seeds) if seeds else cfg
 
 
 def config(params: dict, lam: float | None = None, **overrides) -> C.ExperimentConfig:
