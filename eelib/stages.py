@@ -74,6 +74,8 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
     s2 = dataclasses.asdict(cfg.stage2)
     if not s2["min_lr_ratio"]:  # added later; left out at its default so older keys stay valid
         s2.pop("min_lr_ratio")
+    else:  # the ratio replaces min_lr, which then trains nothing
+        s2.pop("min_lr")
     if not s2["lora_r"]:  # full fine-tuning: the LoRA fields change nothing, so they key nothing
         default = C.Stage2Config()
         s2["lora_alpha"], s2["lora_dropout"] = default.lora_alpha, default.lora_dropout

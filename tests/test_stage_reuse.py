@@ -147,6 +147,7 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
     assert split(replay=0.01)["replay_draw"] == stages.SPLIT_REPLAY_RULE and "replay_draw" not in split()
     # min_lr_ratio is keyed only when set (older keys stay valid), and then replaces min_lr
     assert "min_lr_ratio" not in key()["stage2"] and key(min_lr_ratio=0.1) != key()
+    assert key(min_lr_ratio=0.1, min_lr=2e-5) == key(min_lr_ratio=0.1)
     seen = {}
 
     class Stop(Exception):
