@@ -480,13 +480,6 @@ def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int)
     return {"claims_md": md, "claims_json": js}
 
 
-def resolve_root(root: str | Path = "outputs") -> Path:
-    """`root` as given if it exists; else, for a relative path, the same path under the repository
-    (notebooks run with their own folder as cwd, e.g. under nbval); else `root` unchanged."""
-    from eelib.notebook import resolve
-    return resolve(root)
-
-
 def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
            trajectory: bool = True) -> dict[str, Path]:
     """`eelib report <experiment>`: collect rows, write claims.md/.json and the figures.

@@ -70,11 +70,11 @@ def _comparable(d: dict) -> dict:
     return d
 
 
-def _changed_fields(old: dict | None, cfg: C.ExperimentConfig) -> str:
-    """'stage2.lr: 0.001 -> 0.002, …' between a stored config and cfg."""
+def _changed_fields(old: dict | None, new: dict) -> str:
+    """'stage2.lr: 0.001 -> 0.002, …' between a stored config and the new one (both _comparable)."""
     if old is None:
         return "its config.yaml is unreadable"
-    old, new = _flat(_comparable(old)), _flat(_comparable(C.to_dict(cfg)))
+    old, new = _flat(old), _flat(new)
     diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
     return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
@@ -94,9 +94,10 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -
     finished = (rdir / "result.json").exists()
     fix = "Rename the experiment (name:) or move the run directory away."
     if stamp.exists() and stamp.read_text().strip() != dig:
-        old = _stored_config(rdir)
-        if old is None or _comparable(old) != _comparable(C.to_dict(cfg)):
-            changed = _changed_fields(old, cfg)
+        old, now = _stored_config(rdir), _comparable(C.to_dict(cfg))
+        old = None if old is None else _comparable(old)
+        if old != now:
+            changed = _changed_fields(old, now)
             if finished:
                 raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
                                    f"are never overwritten. {fix}")
