@@ -434,7 +434,31 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
     return out
 
 
-def to_markdown(claims: list[dict], experiment: str, n_rows: int) -> str:
+def spread_markdown(spread: dict[str, dict[str, list[str]]]) -> list[str]:
+    """The report's "Runs pooled here" section from pipeline.config_spread."""
+    from eelib.pipeline import HOW_FIELDS, ROW_FIELDS, spread_line, unrecorded
+    lines = ["", "## Runs pooled here", ""]
+    if not spread:
+        return lines + ["All finished runs were made by the same config."]
+    rec = [f for f in spread if f in ROW_FIELDS]
+    how = [f for f in spread if f in HOW_FIELDS]
+    odd = unrecorded(spread)
+    if rec:
+        lines.append("Recorded in each row (so the claims keep these apart or test them): "
+                     + ", ".join(f"`{f}` ({len(spread[f])} values)" for f in rec) + ".")
+    if how:
+        lines.append("How runs executed (same numbers up to floating-point order): "
+                     + ", ".join(f"`{f}`" for f in how) + ".")
+    if odd:
+        lines += ["", "**Not recorded in the rows**, so runs that differ only here share a frontier, as a "
+                  "hyperparameter grid's runs do (e.g. Table 9's LoRA dropout). If a field below was not "
+                  "meant to vary (say a stage-3 budget changed between runs a params file made under other "
+                  "names), the frontiers mix configs: move the odd runs out of `runs/` or rename the "
+                  "experiment. " + spread_line({f: odd[f] for f in odd}, limit=4) + "."]
+    return lines
+
+
+def to_markdown(claims: list[dict], experiment: str, n_rows: int, spread: dict | None = None) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
              f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
              f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
@@ -454,6 +478,8 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int) -> str:
         for p in c.get("parts", []):
             if "id" in p:
                 lines.append(f"  * {p.get('part', p['id'])}: **{p['verdict']}**: {p['reason']}")
+    if spread is not None:
+        lines += spread_markdown(spread)
     return "\n".join(lines) + "\n"
 
 
@@ -470,13 +496,16 @@ def _jsonable(o):
     return o
 
 
-def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int) -> dict[str, Path]:
-    """claims.md and claims.json in out_dir, written atomically; returns their paths."""
+def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int,
+          spread: dict | None = None) -> dict[str, Path]:
+    """claims.md and claims.json in out_dir, written atomically; returns their paths.
+    `spread`: pipeline.config_spread of the runs, reported when given."""
     out_dir = Path(out_dir)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
-    atomic_write_text(md, to_markdown(claims, experiment, n_rows))
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows, spread))
+    extra = {} if spread is None else {"config_spread": spread}
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
-                           "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims)})
+                           "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims), **extra})
     return {"claims_md": md, "claims_json": js}
 
 
@@ -486,14 +515,14 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
 
     Returns {name: path} of everything written under <root>/<experiment>/ (figures in figures/).
     """
-    from eelib.pipeline import collect
+    from eelib.pipeline import collect, config_spread
     root = Path(root)
     if not (root / experiment / "runs").is_dir():
         raise FileNotFoundError(f"no runs under {root / experiment}; make some with `make run` or "
                                 f"`eelib run params/quick.yaml --out {root}`")
     rows = collect(experiment, root)
     claims = evaluate(rows, trajectory=trajectory)
-    paths = write(claims, root / experiment, experiment, len(rows))
+    paths = write(claims, root / experiment, experiment, len(rows), config_spread(experiment, root))
     if figures and rows:
         from eelib import figures as FG
         paths |= FG.save_all(rows, root / experiment / "figures")

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
@@ -165,6 +166,70 @@ def grid_runs(cfg: C.ExperimentConfig) -> list[tuple[str, C.ExperimentConfig]]:
     return runs
 
 
+# The config fields each row records (rows_for), so runs that differ in them stay apart in results.jsonl.
+ROW_FIELDS = ("pipeline", "allocation", "seed", "model", "stage1.lam", "data.post_tokens", "stage2.lr",
+              "stage2.batch_size", "stage2.dropout", "stage2.replay", "stage2.lora_r", "stage3.lrs")
+
+
+def config_spread(experiment: str, root: Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """The config fields whose values differ between the experiment's finished runs, read from each
+    run's config.yaml with today's defaults: {field: {value (JSON): [run, ...]}}. collect() pools
+    every finished run, including runs a changed params file no longer lists; this shows whether
+    they were made alike (a grid's swept fields differ by design; a changed stage-3 budget would
+    not). A run whose config.yaml is unreadable is listed under the field "config.yaml"."""
+    edir = Path(root or OUTPUTS) / experiment
+    values: dict[str, dict[str, str]] = {}  # run -> flat config (values as JSON)
+    for p in sorted((edir / "runs").glob("*/result.json")):
+        d = _stored_config(p.parent)
+        values[p.parent.name] = ({"config.yaml": '"unreadable"'} if d is None else
+                                 {k: json.dumps(v) for k, v in _flat(_comparable(d)).items()})
+    spread: dict[str, dict[str, list[str]]] = {}
+    for field in sorted({k for v in values.values() for k in v}):
+        by_value: dict[str, list[str]] = {}
+        for run, flat in values.items():
+            by_value.setdefault(flat.get(field, "null"), []).append(run)
+        if len(by_value) > 1:
+            spread[field] = by_value
+    return spread
+
+
+# Fields that choose how a run executes, not what it computes (up to floating-point order).
+HOW_FIELDS = ("name", "device", "compile", "threads", "ce_chunk", "data.cache_dir", "stage1.micro_batch",
+              "stage2.micro_batch", "stage3.micro_batch", "stage1.ckpt_interval")
+
+
+def unrecorded(spread: dict[str, dict[str, list[str]]], swept: Iterable[str] = ()) -> dict:
+    """The part of config_spread that the rows do not record, `swept` (a grid's keys) does not
+    explain, and that changes what a run computes: runs differing only there share one frontier."""
+    skip = set(ROW_FIELDS) | set(HOW_FIELDS) | set(swept)
+    return {f: v for f, v in spread.items() if f not in skip}
+
+
+def spread_line(fields: dict[str, dict[str, list[str]]], limit: int = 3) -> str:
+    """'stage3.tokens: 1000000 (lam0, lam0.5), 2000000 (lam1)' for each field, shortened."""
+    parts = []
+    for f, by_value in fields.items():
+        vals = [f"{v} ({', '.join(runs[:limit])}{', …' if len(runs) > limit else ''})"
+                for v, runs in list(by_value.items())[:limit]]
+        more = f", +{len(by_value) - limit} more values" if len(by_value) > limit else ""
+        parts.append(f"{f}: {', '.join(vals)}{more}")
+    return "; ".join(parts)
+
+
+def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
+    """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
+    that neither this grid sweeps nor the rows record (e.g. runs a previous version of the params
+    file made under other names). They are kept and pooled, never dropped; the claims report lists
+    them too. Returns those fields."""
+    odd = unrecorded(config_spread(cfg.name, root), cfg.grid)
+    if odd:
+        print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields this grid does not "
+              f"sweep, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
+              f"the odd runs out of {Path(root or OUTPUTS) / cfg.name / 'runs'} or rename the experiment "
+              f"(name:).", file=sys.stderr)
+    return odd
+
+
 def collect(experiment: str, root: Path | None = None) -> list[dict]:
     """Every finished run's rows, in run-name order; rewrites results.jsonl atomically."""
     edir = Path(root or OUTPUTS) / experiment
@@ -179,4 +244,5 @@ def run_experiment(cfg: C.ExperimentConfig, root: Path | None = None, progress: 
     """Every run of the grid, one after another, in this process (`eelib run`)."""
     for run, c in grid_runs(cfg):
         run_pipeline(c, run, root=root, progress=progress)
+    warn_unswept(cfg, root)
     return collect(cfg.name, root)

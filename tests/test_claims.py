@@ -236,3 +236,50 @@ def test_settings_edge_cases():
     for r in rows:
         r["lam"] = sum([r["lam"] / 10] * 10)
     assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.HOLDS
+
+
+def _fake_run(root, name, cfg, rows):
+    from eelib import config as C
+    rdir = root / cfg.name / "runs" / name
+    rdir.mkdir(parents=True)
+    (rdir / "config.yaml").write_text(C.dump(cfg))
+    (rdir / "result.json").write_text(json.dumps({"rows": rows}))
+
+
+def test_pooled_runs_that_differ_outside_the_grid_are_reported(tmp_path, capsys):
+    """collect() pools every finished run of an experiment, including runs an earlier version of
+    the params file made under other names; the report and the runner say where they differ."""
+    from eelib import config as C
+    from eelib import pipeline as P
+    base = C.load("params/quick.yaml")
+    base.name = "syn"
+    grid = dict(base.grid)
+    runs = {r: c for r, c in P.grid_runs(base)}
+    rows = lambda lam: [r for s in range(3) for r in frontier_rows("mixed" if lam else "unmixed", lam, s)]
+    _fake_run(tmp_path, "lam0.0", runs["lam0.0"], rows(0.0))
+    _fake_run(tmp_path, "lam1.0", runs["lam1.0"], rows(1.0))
+    # Only the swept λ differs: nothing to warn about.
+    assert set(P.config_spread("syn", tmp_path)) == {"stage1.lam"}
+    assert P.warn_unswept(base, tmp_path) == {} and capsys.readouterr().err == ""
+    # An older version of the file ran λ = 0.9 with a longer stage 3, under a name this grid lacks.
+    old = C.expand(base)[0]
+    old.stage1.lam, old.stage3.tokens, old.threads = 0.9, 2 * base.stage3.tokens, 2
+    _fake_run(tmp_path, "lam0.9", old, rows(0.9))
+    spread = P.config_spread("syn", tmp_path)
+    assert spread["stage3.tokens"] == {str(base.stage3.tokens): ["lam0.0", "lam1.0"],
+                                       str(2 * base.stage3.tokens): ["lam0.9"]}
+    assert set(P.unrecorded(spread, grid)) == {"stage3.tokens"}  # threads changes no number
+    assert set(P.warn_unswept(base, tmp_path)) == {"stage3.tokens"}
+    err = capsys.readouterr().err
+    assert "stage3.tokens" in err and "lam0.9" in err and "threads" not in err
+    assert len(P.collect("syn", tmp_path)) == 3 * len(rows(0.0))  # pooled, never dropped
+    paths = CL.report("syn", tmp_path, figures=False)
+    md = paths["claims_md"].read_text()
+    assert "## Runs pooled here" in md and "**Not recorded in the rows**" in md
+    assert f"stage3.tokens: {base.stage3.tokens} (lam0.0, lam1.0), {2 * base.stage3.tokens} (lam0.9)" in md
+    assert "`stage1.lam` (3 values)" in md and "`threads`" in md
+    js = json.loads(paths["claims_json"].read_text())
+    assert js["config_spread"]["stage3.tokens"][str(2 * base.stage3.tokens)] == ["lam0.9"]
+    # A run whose config.yaml cannot be read is named, not skipped.
+    (tmp_path / "syn" / "runs" / "lam0.9" / "config.yaml").write_text(":\n  - [")
+    assert P.config_spread("syn", tmp_path)["config.yaml"]['"unreadable"'] == ["lam0.9"]
