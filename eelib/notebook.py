@@ -86,6 +86,16 @@ def stage_table(*stages) -> "pandas.DataFrame":
         losses, note = rec.get("losses", {}), ""
         if s.stage == 1 and val is not None and rec.get("val_tokens") not in (None, val):
             losses, note = {}, f"losses on another run's held-out set (val_tokens {rec['val_tokens']}, here {val})"
+        elif s.stage == 1 and "L_post_val" not in losses and "L_pre_val" in losses:
+            # λ = 0: stage 1 serves every D_post and records no D_post loss; stage 2 evaluates
+            # θ_pre on this run's D_post at its step 0
+            start = next((t[0] for t2 in stages if t2.stage == 2
+                          for t in [t2.record.get("trajectory") or []] if t and t[0].get("step") == 0), {})
+            if "L_post_val" in start:
+                losses = dict(losses, L_post_val=start["L_post_val"])
+                note = "L_post from stage 2's step-0 evaluation (a λ = 0 stage 1 is shared by every D_post)"
+            else:
+                note = "no L_post: a λ = 0 stage 1 is shared by every D_post (stage 2's step 0 evaluates it)"
         rows.append({"stage": s.stage, "dir": s.dir.name, "steps": rec.get("steps"),
                      "L_pre (C4)": losses.get("L_pre_val", rec.get("L_pre")),
                      "L_post": losses.get("L_post_val", rec.get("L_ret")),

@@ -40,8 +40,9 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
     seq, val = d.seq_len, _windows(d.val_tokens, d.seq_len) * d.seq_len
     post_w, general_w = _windows(d.post_tokens, seq), _windows(d.general_tokens, seq)
     k = round(s1.lam * post_w)
+    # held-out losses at each stage's end: stage 1 on C4 and D_post (C4 only at λ = 0), stage 2 on both
     out = [{"stage": 1, "key": C.digest(_stage1_key(cfg)), "train_tokens": (general_w + k) * seq,
-            "eval_tokens": 3 * val, "upper_bound": False}]
+            "eval_tokens": (2 if s1.lam else 1) * val, "upper_bound": False}]
 
     if cfg.allocation == "split":
         rest = post_w - k
@@ -53,7 +54,7 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
         train2, upper = steps2 * s2.batch_size * seq, True
         evals2 = (steps2 // s2.eval_interval + 1) if s2.eval_interval else 0
     out.append({"stage": 2, "key": C.digest(_stage2_key(cfg)), "train_tokens": train2,
-                "eval_tokens": evals2 * val + 3 * val, "upper_bound": upper})
+                "eval_tokens": evals2 * val + 2 * val, "upper_bound": upper})
 
     ft_w = _windows(s3.tokens, seq)
     steps3 = max(1, math.ceil(ft_w / s3.batch_size))

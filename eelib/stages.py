@@ -50,7 +50,10 @@ class StageResult:
 # ---------------------------------------------------------------------------------------------
 # Keys: what each stage's result depends on.
 
-def _stage1_key(cfg: C.ExperimentConfig) -> dict:
+def _stage1_identity(cfg: C.ExperimentConfig) -> dict:
+    """Stage 1's identity as stage 2's key names it: the fields of the run that chose θ_pre,
+    D_post's included (at λ = 0 these name more than θ_pre depends on, which changes no key of
+    a stage 2: D_post keys it anyway). Kept as it was, so finished stage-2 and stage-3 keys stay valid."""
     d = cfg.data
     # allocation is absent on purpose: stage 1 takes the first round(λ·N) windows of D_post in both
     # Fig 3a ("added") and Fig 3b ("split"), so both experiments can share one stage-1 checkpoint.
@@ -60,6 +63,26 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     if d.revisions:  # appended only when pinned, so keys of unpinned runs stay what they were
         data.append(d.revisions)
     return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
+            "stage1": dataclasses.asdict(cfg.stage1)}
+
+
+PRE_ONLY = "lam = 0: reads D_pre only"  # marks the stage-1 key below
+
+
+def _stage1_key(cfg: C.ExperimentConfig) -> dict:
+    """What stage 1's result depends on, which names its directory. At λ = 0 stage 1 reads no
+    D_post, so its key leaves D_post out and one C4-only θ_pre serves every D_post, |D_post| and
+    pipeline of a model and seed (the unmixed baseline of Figs 2-7: at 135M 26B tokens of the grid
+    would otherwise be trained again per corpus and per size). A stage 1 finished under the older
+    key (`_stage1_identity`) is adopted, not retrained (`_adopt_twin`)."""
+    if cfg.stage1.lam > 0:
+        return _stage1_identity(cfg)
+    d = cfg.data
+    files = {"c4": files_identity(d.data_files["c4"])} if d.source == "local" else {}
+    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, files]
+    if d.revisions.get("c4"):
+        data.append({"c4": d.revisions["c4"]})
+    return {"model": cfg.model, "seed": cfg.seed, "reads": PRE_ONLY, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
 
 
@@ -79,7 +102,7 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
     if not s2["lora_r"]:  # full fine-tuning: the LoRA fields change nothing, so they key nothing
         default = C.Stage2Config()
         s2["lora_alpha"], s2["lora_dropout"] = default.lora_alpha, default.lora_dropout
-    key = {"stage1": C.digest(_stage1_key(cfg)), "allocation": cfg.allocation,
+    key = {"stage1": C.digest(_stage1_identity(cfg)), "allocation": cfg.allocation,
            "val_tokens": cfg.data.val_tokens, "stage2": s2}
     if cfg.allocation == "split":  # the warmup rule below changed what a split stage 2 trains
         key["warmup"] = SPLIT_WARMUP_RULE
@@ -154,7 +177,7 @@ def _losses(model, val: dict, device, chunk: int, roles=("pre", "post", "ft")) -
 
 
 @contextmanager
-def _locked(sdir: Path):
+def _locked(sdir: Path, older: tuple[str, dict] | None = None):
     """One process per stage directory: parallel runs that share a stage wait, then reuse it.
 
     Under torchrun, rank 0 holds the lock for its group (and adopts a finished twin, below); the
@@ -170,7 +193,7 @@ def _locked(sdir: Path):
     with open(sdir / ".lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            _adopt_twin(sdir)
+            _adopt_twin(sdir, older)
             distributed.barrier()
             yield
             distributed.barrier()
@@ -178,27 +201,35 @@ def _locked(sdir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _adopt_twin(sdir: Path) -> None:
+def _adopt_twin(sdir: Path, older: tuple[str, dict] | None = None) -> bool:
     """Reuse a stage another experiment under the same outputs root finished with the same key.
 
     The directory name is the digest of everything the stage's result depends on, and the
     experiment name is not part of it, so Fig 3a and 3b (and the λ ∈ {0, 1} runs of the other
-    grids) need the same stage 1; at 135M, 288B of the grid's 1,010B training tokens are in
+    grids) need the same stage 1; at 135M, 270B of the grid's 966B training tokens are in
     such shared stages (`eelib plan`).
     Its files are hard-linked here (copied where links fail), so this experiment keeps a whole
     stage directory of its own even if the other one is deleted; stage.json, written last and
     atomically, names the source. A twin still training is not waited for: both then train.
+
+    `older` = (digest, key): also adopt a stage finished under an older key of the same result
+    (a λ = 0 stage 1 keyed by D_post before `_stage1_key` left it out); its record takes the new
+    key, and keeps only the losses the new key determines. Returns whether a stage was adopted.
     """
     if (sdir / "stage.json").exists():
-        return
+        return False
     root, stage = sdir.parents[2], sdir.parent.name
-    for rec_path in sorted(root.glob(f"*/{stage}/{sdir.name}/stage.json")):
+    names = [sdir.name] + ([older[0]] if older else [])
+    for rec_path in [p for n in names for p in sorted(root.glob(f"*/{stage}/{n}/stage.json"))]:
         src = rec_path.parent
         if src == sdir:
             continue
         rec = json.loads(rec_path.read_text())
-        if rec.get("digest") != sdir.name:
+        if rec.get("digest") != src.name:
             continue
+        if src.name != sdir.name:  # finished under the older key: restate it under this one
+            rec = dict(rec, key=json.loads(json_dumps(older[1])), digest=sdir.name,
+                       losses={k: v for k, v in rec.get("losses", {}).items() if k != "L_post_val"})
         for item in sorted(src.iterdir()):
             if item.name in ("stage.json", "ckpt") or item.name.startswith("."):  # .lock, .adopt-*
                 continue
@@ -212,7 +243,8 @@ def _adopt_twin(sdir: Path) -> None:
             os.replace(tmp, sdir / item.name)
         shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # an interrupted attempt of our own
         atomic_write_json(sdir / "stage.json", dict(rec, reused_from=str(src.relative_to(root))))
-        return
+        return True
+    return False
 
 
 def _link_or_copy(src, dst) -> None:
@@ -264,7 +296,9 @@ def _steps(windows: int, batch: int) -> int:
 
 def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool = True) -> StageResult:
     sdir = stage_dir(cfg, 1, root=root)
-    with _locked(sdir):
+    # A λ = 0 stage 1 finished while its key still named D_post is adopted, not trained again.
+    older = None if cfg.stage1.lam else (C.digest(_stage1_identity(cfg)), _stage1_key(cfg))
+    with _locked(sdir, older):
         return _pretrain(cfg, sdir, progress)
 
 
@@ -272,13 +306,15 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     key = _stage1_key(cfg)
     if (r := _begin(cfg, 1, sdir, key)) is not None:
         return r
-    t0, device = time.time(), resolve_device(cfg)
     d, s1 = cfg.data, cfg.stage1
+    t0, device = time.time(), resolve_device(cfg)
     val = read_ahead(cfg)
     general = corpus_windows("c4", "train", d.general_tokens, d)
-    post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
-    k = round(s1.lam * post.n)  # λ·|D_post|, in whole windows, at most one pass (§3)
     sources = [Source("c4", general.tokens, general.n, once=True, quota=general.n)]
+    k = 0
+    if s1.lam:  # λ·|D_post|, in whole windows, at most one pass (§3)
+        post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
+        k = round(s1.lam * post.n)
     if k:
         sources.append(Source(cfg.post_corpus, post.tokens, k, once=True, quota=k))
     mix = Mixture(sources, seed=cfg.seed)
@@ -292,9 +328,10 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     audit = mix.audit()
     check_delivery(audit)
     _save_final(sdir, model, {"stage": 1})
-    losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
-    # val_tokens is recorded, not keyed: runs that differ only in it share this stage, and its
-    # losses are on the held-out set of the run that trained it (notebook.stage_table says so)
+    # At λ = 0 the stage serves every D_post, so it records no D_post loss (that is step 0 of
+    # stage 2's trajectory). val_tokens is recorded, not keyed: runs that differ only in it share
+    # this stage, and its losses are on the held-out set of the run that trained it (notebook.stage_table).
+    losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM if s1.lam else ("pre",))
     return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "val_tokens": d.val_tokens, "n_params": n_params(model),
                                   "seconds": time.time() - t0, "computed": out["computed"]})

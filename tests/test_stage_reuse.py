@@ -163,3 +163,81 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         stages.posttrain(cfg, stage1, root=tmp_path / "out", progress=False)
     assert seen["spec"].min_lr == pytest.approx(2e-4)
+
+
+def _unmixed(tmp_path, **over):
+    from eelib import config as C
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["stage1"]["lam"] = 0.0
+    raw["data"].update(over.pop("data", {}))
+    return C.from_dict({**raw, **over})
+
+
+def test_unmixed_stage1_is_one_for_every_d_post(tmp_path, monkeypatch):
+    """At λ = 0 stage 1 reads no D_post, so its key leaves D_post out: one C4-only θ_pre serves
+    every D_post and |D_post|, and it equals what a run with another D_post trains by itself."""
+    import torch
+    from eelib import config as C
+    from eelib import stages
+    music = _unmixed(tmp_path, name="music", pipeline="music->chem")
+    flan = _unmixed(tmp_path, name="flan", pipeline="flan->chem", data={"post_tokens": 16000})
+    key = lambda c, s: stages.stage_dir(c, s).name  # the experiment names differ; the keys need not
+    assert key(music, 1) == key(flan, 1)
+    assert key(music, 2) != key(flan, 2)
+    mixed = lambda c: C.from_dict({**C.to_dict(c), "stage1": {**C.to_dict(c)["stage1"], "lam": 0.5}})
+    assert key(mixed(music), 1) != key(mixed(flan), 1)
+    # stage 2 keys name stage 1 as before, so finished stage-2 and stage-3 directories stay valid
+    for c in (music, flan, mixed(music)):
+        assert stages._stage2_key(c)["stage1"] == C.digest(stages._stage1_identity(c))
+    assert C.digest(stages._stage1_key(mixed(music))) == C.digest(stages._stage1_identity(mixed(music)))
+
+    a = stages.pretrain(music, root=tmp_path / "out", progress=False)
+    assert set(a["losses"]) == {"L_pre_val"}  # no D_post loss: the stage serves every D_post
+    alone = stages.pretrain(flan, root=tmp_path / "alone", progress=False)  # trained by itself
+    wa = torch.load(a.dir / "final" / "model.pt", weights_only=True)
+    wb = torch.load(alone.dir / "final" / "model.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def no_training(*a, **k):
+        raise AssertionError("stage 1 trained again")
+    monkeypatch.setattr(stages, "train", no_training)
+    b = stages.pretrain(flan, root=tmp_path / "out", progress=False)  # the other experiment adopts it
+    assert b["digest"] == a["digest"] and b["reused_from"] == f"music/stage1/{a.dir.name}"
+    # its stage 2 trains on flan from that θ_pre, and the stage table takes L_post from its step 0
+    monkeypatch.undo()
+    s2 = stages.posttrain(flan, b, root=tmp_path / "out", progress=False)
+    from eelib.notebook import stage_table
+    t = stage_table(b, s2).set_index("stage")
+    assert t.loc[1, "L_post"] == s2["trajectory"][0]["L_post_val"] and "step-0" in t.loc[1, "note"]
+
+
+def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkeypatch):
+    """Outputs made while the λ = 0 key still named D_post: their stage 1 is adopted (hard links,
+    the record restated under the new key), not trained again; stage 2 keys are unchanged."""
+    import os
+    from eelib import config as C
+    from eelib import stages
+    music = _unmixed(tmp_path, name="old", pipeline="music->chem")
+    with monkeypatch.context() as m:  # the older eelib
+        m.setattr(stages, "_stage1_key", stages._stage1_identity)
+        old = stages.pretrain(music, root=tmp_path / "out", progress=False)
+    assert old.dir.name == C.digest(stages._stage1_identity(music)) != stages.stage_dir(music, 1).name
+    rec = json.loads((old.dir / "stage.json").read_text())  # older records held a D_post loss
+    (old.dir / "stage.json").write_text(json.dumps(dict(rec, losses={**rec["losses"], "L_post_val": 9.0})))
+
+    def no_training(*a, **k):
+        raise AssertionError("stage 1 trained again")
+    monkeypatch.setattr(stages, "train", no_training)
+    for name in ("old", "new"):  # the same experiment, and another one under the same root
+        cfg = C.from_dict({**C.to_dict(music), "name": name})
+        new = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
+        assert new.dir == stages.stage_dir(cfg, 1, root=tmp_path / "out")
+        assert new["key"] == json.loads(stages.json_dumps(stages._stage1_key(cfg)))
+        assert new["digest"] == new.dir.name and set(new["losses"]) == {"L_pre_val"}
+        # "old" adopts the older directory; "new" the same-key twin that adoption made in "old"
+        assert new["reused_from"] == f"old/stage1/{old.dir.name if name == 'old' else new.dir.name}"
+        f = new.dir / "final" / "model.pt"
+        assert os.stat(f).st_ino == os.stat(old.dir / "final" / "model.pt").st_ino
+        # a second call finds it finished
+        assert stages.pretrain(cfg, root=tmp_path / "out", progress=False)["digest"] == new.dir.name
