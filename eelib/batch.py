@@ -159,7 +159,7 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
     n_gpu = _gpu_count()
     # Claim every run directory first (refusing ones made by a different config), so workers only
     # ever write inside their own, pre-claimed directory.
-    claimed = [(run, c, claim_run_dir(c, run, root)) for run, c in runs]
+    claimed = [(run, c, claim_run_dir(c, run, root, list(cfg.grid))) for run, c in runs]
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
     summary_runs = {run: {"run": run, "status": "reused", "seconds": 0.0, "log": None, "error": None}
                     for run, c, d in claimed if (d / "result.json").exists()}

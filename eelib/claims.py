@@ -434,31 +434,41 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
     return out
 
 
-def spread_markdown(spread: dict[str, dict[str, list[str]]]) -> list[str]:
-    """The report's "Runs pooled here" section from pipeline.config_spread."""
+def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
+    """The report's "Runs pooled here" section from pipeline.pooled_runs."""
     from eelib.pipeline import HOW_FIELDS, ROW_FIELDS, spread_line, unrecorded
+    spread, swept = pooled["spread"], set(pooled["swept"])
     lines = ["", "## Runs pooled here", ""]
-    if not spread:
+    if not n_rows:
+        return lines + ["No finished runs."]
+    if not spread and not pooled["duplicates"]:
         return lines + ["All finished runs were made by the same config."]
     rec = [f for f in spread if f in ROW_FIELDS]
     how = [f for f in spread if f in HOW_FIELDS]
-    odd = unrecorded(spread)
+    by_grid = [f for f in spread if f in swept and f not in ROW_FIELDS and f not in HOW_FIELDS]
+    odd = unrecorded(spread, swept)
     if rec:
         lines.append("Recorded in each row (so the claims keep these apart or test them): "
                      + ", ".join(f"`{f}` ({len(spread[f])} values)" for f in rec) + ".")
+    if by_grid:
+        lines.append("Swept by the grid that made the runs but not recorded in the rows, so pooled on one "
+                     "frontier as a hyperparameter grid is (e.g. Table 9's LoRA dropout): "
+                     + ", ".join(f"`{f}` ({len(spread[f])} values)" for f in by_grid) + ".")
     if how:
         lines.append("How runs executed (same numbers up to floating-point order): "
                      + ", ".join(f"`{f}`" for f in how) + ".")
     if odd:
-        lines += ["", "**Not recorded in the rows**, so runs that differ only here share a frontier, as a "
-                  "hyperparameter grid's runs do (e.g. Table 9's LoRA dropout). If a field below was not "
-                  "meant to vary (say a stage-3 budget changed between runs a params file made under other "
-                  "names), the frontiers mix configs: move the odd runs out of `runs/` or rename the "
-                  "experiment. " + spread_line({f: odd[f] for f in odd}, limit=4) + "."]
+        lines += ["", "**Not swept by any grid that made these runs, and not recorded in the rows**: runs that "
+                  "differ only here share a frontier, so the frontiers mix configs (say, a stage-3 budget "
+                  "changed between runs an older params file made under other names). Move the odd runs out "
+                  "of `runs/` or rename the experiment. " + spread_line(odd, limit=4) + "."]
+    for group in pooled["duplicates"]:
+        lines += ["", f"**Duplicates**: runs {', '.join(f'`{r}`' for r in group)} were made by the same config, "
+                  "so their rows count more than once in the tests above; move all but one out of `runs/`."]
     return lines
 
 
-def to_markdown(claims: list[dict], experiment: str, n_rows: int, spread: dict | None = None) -> str:
+def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict | None = None) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
              f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
              f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
@@ -478,8 +488,8 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int, spread: dict |
         for p in c.get("parts", []):
             if "id" in p:
                 lines.append(f"  * {p.get('part', p['id'])}: **{p['verdict']}**: {p['reason']}")
-    if spread is not None:
-        lines += spread_markdown(spread)
+    if pooled is not None:
+        lines += pooled_markdown(pooled, n_rows)
     return "\n".join(lines) + "\n"
 
 
@@ -497,13 +507,13 @@ def _jsonable(o):
 
 
 def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int,
-          spread: dict | None = None) -> dict[str, Path]:
+          pooled: dict | None = None) -> dict[str, Path]:
     """claims.md and claims.json in out_dir, written atomically; returns their paths.
-    `spread`: pipeline.config_spread of the runs, reported when given."""
+    `pooled`: pipeline.pooled_runs of the runs, reported when given."""
     out_dir = Path(out_dir)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
-    atomic_write_text(md, to_markdown(claims, experiment, n_rows, spread))
-    extra = {} if spread is None else {"config_spread": spread}
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled))
+    extra = {} if pooled is None else {"pooled_runs": pooled}
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
                            "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims), **extra})
     return {"claims_md": md, "claims_json": js}
@@ -515,14 +525,14 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
 
     Returns {name: path} of everything written under <root>/<experiment>/ (figures in figures/).
     """
-    from eelib.pipeline import collect, config_spread
+    from eelib.pipeline import collect, pooled_runs
     root = Path(root)
     if not (root / experiment / "runs").is_dir():
         raise FileNotFoundError(f"no runs under {root / experiment}; make some with `make run` or "
                                 f"`eelib run params/quick.yaml --out {root}`")
     rows = collect(experiment, root)
     claims = evaluate(rows, trajectory=trajectory)
-    paths = write(claims, root / experiment, experiment, len(rows), config_spread(experiment, root))
+    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root))
     if figures and rows:
         from eelib import figures as FG
         paths |= FG.save_all(rows, root / experiment / "figures")

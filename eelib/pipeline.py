@@ -81,14 +81,16 @@ def _changed_fields(old: dict | None, new: dict) -> str:
     return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
 
 
-def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path:
+def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
+                  swept: list[str] | None = None) -> Path:
     """Create (or re-enter) a run directory. A finished run (result.json) made by a different
     config, or from data files that changed since, is refused: results are never overwritten
     (issue 7). An unfinished one holds no results, so a corrected config takes it over.
 
     "Different" is judged on the stored config.yaml read with today's defaults, so a run written
     by an older eelib (before a field was added) or whose local files moved is re-entered, and
-    its stamp and config.yaml are brought up to date."""
+    its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
+    to, recorded once in swept.json (what config_spread takes as varying by design)."""
     rdir = run_dir(cfg, run, root)
     dig, data = C.digest(C.to_dict(cfg)), _data_digest(cfg)
     stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
@@ -114,6 +116,8 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -
         atomic_write_text(stamp, dig + "\n")
     if data and not (finished and dstamp.exists()):
         atomic_write_text(dstamp, data + "\n")
+    if swept is not None and not (rdir / "swept.json").exists():
+        atomic_write_json(rdir / "swept.json", sorted(swept))
     return rdir
 
 
@@ -137,9 +141,10 @@ def rows_for(cfg: C.ExperimentConfig, run: str, s1, s2, s3s: list) -> list[dict]
 
 
 def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = None,
-                 progress: bool = True) -> list[dict]:
-    """Stages 1–3 for one config; reuses any stage already finished; returns its rows."""
-    rdir = claim_run_dir(cfg, run, root)
+                 progress: bool = True, swept: list[str] | None = None) -> list[dict]:
+    """Stages 1–3 for one config; reuses any stage already finished; returns its rows.
+    `swept`: the keys of the grid this run belongs to (claim_run_dir)."""
+    rdir = claim_run_dir(cfg, run, root, swept)
     t0 = time.time()
     s1 = pretrain(cfg, root=root, progress=progress)
     s2 = posttrain(cfg, s1, root=root, progress=progress)
@@ -171,31 +176,76 @@ ROW_FIELDS = ("pipeline", "allocation", "seed", "model", "stage1.lam", "data.pos
               "stage2.batch_size", "stage2.dropout", "stage2.replay", "stage2.lora_r", "stage3.lrs")
 
 
+# Fields that choose how a run executes, not what it computes (up to floating-point order).
+HOW_FIELDS = ("name", "device", "compile", "threads", "ce_chunk", "data.cache_dir", "stage1.micro_batch",
+              "stage2.micro_batch", "stage3.micro_batch", "stage1.ckpt_interval")
+
+
+def _run_configs(edir: Path) -> dict[str, dict[str, str] | None]:
+    """Each finished run's config, flattened, values as JSON (None: config.yaml unreadable). A
+    source=local run's data files enter as `data.digest` (their paths may move; their content not)."""
+    out: dict[str, dict[str, str] | None] = {}
+    for p in sorted((edir / "runs").glob("*/result.json")):
+        d = _stored_config(p.parent)
+        if d is None:
+            out[p.parent.name] = None
+            continue
+        flat = {k: json.dumps(v) for k, v in _flat(_comparable(d)).items()}
+        if (p.parent / "data.digest").exists():
+            flat["data.digest"] = json.dumps(p.parent.joinpath("data.digest").read_text().strip())
+        out[p.parent.name] = flat
+    return out
+
+
 def config_spread(experiment: str, root: Path | None = None) -> dict[str, dict[str, list[str]]]:
     """The config fields whose values differ between the experiment's finished runs, read from each
     run's config.yaml with today's defaults: {field: {value (JSON): [run, ...]}}. collect() pools
     every finished run, including runs a changed params file no longer lists; this shows whether
     they were made alike (a grid's swept fields differ by design; a changed stage-3 budget would
-    not). A run whose config.yaml is unreadable is listed under the field "config.yaml"."""
-    edir = Path(root or OUTPUTS) / experiment
-    values: dict[str, dict[str, str]] = {}  # run -> flat config (values as JSON)
-    for p in sorted((edir / "runs").glob("*/result.json")):
-        d = _stored_config(p.parent)
-        values[p.parent.name] = ({"config.yaml": '"unreadable"'} if d is None else
-                                 {k: json.dumps(v) for k, v in _flat(_comparable(d)).items()})
+    not). Runs whose config.yaml is unreadable are compared on nothing and listed under the field
+    "config.yaml"."""
+    configs = _run_configs(Path(root or OUTPUTS) / experiment)
+    readable = {r: f for r, f in configs.items() if f is not None}
     spread: dict[str, dict[str, list[str]]] = {}
-    for field in sorted({k for v in values.values() for k in v}):
+    for field in sorted({k for v in readable.values() for k in v}):
         by_value: dict[str, list[str]] = {}
-        for run, flat in values.items():
+        for run, flat in readable.items():
             by_value.setdefault(flat.get(field, "null"), []).append(run)
         if len(by_value) > 1:
             spread[field] = by_value
+    unreadable = [r for r, f in configs.items() if f is None]
+    if unreadable:
+        spread["config.yaml"] = {'"unreadable"': unreadable}
     return spread
 
 
-# Fields that choose how a run executes, not what it computes (up to floating-point order).
-HOW_FIELDS = ("name", "device", "compile", "threads", "ce_chunk", "data.cache_dir", "stage1.micro_batch",
-              "stage2.micro_batch", "stage3.micro_batch", "stage1.ckpt_interval")
+def duplicate_runs(experiment: str, root: Path | None = None) -> list[list[str]]:
+    """Groups of finished runs made by the same config (up to HOW_FIELDS): their rows count twice
+    in the claims' tests, e.g. `lam0.0` and `lam0.0-seed0` after `--seeds` renamed a grid's runs."""
+    groups: dict[str, list[str]] = {}
+    for run, flat in _run_configs(Path(root or OUTPUTS) / experiment).items():
+        if flat is not None:
+            what = {k: v for k, v in flat.items() if k not in HOW_FIELDS}
+            groups.setdefault(json.dumps(what, sort_keys=True), []).append(run)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def swept_fields(experiment: str, root: Path | None = None) -> set[str]:
+    """The fields the grids that made the experiment's runs swept (runs/<run>/swept.json; runs
+    made before eelib recorded it add nothing)."""
+    out: set[str] = set()
+    for p in (Path(root or OUTPUTS) / experiment / "runs").glob("*/swept.json"):
+        try:
+            out |= set(json.loads(p.read_text()))
+        except (OSError, ValueError, TypeError):
+            pass
+    return out
+
+
+def pooled_runs(experiment: str, root: Path | None = None) -> dict:
+    """What the claims report says of the runs it pools: {"spread", "swept", "duplicates"}."""
+    return {"spread": config_spread(experiment, root), "swept": sorted(swept_fields(experiment, root)),
+            "duplicates": duplicate_runs(experiment, root)}
 
 
 def unrecorded(spread: dict[str, dict[str, list[str]]], swept: Iterable[str] = ()) -> dict:
@@ -218,15 +268,19 @@ def spread_line(fields: dict[str, dict[str, list[str]]], limit: int = 3) -> str:
 
 def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
-    that neither this grid sweeps nor the rows record (e.g. runs a previous version of the params
-    file made under other names). They are kept and pooled, never dropped; the claims report lists
-    them too. Returns those fields."""
-    odd = unrecorded(config_spread(cfg.name, root), cfg.grid)
+    that no grid that made them sweeps and the rows do not record (e.g. runs a previous version of
+    the params file made under other names), and one if two runs were made by the same config.
+    They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
+    odd = unrecorded(config_spread(cfg.name, root), set(cfg.grid) | swept_fields(cfg.name, root))
+    runs = Path(root or OUTPUTS) / cfg.name / "runs"
     if odd:
-        print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields this grid does not "
-              f"sweep, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
-              f"the odd runs out of {Path(root or OUTPUTS) / cfg.name / 'runs'} or rename the experiment "
-              f"(name:).", file=sys.stderr)
+        print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields no grid of theirs "
+              f"sweeps, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
+              f"the odd runs out of {runs} or rename the experiment (name:).", file=sys.stderr)
+    for group in duplicate_runs(cfg.name, root):
+        print(f"[eelib] warning: runs {', '.join(group)} of {cfg.name} were made by the same config, so "
+              f"their rows count more than once in the claims; move all but one out of {runs}.",
+              file=sys.stderr)
     return odd
 
 
@@ -243,6 +297,6 @@ def collect(experiment: str, root: Path | None = None) -> list[dict]:
 def run_experiment(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool = True) -> list[dict]:
     """Every run of the grid, one after another, in this process (`eelib run`)."""
     for run, c in grid_runs(cfg):
-        run_pipeline(c, run, root=root, progress=progress)
+        run_pipeline(c, run, root=root, progress=progress, swept=list(cfg.grid))
     warn_unswept(cfg, root)
     return collect(cfg.name, root)

@@ -32,6 +32,11 @@ def _windows(tokens: int, seq: int) -> int:
     return tokens // seq
 
 
+def _evals(steps: int, interval: int) -> int:
+    """Evaluations train() makes: at step 0, every `interval` steps, and at a last step off it."""
+    return (1 + steps // interval + (1 if steps % interval else 0)) if interval and steps else 0
+
+
 def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
     """The stages one run trains: [{stage, key, train_tokens, eval_tokens, upper_bound}]."""
     from eelib.stages import _stage1_key, _stage2_key, _stage3_key
@@ -48,17 +53,17 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
         rest = post_w - k
         n_replay = round(s2.replay / (1 - s2.replay) * rest) if rest else 0
         train2, upper = (rest + n_replay) * seq, False
-        evals2 = 0
+        evals2 = _evals(math.ceil((rest + n_replay) / s2.batch_size), s2.eval_interval)  # 0: skipped
     else:
         steps2 = max(1, s2.max_tokens // (s2.batch_size * seq))
         train2, upper = steps2 * s2.batch_size * seq, True
-        evals2 = (steps2 // s2.eval_interval + 1) if s2.eval_interval else 0
+        evals2 = _evals(steps2, s2.eval_interval)
     out.append({"stage": 2, "key": C.digest(_stage2_key(cfg)), "train_tokens": train2,
                 "eval_tokens": evals2 * val + 2 * val, "upper_bound": upper})
 
     ft_w = _windows(s3.tokens, seq)
     steps3 = max(1, math.ceil(ft_w / s3.batch_size))
-    evals3 = (steps3 // s3.eval_interval + 1) if s3.eval_interval else 0
+    evals3 = _evals(steps3, s3.eval_interval)
     for lr in s3.lrs:
         out.append({"stage": 3, "key": C.digest(_stage3_key(cfg, lr)), "train_tokens": ft_w * seq,
                     "eval_tokens": 3 * val * (evals3 + 1), "upper_bound": False})

@@ -151,11 +151,12 @@ def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
 
 
 def read_ahead(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
-    """Read what the later stages need before a stage trains: every held-out shard and the D_ft
-    training shard. A record in the wrong shape, or a hub/local corpus too small for its budget
+    """Read what the later stages need before a stage trains: every held-out shard and the D_post
+    and D_ft training shards. A record in the wrong shape, or a hub/local corpus too small for its budget
     (their sizes are unknown until read), then stops the run in minutes, not hours later in
     stage 3. Cached shards make it free. Returns the held-out windows."""
     val = heldout(cfg)
+    corpus_windows(cfg.post_corpus, "train", cfg.data.post_tokens, cfg.data)  # a λ = 0 stage 1 reads none
     corpus_windows(cfg.ft_corpus, "train", cfg.stage3.tokens, cfg.data)
     return val
 
@@ -227,7 +228,8 @@ def _adopt_twin(sdir: Path, older: tuple[str, dict] | None = None) -> bool:
         rec = json.loads(rec_path.read_text())
         if rec.get("digest") != src.name:
             continue
-        if src.name != sdir.name:  # finished under the older key: restate it under this one
+        restate = src.name != sdir.name  # finished under the older key: restate it under this one
+        if restate:
             rec = dict(rec, key=json.loads(json_dumps(older[1])), digest=sdir.name,
                        losses={k: v for k, v in rec.get("losses", {}).items() if k != "L_post_val"})
         for item in sorted(src.iterdir()):
@@ -242,6 +244,8 @@ def _adopt_twin(sdir: Path, older: tuple[str, dict] | None = None) -> bool:
                 _link_or_copy(item, tmp)
             os.replace(tmp, sdir / item.name)
         shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # an interrupted attempt of our own
+        if restate:  # a new file, not the linked one: the source keeps its own key.json
+            atomic_write_text(sdir / "key.json", json_dumps(older[1]) + "\n")
         atomic_write_json(sdir / "stage.json", dict(rec, reused_from=str(src.relative_to(root))))
         return True
     return False

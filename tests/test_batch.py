@@ -115,8 +115,10 @@ def test_stage_notebooks_declare_every_config_field():
     for nb in STAGE_NOTEBOOKS:
         cells = json.loads((NOTEBOOKS / nb).read_text())["cells"]
         params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
-        names = {t.id for node in ast.parse("".join(params["source"])).body
-                 for t in getattr(node, "targets", [])}
+        body = ast.parse("".join(params["source"])).body
+        names = {t.id for node in body for t in getattr(node, "targets", None) or [node.target]}
+        # typed, so `papermill --help-notebook` shows each parameter's type and help comment
+        assert all(isinstance(node, ast.AnnAssign) for node in body), nb
         assert set(FIELDS) <= names, f"{nb} lacks {sorted(set(FIELDS) - names)}"
 
 

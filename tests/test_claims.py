@@ -238,12 +238,20 @@ def test_settings_edge_cases():
     assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.HOLDS
 
 
-def _fake_run(root, name, cfg, rows):
+def _fake_run(root, name, cfg, rows, swept=None, data_digest=None):
     from eelib import config as C
     rdir = root / cfg.name / "runs" / name
     rdir.mkdir(parents=True)
     (rdir / "config.yaml").write_text(C.dump(cfg))
     (rdir / "result.json").write_text(json.dumps({"rows": rows}))
+    if swept is not None:
+        (rdir / "swept.json").write_text(json.dumps(swept))
+    if data_digest is not None:
+        (rdir / "data.digest").write_text(data_digest + "\n")
+
+
+def _rows(lam):
+    return [r for s in range(3) for r in frontier_rows("mixed" if lam else "unmixed", lam, s)]
 
 
 def test_pooled_runs_that_differ_outside_the_grid_are_reported(tmp_path, capsys):
@@ -253,33 +261,76 @@ def test_pooled_runs_that_differ_outside_the_grid_are_reported(tmp_path, capsys)
     from eelib import pipeline as P
     base = C.load("params/quick.yaml")
     base.name = "syn"
-    grid = dict(base.grid)
     runs = {r: c for r, c in P.grid_runs(base)}
-    rows = lambda lam: [r for s in range(3) for r in frontier_rows("mixed" if lam else "unmixed", lam, s)]
-    _fake_run(tmp_path, "lam0.0", runs["lam0.0"], rows(0.0))
-    _fake_run(tmp_path, "lam1.0", runs["lam1.0"], rows(1.0))
+    _fake_run(tmp_path, "lam0.0", runs["lam0.0"], _rows(0.0), swept=list(base.grid))
+    _fake_run(tmp_path, "lam1.0", runs["lam1.0"], _rows(1.0), swept=list(base.grid))
     # Only the swept λ differs: nothing to warn about.
     assert set(P.config_spread("syn", tmp_path)) == {"stage1.lam"}
     assert P.warn_unswept(base, tmp_path) == {} and capsys.readouterr().err == ""
     # An older version of the file ran λ = 0.9 with a longer stage 3, under a name this grid lacks.
     old = C.expand(base)[0]
     old.stage1.lam, old.stage3.tokens, old.threads = 0.9, 2 * base.stage3.tokens, 2
-    _fake_run(tmp_path, "lam0.9", old, rows(0.9))
+    _fake_run(tmp_path, "lam0.9", old, _rows(0.9))
     spread = P.config_spread("syn", tmp_path)
     assert spread["stage3.tokens"] == {str(base.stage3.tokens): ["lam0.0", "lam1.0"],
                                        str(2 * base.stage3.tokens): ["lam0.9"]}
-    assert set(P.unrecorded(spread, grid)) == {"stage3.tokens"}  # threads changes no number
+    assert set(P.unrecorded(spread, base.grid)) == {"stage3.tokens"}  # threads changes no number
     assert set(P.warn_unswept(base, tmp_path)) == {"stage3.tokens"}
     err = capsys.readouterr().err
     assert "stage3.tokens" in err and "lam0.9" in err and "threads" not in err
-    assert len(P.collect("syn", tmp_path)) == 3 * len(rows(0.0))  # pooled, never dropped
+    assert len(P.collect("syn", tmp_path)) == 3 * len(_rows(0.0))  # pooled, never dropped
     paths = CL.report("syn", tmp_path, figures=False)
     md = paths["claims_md"].read_text()
-    assert "## Runs pooled here" in md and "**Not recorded in the rows**" in md
+    assert "## Runs pooled here" in md and "**Not swept by any grid" in md
     assert f"stage3.tokens: {base.stage3.tokens} (lam0.0, lam1.0), {2 * base.stage3.tokens} (lam0.9)" in md
     assert "`stage1.lam` (3 values)" in md and "`threads`" in md
     js = json.loads(paths["claims_json"].read_text())
-    assert js["config_spread"]["stage3.tokens"][str(2 * base.stage3.tokens)] == ["lam0.9"]
-    # A run whose config.yaml cannot be read is named, not skipped.
+    assert js["pooled_runs"]["spread"]["stage3.tokens"][str(2 * base.stage3.tokens)] == ["lam0.9"]
+    # A run whose config.yaml cannot be read is named, and compared on nothing
     (tmp_path / "syn" / "runs" / "lam0.9" / "config.yaml").write_text(":\n  - [")
-    assert P.config_spread("syn", tmp_path)["config.yaml"]['"unreadable"'] == ["lam0.9"]
+    spread = P.config_spread("syn", tmp_path)
+    assert spread == {"stage1.lam": {"0.0": ["lam0.0"], "1.0": ["lam1.0"]}, "config.yaml": {'"unreadable"': ["lam0.9"]}}
+
+
+def test_fields_a_grid_swept_are_not_flagged_and_duplicates_are(tmp_path, capsys):
+    """The explorer's "run λ now" runs a one-λ grid into an experiment whose grid swept more
+    (LoRA dropout, Table 9): swept.json records what each run's grid swept, so no false warning.
+    Two runs made by one config (`--seeds` renames a grid's runs) are flagged: their rows count twice."""
+    from eelib import config as C
+    from eelib import pipeline as P
+    base = C.load("params/quick.yaml")
+    base.name = "syn"
+    base.grid = {"stage1.lam": [0.0, 1.0], "stage2.lora_dropout": [0.0, 0.05]}
+    for run, c in P.grid_runs(base):
+        _fake_run(tmp_path, run, c, _rows(c.stage1.lam), swept=list(base.grid))
+    one = C.expand(C.from_dict({**C.to_dict(base), "grid": {"stage1.lam": [0.5]}}))[0]
+    _fake_run(tmp_path, "lam0.5", one, _rows(0.5), swept=["stage1.lam"])
+    assert P.warn_unswept(C.from_dict({**C.to_dict(base), "grid": {"stage1.lam": [0.5]}}), tmp_path) == {}
+    assert capsys.readouterr().err == ""
+    md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
+    assert "Swept by the grid that made the runs" in md and "`stage2.lora_dropout` (2 values)" in md
+    assert "Not swept by any grid" not in md and "Duplicates" not in md
+    # the same config again under another name
+    _fake_run(tmp_path, "lam0.5-seed0", one, _rows(0.5), swept=["stage1.lam", "seed"])
+    assert P.duplicate_runs("syn", tmp_path) == [["lam0.5", "lam0.5-seed0"]]
+    P.warn_unswept(base, tmp_path)
+    assert "lam0.5, lam0.5-seed0" in capsys.readouterr().err
+    md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
+    assert "**Duplicates**: runs `lam0.5`, `lam0.5-seed0`" in md
+
+
+def test_runs_from_different_local_files_are_told_apart(tmp_path):
+    """Local data paths may move, so configs compare without them; the files' identity
+    (runs/<run>/data.digest) still tells runs that read different D_post files apart."""
+    from eelib import config as C
+    from eelib import pipeline as P
+    base = C.expand(C.load("params/quick.yaml"))[0]
+    base.name = "syn"
+    _fake_run(tmp_path, "a", base, _rows(0.0), data_digest="aaaa")
+    _fake_run(tmp_path, "b", base, _rows(0.0), data_digest="bbbb")
+    assert P.config_spread("syn", tmp_path) == {"data.digest": {'"aaaa"': ["a"], '"bbbb"': ["b"]}}
+    assert "data.digest" in P.unrecorded(P.config_spread("syn", tmp_path))
+    assert P.duplicate_runs("syn", tmp_path) == []
+    # and a report over no finished run says so
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    assert "No finished runs." in CL.report("empty", tmp_path, figures=False)["claims_md"].read_text()

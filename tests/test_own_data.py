@@ -99,6 +99,12 @@ def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path):
         s1 = list((tmp_path / out / "own/stage1").glob("*"))
         assert len(s1) == 1 and sorted(x.name for x in s1[0].iterdir()) == [".lock", "key.json"], \
             [sorted(x.name for x in d.iterdir()) for d in s1]  # no checkpoint, no final weights
+    # A λ = 0 stage 1 reads no D_post, yet a D_post too small for its budget stops it as early.
+    p = run_cli(tmp_path, "run", "own.yaml", "--out", "d", "--no-progress", "--set", "stage1.lam=0",
+                "--set", "data.post_tokens=4000000")
+    assert p.returncode == 1 and "legal/train: corpus exhausted" in p.stderr, p.stderr[-2000:]
+    (s1,) = (tmp_path / "d/own/stage1").glob("*")
+    assert sorted(x.name for x in s1.iterdir()) == [".lock", "key.json"]
     # Stage 1 reused from a finished run, stage 2 new: stage 2 reads ahead before it trains too.
     assert run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress").returncode == 0
     p = run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress", "--set", "name=own2",

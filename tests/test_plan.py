@@ -29,6 +29,17 @@ def test_plan_counts_equal_the_baseline_runs_tokens(baseline):
             assert 0 < got <= s["train_tokens"], k
         else:
             assert got == s["train_tokens"], k
+    # held-out evaluations: stage 1 at its end (C4, D_post), stage 2 along its trajectory (D_post)
+    # and at its end (C4, D_post), stage 3 along its trajectory and at its end (all three)
+    val = (TINY["data"]["val_tokens"] // 64) * 64
+    for (stage, key), s in stages.items():
+        n = len(recs[(stage, key)].get("trajectory", []))
+        if stage == 1:
+            assert s["eval_tokens"] == 2 * val  # TINY mixes λ = 0.5
+        elif stage == 2:
+            assert 0 < n * val <= s["eval_tokens"] - 2 * val  # early stopping may end it sooner
+        else:
+            assert s["eval_tokens"] == 3 * val * (n + 1), (stage, n)
 
 
 def test_plan_of_the_split_and_a_grid(tmp_path):
@@ -45,6 +56,9 @@ def test_plan_of_the_split_and_a_grid(tmp_path):
     # stage 2 gets the remaining 1−λ of the pass once, plus replay at 0.2/(1−0.2) of it
     assert e["stage2_tokens"] == 2 * sum((post_w - k + round(0.25 * (post_w - k))) * seq for k in ks)
     assert e["upper_bound"] is False
+    # a split stage 2 evaluates along its one pass (the λ = 1, no-replay stage 2 is skipped)
+    assert plan._evals(16, 2) == 9 and plan._evals(15, 5) == 4 and plan._evals(17, 5) == 5
+    assert plan._evals(0, 5) == 0 and plan._evals(10, 0) == 0
     assert e["gpu_hours"] == pytest.approx(e["equivalent_tokens"] / 1000 / 3600)
     assert p["total"]["gpu_hours"] == pytest.approx(e["gpu_hours"])
     # a fixed cost per distinct stage of a compiled config: 6 stage 1s, 6 stage 2s, 12 stage 3s

@@ -235,6 +235,8 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
         assert new.dir == stages.stage_dir(cfg, 1, root=tmp_path / "out")
         assert new["key"] == json.loads(stages.json_dumps(stages._stage1_key(cfg)))
         assert new["digest"] == new.dir.name and set(new["losses"]) == {"L_pre_val"}
+        assert json.loads((new.dir / "key.json").read_text()) == new["key"]  # not the linked older one
+        assert "post" in json.loads((old.dir / "key.json").read_text())  # which stays as it was
         # "old" adopts the older directory; "new" the same-key twin that adoption made in "old"
         assert new["reused_from"] == f"old/stage1/{old.dir.name if name == 'old' else new.dir.name}"
         f = new.dir / "final" / "model.pt"

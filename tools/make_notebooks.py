@@ -12,23 +12,23 @@ KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "languag
 
 # The `parameters` cell: the ExperimentConfig fields at `ci` scale (about a minute on one CPU core).
 # papermill -f params/<file>.yaml replaces these with a params file's values; -p lam 0.5 sets λ.
-PARAMS = '''name = "nb-stages"
-pipeline = "music->chem"
-allocation = "added"
-model = "test-micro"
-seed = 0
-device = "auto"
-compile = False
-threads = 1
-ce_chunk = 0
-data = {"seq_len": 64, "general_tokens": 60000, "post_tokens": 12000, "val_tokens": 4096}
-stage1 = {"lam": 0.0, "batch_size": 8}
-stage2 = {"batch_size": 8, "max_tokens": 60000, "eval_interval": 10, "patience": 2}
-stage3 = {"lrs": [0.001, 0.003], "tokens": 12000, "batch_size": 8, "eval_interval": 5}
-grid = {}
-lam = None
-run = "run"
-out_dir = "outputs"'''
+PARAMS = '''name: str = "nb-stages"  # experiment name: outputs/<name>/
+pipeline: str = "music->chem"  # D_post->D_ft (Table 1), or your own corpora's names
+allocation: str = "added"  # added (Fig 3a) or split (Fig 3b: one pass of D_post split λ / 1−λ)
+model: str = "test-micro"  # preset: test-micro, cpu-tiny, smollm2-135m, paper-1b
+seed: int = 0
+device: str = "auto"  # auto, cpu or cuda
+compile: bool = False  # torch.compile the model with its loss
+threads: int = 1  # CPU threads (0: torch's default)
+ce_chunk: int = 0  # tokens per chunk of the chunked cross-entropy (0: the plain loss)
+data: dict = {"seq_len": 64, "general_tokens": 60000, "post_tokens": 12000, "val_tokens": 4096}
+stage1: dict = {"lam": 0.0, "batch_size": 8}  # lam: the fraction λ of D_post mixed into pretraining
+stage2: dict = {"batch_size": 8, "max_tokens": 60000, "eval_interval": 10, "patience": 2}
+stage3: dict = {"lrs": [0.001, 0.003], "tokens": 12000, "batch_size": 8, "eval_interval": 5}
+grid: dict = {}  # ignored here: a stage notebook runs one config (use -p lam for λ)
+lam: float = None  # sets stage1.lam when given (papermill -p lam 0.5)
+run: str = "run"  # run name: outputs/<name>/runs/<run>/
+out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)'''
 
 SETUP = '''from pathlib import Path
 from eelib import config as C, notebook as nb, stages
@@ -64,8 +64,10 @@ NOTEBOOKS = {
            "what was requested. D_post never exceeds one pass (the sampler raises rather than repeat)."),
         code("nb.mixture_table(s1)"),
         md("Held-out losses after stage 1 show what early exposure bought before any post-training: "
-           "run it with λ > 0 (`-p lam 0.5`) and the D_post loss is already lower than at the default "
-           "λ = 0 (at the ci scale: 3.73 vs 5.49 nats). The paper's point (§4.1) is what happens "
+           "run it with λ > 0 (`-p lam 0.5`) and its D_post loss is already lower than θ_pre's at the "
+           "default λ = 0 (at the ci scale: 3.73 vs 5.49 nats). At λ = 0 the table shows no D_post loss: "
+           "stage 1 then reads no D_post, so one θ_pre serves every D_post, and posttrain.ipynb shows its "
+           "D_post loss as stage 2's step 0. The paper's point (§4.1) is what happens "
            "*after* stages 2 and 3 — see posttrain.ipynb and finetune.ipynb."),
     ],
     "posttrain.ipynb": [
@@ -109,10 +111,10 @@ NOTEBOOKS = {
 # Experiment notebooks: run a params file's grid (reusing finished stages), then figures + claims.
 
 def exp_params(default):
-    return (f'params_file = "{default}"\n'
-            'out_dir = "outputs"\n'
-            'workers = 1\n'
-            'seeds = None')
+    return (f'params_file: str = "{default}"  # a params/ YAML file; its grid is run\n'
+            'out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)\n'
+            'workers: int = 1  # runs at once (processes)\n'
+            'seeds: str = None  # e.g. "[0, 1, 2]": adds a seed axis to the grid')
 
 
 EXP_SETUP = """from eelib import claims, config as C, figures, notebook as nb

@@ -27,7 +27,9 @@ direction at p < 0.05, **does not hold** if it is significantly the other way, i
 neither, and is **inconclusive** when the rows it needs are missing (the report says which). Each
 pipeline and |D_post| is tested on its own. The definitions are in
 `docs/frontiers.md`. The same report is `eelib report <experiment>` on the command line."""),
-    new_code_cell('experiment = "quick"\nout_dir = "outputs"', metadata={"tags": ["parameters"]}),
+    new_code_cell('experiment: str = "quick"  # a folder under the outputs root\n'
+                  'out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)',
+                  metadata={"tags": ["parameters"]}),
     new_code_cell("""\
 from IPython.display import Image, Markdown, display
 from eelib import claims, notebook as nb
@@ -65,7 +67,9 @@ the background, at that config's scale: seconds to minutes offline, a GPU job at
 appear when it finishes; it has that one run's stage-2 settings, so in a grid over stage-2 settings
 its frontier has fewer points than the others. With no results yet, the explorer says how to make
 some. The table's `runs` column counts rows (run × stage-3 LR)."""),
-    new_code_cell('experiment = "quick"\nout_dir = "outputs"\nparams = "params/quick.yaml"',
+    new_code_cell('experiment: str = "quick"  # a folder under the outputs root\n'
+                  'out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)\n'
+                  'params: str = "params/quick.yaml"  # what "run λ now" runs, at the λ chosen',
                   metadata={"tags": ["parameters"]}),
     new_code_cell("""\
 from eelib import notebook as nb
