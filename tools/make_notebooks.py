@@ -6,6 +6,8 @@ from pathlib import Path
 
 import nbformat as nbf
 
+from eelib.model import PRESETS
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
           "language_info": {"name": "python"}}
@@ -15,7 +17,7 @@ KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "languag
 PARAMS = '''name: str = "nb-stages"  # experiment name: outputs/<name>/
 pipeline: str = "music->chem"  # D_post->D_ft (Table 1), or your own corpora's names
 allocation: str = "added"  # added (Fig 3a) or split (Fig 3b: one pass of D_post split λ / 1−λ)
-model: str = "test-micro"  # preset: test-micro, cpu-tiny, smollm2-135m, paper-1b
+model: str = "test-micro"  # preset: PRESET_LIST
 seed: int = 0
 device: str = "auto"  # auto, cpu or cuda
 compile: bool = False  # torch.compile the model with its loss
@@ -29,6 +31,7 @@ grid: dict = {}  # ignored here: a stage notebook runs one config (use -p lam fo
 lam: float = None  # sets stage1.lam when given (papermill -p lam 0.5)
 run: str = "run"  # run name: outputs/<name>/runs/<run>/
 out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)'''
+PARAMS = PARAMS.replace("PRESET_LIST", ", ".join(PRESETS))  # eelib/model.py's, so they never drift
 
 SETUP = '''from pathlib import Path
 from eelib import config as C, notebook as nb, stages
