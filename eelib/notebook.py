@@ -89,9 +89,9 @@ def stage_table(*stages) -> "pandas.DataFrame":
         elif s.stage == 1 and "L_post_val" not in losses and "L_pre_val" in losses:
             # λ = 0: stage 1 serves every D_post and records no D_post loss; stage 2 evaluates
             # θ_pre on this run's D_post at its step 0
-            start = next((t[0] for t2 in stages if t2.stage == 2
-                          for t in [t2.record.get("trajectory") or []] if t and t[0].get("step") == 0), {})
-            if "L_post_val" in start:
+            s2 = next((t.record for t in stages if t.stage == 2), {})
+            start = (s2.get("trajectory") or [{}])[0]
+            if start.get("step") == 0 and "L_post_val" in start:
                 losses = dict(losses, L_post_val=start["L_post_val"])
                 note = "L_post from stage 2's step-0 evaluation (a λ = 0 stage 1 is shared by every D_post)"
             else:

@@ -204,7 +204,10 @@ def config_spread(experiment: str, root: Path | None = None) -> dict[str, dict[s
     they were made alike (a grid's swept fields differ by design; a changed stage-3 budget would
     not). Runs whose config.yaml is unreadable are compared on nothing and listed under the field
     "config.yaml"."""
-    configs = _run_configs(Path(root or OUTPUTS) / experiment)
+    return _spread(_run_configs(Path(root or OUTPUTS) / experiment))
+
+
+def _spread(configs: dict[str, dict[str, str] | None]) -> dict[str, dict[str, list[str]]]:
     readable = {r: f for r, f in configs.items() if f is not None}
     spread: dict[str, dict[str, list[str]]] = {}
     for field in sorted({k for v in readable.values() for k in v}):
@@ -222,8 +225,12 @@ def config_spread(experiment: str, root: Path | None = None) -> dict[str, dict[s
 def duplicate_runs(experiment: str, root: Path | None = None) -> list[list[str]]:
     """Groups of finished runs made by the same config (up to HOW_FIELDS): their rows count twice
     in the claims' tests, e.g. `lam0.0` and `lam0.0-seed0` after `--seeds` renamed a grid's runs."""
+    return _duplicates(_run_configs(Path(root or OUTPUTS) / experiment))
+
+
+def _duplicates(configs: dict[str, dict[str, str] | None]) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
-    for run, flat in _run_configs(Path(root or OUTPUTS) / experiment).items():
+    for run, flat in configs.items():
         if flat is not None:
             what = {k: v for k, v in flat.items() if k not in HOW_FIELDS}
             groups.setdefault(json.dumps(what, sort_keys=True), []).append(run)
@@ -244,8 +251,9 @@ def swept_fields(experiment: str, root: Path | None = None) -> set[str]:
 
 def pooled_runs(experiment: str, root: Path | None = None) -> dict:
     """What the claims report says of the runs it pools: {"spread", "swept", "duplicates"}."""
-    return {"spread": config_spread(experiment, root), "swept": sorted(swept_fields(experiment, root)),
-            "duplicates": duplicate_runs(experiment, root)}
+    configs = _run_configs(Path(root or OUTPUTS) / experiment)  # read once for both
+    return {"spread": _spread(configs), "swept": sorted(swept_fields(experiment, root)),
+            "duplicates": _duplicates(configs)}
 
 
 def unrecorded(spread: dict[str, dict[str, list[str]]], swept: Iterable[str] = ()) -> dict:
@@ -271,13 +279,14 @@ def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     that no grid that made them sweeps and the rows do not record (e.g. runs a previous version of
     the params file made under other names), and one if two runs were made by the same config.
     They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
-    odd = unrecorded(config_spread(cfg.name, root), set(cfg.grid) | swept_fields(cfg.name, root))
+    pooled = pooled_runs(cfg.name, root)
+    odd = unrecorded(pooled["spread"], set(cfg.grid) | set(pooled["swept"]))
     runs = Path(root or OUTPUTS) / cfg.name / "runs"
     if odd:
         print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields no grid of theirs "
               f"sweeps, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
               f"the odd runs out of {runs} or rename the experiment (name:).", file=sys.stderr)
-    for group in duplicate_runs(cfg.name, root):
+    for group in pooled["duplicates"]:
         print(f"[eelib] warning: runs {', '.join(group)} of {cfg.name} were made by the same config, so "
               f"their rows count more than once in the claims; move all but one out of {runs}.",
               file=sys.stderr)
