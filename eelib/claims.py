@@ -437,7 +437,7 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
 def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
     """The report's "Runs pooled here" section from pipeline.pooled_runs."""
     from eelib.pipeline import HOW_FIELDS, ROW_FIELDS, spread_line, unrecorded
-    spread, swept = pooled["spread"], set(pooled["swept"])
+    spread, by_design = pooled["spread"], set(pooled["by_design"])
     lines = ["", "## Runs pooled here", ""]
     if not n_rows:
         return lines + ["No finished runs."]
@@ -445,8 +445,8 @@ def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
         return lines + ["All finished runs were made by the same config."]
     rec = [f for f in spread if f in ROW_FIELDS]
     how = [f for f in spread if f in HOW_FIELDS]
-    by_grid = [f for f in spread if f in swept and f not in ROW_FIELDS and f not in HOW_FIELDS]
-    odd = unrecorded(spread, swept)
+    by_grid = [f for f in spread if f in by_design and f not in ROW_FIELDS and f not in HOW_FIELDS]
+    odd = unrecorded(spread, by_design)
     if rec:
         lines.append("Recorded in each row (so the claims keep these apart or test them): "
                      + ", ".join(f"`{f}` ({len(spread[f])} values)" for f in rec) + ".")
@@ -458,13 +458,15 @@ def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
         lines.append("How runs executed (same numbers up to floating-point order): "
                      + ", ".join(f"`{f}`" for f in how) + ".")
     if odd:
-        lines += ["", "**Not swept by any grid that made these runs, and not recorded in the rows**: runs that "
-                  "differ only here share a frontier, so the frontiers mix configs (say, a stage-3 budget "
-                  "changed between runs an older params file made under other names). Move the odd runs out "
-                  "of `runs/` or rename the experiment. " + spread_line(odd, limit=4) + "."]
+        lines += ["", "**Differ beyond what the grids that made these runs swept, and not recorded in the rows**: "
+                  "runs that differ only here share a frontier, so the frontiers mix configs (say, a stage-3 "
+                  "budget changed between runs an older params file made under other names). Move the odd runs "
+                  "out of `runs/` or rename the experiment. " + spread_line(odd, limit=4) + "."]
     for group in pooled["duplicates"]:
-        lines += ["", f"**Duplicates**: runs {', '.join(f'`{r}`' for r in group)} were made by the same config, "
-                  "so their rows count more than once in the tests above; move all but one out of `runs/`."]
+        lines += ["", f"Duplicates: runs {', '.join(f'`{r}`' for r in group)} were made by the same config "
+                  "(e.g. `--seeds` renamed a grid's runs), so results.jsonl holds their rows twice; the tests "
+                  "above work per seed (frontiers, per-seed means), so equal rows change nothing. Move all but "
+                  "one out of `runs/` to keep one."]
     return lines
 
 

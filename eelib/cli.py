@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             # run even on a GPU host (nccl cannot reduce CPU tensors)
             distributed.init_from_env(backend="gloo" if cfg.device == "cpu" else None)
             try:
-                pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False)
+                pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False,
+                                      swept=list(cfg.grid))  # a batch's run: its grid's keys are already recorded
             finally:
                 distributed.shutdown()
             return 0

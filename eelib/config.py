@@ -520,6 +520,16 @@ def expand(cfg: ExperimentConfig, models: bool = True) -> list[ExperimentConfig]
     return runs
 
 
+RUN_NAME_SHORT = {"stage1.lam": "lam", "stage2.dropout": "drop", "stage2.replay": "replay",
+                  "stage2.lora_r": "lora", "data.post_tokens": "post", "stage2.lr": "s2lr",
+                  "stage2.batch_size": "s2bs"}
+
+
+def run_name_part(key: str, value) -> str:
+    """One swept field's part of a run name, e.g. 'lam0.25'."""
+    return f"{RUN_NAME_SHORT.get(key, key.split('.')[-1])}{value}"
+
+
 def run_name(cfg: ExperimentConfig, grid_keys: list[str]) -> str:
     """Human-readable run directory name from the swept fields, e.g. 'lam0.25-seed1'."""
     if not grid_keys:
@@ -530,10 +540,7 @@ def run_name(cfg: ExperimentConfig, grid_keys: list[str]) -> str:
         node = raw
         for p in k.split("."):
             node = node[p]
-        short = {"stage1.lam": "lam", "stage2.dropout": "drop", "stage2.replay": "replay",
-                 "stage2.lora_r": "lora", "data.post_tokens": "post", "stage2.lr": "s2lr",
-                 "stage2.batch_size": "s2bs"}.get(k, k.split(".")[-1])
-        parts.append(f"{short}{node}")
+        parts.append(run_name_part(k, node))
     return "-".join(parts)
 
 

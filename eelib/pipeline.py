@@ -11,6 +11,7 @@ trajectory; frontiers, figures and the claims report read only these rows.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -237,22 +238,38 @@ def _duplicates(configs: dict[str, dict[str, str] | None]) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def swept_fields(experiment: str, root: Path | None = None) -> set[str]:
-    """The fields the grids that made the experiment's runs swept (runs/<run>/swept.json; runs
-    made before eelib recorded it add nothing)."""
-    out: set[str] = set()
-    for p in (Path(root or OUTPUTS) / experiment / "runs").glob("*/swept.json"):
+def _run_swept(edir: Path) -> dict[str, set[str] | None]:
+    """Each finished run's grid keys (runs/<run>/swept.json); None where a run predates the file."""
+    out: dict[str, set[str] | None] = {}
+    for p in sorted((edir / "runs").glob("*/result.json")):
         try:
-            out |= set(json.loads(p.read_text()))
+            out[p.parent.name] = set(json.loads((p.parent / "swept.json").read_text()))
         except (OSError, ValueError, TypeError):
-            pass
+            out[p.parent.name] = None
     return out
 
 
+def _by_design(field: str, by_value: dict[str, list[str]], swept: dict[str, set[str] | None]) -> bool:
+    """Whether a field's spread is a grid's doing: some runs swept it (their swept.json says so, or,
+    for runs older than swept.json, their name holds its part, e.g. 'lora_dropout0.05'), and every
+    other run holds one of the values those runs swept (an explorer run at the base value, say)."""
+    def sweeps(run: str, value: str) -> bool:
+        if swept.get(run) is not None:
+            return field in swept[run]
+        part = re.escape(C.run_name_part(field, json.loads(value)))
+        return re.search(rf"(^|-){part}(-|$)", run) is not None
+    swept_values = {v for v, runs in by_value.items() if any(sweeps(r, v) for r in runs)}
+    others = {v for v, runs in by_value.items() if any(not sweeps(r, v) for r in runs)}
+    return bool(swept_values) and others <= swept_values
+
+
 def pooled_runs(experiment: str, root: Path | None = None) -> dict:
-    """What the claims report says of the runs it pools: {"spread", "swept", "duplicates"}."""
-    configs = _run_configs(Path(root or OUTPUTS) / experiment)  # read once for both
-    return {"spread": _spread(configs), "swept": sorted(swept_fields(experiment, root)),
+    """What the claims report says of the runs it pools: {"spread", "by_design", "duplicates"};
+    `by_design`: the fields of the spread that a grid swept (`_by_design`)."""
+    edir = Path(root or OUTPUTS) / experiment
+    configs, swept = _run_configs(edir), _run_swept(edir)  # read once
+    spread = _spread(configs)
+    return {"spread": spread, "by_design": [f for f, v in spread.items() if _by_design(f, v, swept)],
             "duplicates": _duplicates(configs)}
 
 
@@ -276,20 +293,20 @@ def spread_line(fields: dict[str, dict[str, list[str]]], limit: int = 3) -> str:
 
 def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
-    that no grid that made them sweeps and the rows do not record (e.g. runs a previous version of
+    that no grid that made them swept and the rows do not record (e.g. runs a previous version of
     the params file made under other names), and one if two runs were made by the same config.
     They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
     pooled = pooled_runs(cfg.name, root)
-    odd = unrecorded(pooled["spread"], set(cfg.grid) | set(pooled["swept"]))
+    odd = unrecorded(pooled["spread"], pooled["by_design"])
     runs = Path(root or OUTPUTS) / cfg.name / "runs"
     if odd:
         print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields no grid of theirs "
               f"sweeps, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
               f"the odd runs out of {runs} or rename the experiment (name:).", file=sys.stderr)
     for group in pooled["duplicates"]:
-        print(f"[eelib] warning: runs {', '.join(group)} of {cfg.name} were made by the same config, so "
-              f"their rows count more than once in the claims; move all but one out of {runs}.",
-              file=sys.stderr)
+        print(f"[eelib] note: runs {', '.join(group)} of {cfg.name} were made by the same config, so "
+              f"results.jsonl holds their rows twice (the claims, computed per seed, take their mean: "
+              f"equal rows change nothing); move all but one out of {runs} to keep one.", file=sys.stderr)
     return odd
 
 

@@ -66,7 +66,7 @@ def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
     evals3 = _evals(steps3, s3.eval_interval)
     for lr in s3.lrs:
         out.append({"stage": 3, "key": C.digest(_stage3_key(cfg, lr)), "train_tokens": ft_w * seq,
-                    "eval_tokens": 3 * val * (evals3 + 1), "upper_bound": False})
+                    "eval_tokens": 3 * val * evals3, "upper_bound": False})  # its last point is the result
     return out
 
 

@@ -281,7 +281,7 @@ def test_pooled_runs_that_differ_outside_the_grid_are_reported(tmp_path, capsys)
     assert len(P.collect("syn", tmp_path)) == 3 * len(_rows(0.0))  # pooled, never dropped
     paths = CL.report("syn", tmp_path, figures=False)
     md = paths["claims_md"].read_text()
-    assert "## Runs pooled here" in md and "**Not swept by any grid" in md
+    assert "## Runs pooled here" in md and "**Differ beyond what the grids" in md
     assert f"stage3.tokens: {base.stage3.tokens} (lam0.0, lam1.0), {2 * base.stage3.tokens} (lam0.9)" in md
     assert "`stage1.lam` (3 values)" in md and "`threads`" in md
     js = json.loads(paths["claims_json"].read_text())
@@ -309,14 +309,48 @@ def test_fields_a_grid_swept_are_not_flagged_and_duplicates_are(tmp_path, capsys
     assert capsys.readouterr().err == ""
     md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
     assert "Swept by the grid that made the runs" in md and "`stage2.lora_dropout` (2 values)" in md
-    assert "Not swept by any grid" not in md and "Duplicates" not in md
+    assert "Differ beyond" not in md and "Duplicates" not in md
     # the same config again under another name
     _fake_run(tmp_path, "lam0.5-seed0", one, _rows(0.5), swept=["stage1.lam", "seed"])
     assert P.duplicate_runs("syn", tmp_path) == [["lam0.5", "lam0.5-seed0"]]
     P.warn_unswept(base, tmp_path)
     assert "lam0.5, lam0.5-seed0" in capsys.readouterr().err
     md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
-    assert "**Duplicates**: runs `lam0.5`, `lam0.5-seed0`" in md
+    assert "Duplicates: runs `lam0.5`, `lam0.5-seed0`" in md and "equal rows change nothing" in md
+
+
+def test_a_field_is_by_design_only_where_a_grid_swept_its_values(tmp_path, capsys):
+    """Runs made before swept.json existed are judged by their names; a value no grid swept is
+    flagged even when another grid swept the same field."""
+    from eelib import config as C
+    from eelib import pipeline as P
+    base = C.load("params/quick.yaml")
+    base.name = "syn"
+    base.grid = {"stage1.lam": [0.0, 1.0], "stage2.lora_dropout": [0.0, 0.05]}
+    for run, c in P.grid_runs(base):  # older outputs: no swept.json
+        _fake_run(tmp_path, run, c, _rows(c.stage1.lam))
+    assert P.pooled_runs("syn", tmp_path)["by_design"] == ["stage1.lam", "stage2.lora_dropout"]
+    assert P.warn_unswept(base, tmp_path) == {} and capsys.readouterr().err == ""
+    # another grid swept stage3.tokens at two values; a third run holds a value neither swept
+    tok = C.from_dict({**C.to_dict(base), "grid": {"stage3.tokens": [8000, 6400]}})
+    for run, c in P.grid_runs(tok):
+        _fake_run(tmp_path, run, c, _rows(c.stage1.lam), swept=["stage3.tokens"])
+    # the first grid's runs hold stage3.tokens 100000, a value the second grid did not sweep
+    assert "stage3.tokens" not in P.pooled_runs("syn", tmp_path)["by_design"]
+    assert set(P.warn_unswept(base, tmp_path)) == {"stage3.tokens"}
+    assert "stage3.tokens" in capsys.readouterr().err
+    # had the second grid swept the first one's value too, the spread would be by design
+    other = tmp_path / "other"
+    for run, c in P.grid_runs(base):
+        _fake_run(other, run, c, _rows(c.stage1.lam))
+    tok.grid = {"stage3.tokens": [base.stage3.tokens, 6400]}
+    for run, c in P.grid_runs(tok):
+        _fake_run(other, run, c, _rows(c.stage1.lam), swept=["stage3.tokens"])
+    pooled = P.pooled_runs("syn", other)
+    assert "stage3.tokens" in pooled["by_design"]
+    # (its run at the first grid's value repeats lam0.0-lora_dropout0.0's config)
+    assert pooled["duplicates"] == [["lam0.0-lora_dropout0.0", f"tokens{base.stage3.tokens}"]]
+
 
 
 def test_runs_from_different_local_files_are_told_apart(tmp_path):
