@@ -224,8 +224,8 @@ def _spread(configs: dict[str, dict[str, str] | None]) -> dict[str, dict[str, li
 
 
 def duplicate_runs(experiment: str, root: Path | None = None) -> list[list[str]]:
-    """Groups of finished runs made by the same config (up to HOW_FIELDS): their rows count twice
-    in the claims' tests, e.g. `lam0.0` and `lam0.0-seed0` after `--seeds` renamed a grid's runs."""
+    """Groups of finished runs made by the same config (up to HOW_FIELDS), e.g. `lam0.0` and
+    `lam0.0-seed0` after `--seeds` renamed a grid's runs: results.jsonl holds their rows twice."""
     return _duplicates(_run_configs(Path(root or OUTPUTS) / experiment))
 
 
@@ -273,10 +273,11 @@ def pooled_runs(experiment: str, root: Path | None = None) -> dict:
             "duplicates": _duplicates(configs)}
 
 
-def unrecorded(spread: dict[str, dict[str, list[str]]], swept: Iterable[str] = ()) -> dict:
-    """The part of config_spread that the rows do not record, `swept` (a grid's keys) does not
-    explain, and that changes what a run computes: runs differing only there share one frontier."""
-    skip = set(ROW_FIELDS) | set(HOW_FIELDS) | set(swept)
+def unrecorded(spread: dict[str, dict[str, list[str]]], by_design: Iterable[str] = ()) -> dict:
+    """The part of config_spread that the rows do not record, no grid made (`by_design`: fields
+    whose spread a grid swept), and that changes what a run computes: runs differing only there
+    share one frontier."""
+    skip = set(ROW_FIELDS) | set(HOW_FIELDS) | set(by_design)
     return {f: v for f, v in spread.items() if f not in skip}
 
 
@@ -293,15 +294,15 @@ def spread_line(fields: dict[str, dict[str, list[str]]], limit: int = 3) -> str:
 
 def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
-    that no grid that made them swept and the rows do not record (e.g. runs a previous version of
-    the params file made under other names), and one if two runs were made by the same config.
+    the rows do not record beyond what the grids that made them swept (e.g. runs a previous version
+    of the params file made under other names), and a note if two runs were made by the same config.
     They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
     pooled = pooled_runs(cfg.name, root)
     odd = unrecorded(pooled["spread"], pooled["by_design"])
     runs = Path(root or OUTPUTS) / cfg.name / "runs"
     if odd:
-        print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields no grid of theirs "
-              f"sweeps, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
+        print(f"[eelib] warning: the finished runs of {cfg.name} differ in fields beyond what their "
+              f"grids swept, and results.jsonl pools them: {spread_line(odd)}. If that is not intended, move "
               f"the odd runs out of {runs} or rename the experiment (name:).", file=sys.stderr)
     for group in pooled["duplicates"]:
         print(f"[eelib] note: runs {', '.join(group)} of {cfg.name} were made by the same config, so "
