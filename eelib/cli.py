@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             distributed.init_from_env(backend="gloo" if cfg.device == "cpu" else None)
             try:
                 pipeline.run_pipeline(cfg, args.run, root=Path(args.out), progress=False,
-                                      swept=list(cfg.grid))  # a batch's run: its grid's keys are already recorded
+                                      swept=list(cfg.grid))  # under batch, swept.json is already written
             finally:
                 distributed.shutdown()
             return 0
