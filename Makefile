@@ -8,17 +8,23 @@ PARAMS  ?= params/quick.yaml
 SEEDS   ?=
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 
-.PHONY: setup run test test-fast browser readme clean-env
+.PHONY: setup run test test-fast browser readme lock clean-env
 
 setup: $(STAMP)
 
 # torch is installed on its own first: the CPU wheel 2.13.0 where it exists; elsewhere any
 # torch>=2.4 already present (e.g. a CUDA build) is kept.
-$(STAMP): pyproject.toml
+# The other packages at the versions the README's numbers and CI were measured with
+# (constraints.txt, `make lock`), so a later release cannot change them; PIN=0, or a Python
+# for which a pinned version has no wheel, installs the newest within pyproject's ranges.
+PIN     ?= 1
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.4"
-	$(BIN)/pip install -q -e ".[test]"
+	$(if $(filter 1,$(PIN)),$(BIN)/pip install -q -c constraints.txt -e ".[test]" || \
+	  { echo "make setup: the pinned versions (constraints.txt) did not install here; installing the newest within pyproject's ranges" >&2; \
+	    $(BIN)/pip install -q -e ".[test]"; },$(BIN)/pip install -q -e ".[test]")
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -39,6 +45,13 @@ test-fast: $(STAMP)
 # Debian chromium for the one real-browser test (issue 4); needs root/apt.
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# Rewrite constraints.txt from this environment (after upgrading a package on purpose); torch is
+# left out: it is installed on its own (above), CPU or CUDA build.
+lock: $(STAMP)
+	{ echo "# Tested versions: what make setup installs besides torch (written by make lock)."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|eelib|pip|setuptools|wheel)=='; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 clean-env:
 	rm -rf $(VENV)

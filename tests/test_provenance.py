@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -61,3 +62,32 @@ def test_source_revision_ignores_the_callers_git_environment(monkeypatch, tmp_pa
     finally:
         provenance.source_revision.cache_clear()
     assert (rev or "").split("+")[0] == (expected or "")
+
+
+def _requirements() -> list[str]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return meta["dependencies"] + meta["optional-dependencies"]["test"]
+
+
+def test_constraints_pin_every_dependency_within_pyprojects_ranges():
+    """`make setup` installs constraints.txt's versions (the ones the README's numbers were
+    measured with): a dependency added to pyproject.toml without `make lock`, or a range moved
+    past the pin, would install an untested version or make the pinned install fall back."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    assert "torch" not in pins  # installed on its own: the CPU wheel here, a CUDA build on a GPU machine
+    for spec in _requirements():
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        if name == "torch":
+            continue
+        assert name in pins, f"{req.name} is not in constraints.txt: run `make lock`"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}"
