@@ -333,8 +333,41 @@ def test_read_errors_are_wrapped_for_local_files_only(monkeypatch):
         docs = hub.hub_documents(CORPORA["musicpile"], "train", source, data_files=data_files)
         if source == "local":
             with pytest.raises(hub.RecordFormatError, match="corpus 'musicpile': cannot read a record of "
-                                                            "data_files='x.jsonl'.*fix or remove that file"):
+                                                            "data_files='x.jsonl'.*fix or remove that line or file"):
                 next(docs)
         else:
             with pytest.raises(ValueError, match="^JSON parse error in row 3$"):
                 next(docs)
+
+
+def test_bad_records_of_own_files_are_named_so_they_can_be_found(tmp_path):
+    """A review reproduced three messages that did not help find the record: a `text` that is a
+    number or a list ended in a traceback from the hash split; an all-empty corpus was blamed on
+    its token budget; and a line that is not JSON was given as a row number counted inside one of
+    the JSON reader's blocks, not the file's line."""
+    from eelib.corpora import hub
+    from eelib.corpora.registry import own_corpus
+
+    good = [json.dumps({"id": i, "text": f"document number {i} about law"}) for i in range(900)]
+
+    def read(name, lines, suffix=".jsonl"):
+        path = tmp_path / f"{name}{suffix}"
+        path.write_text("\n".join(lines) + "\n")
+        return list(hub.hub_documents(own_corpus("legal"), "train", "local", data_files=str(path)))
+
+    for bad, kind in (({"id": "x7", "text": 123}, "int"), ({"id": "x7", "text": ["a", "b"]}, "list")):
+        with pytest.raises(hub.RecordFormatError,
+                           match=rf"corpus 'legal': the 'text' of a record is a {kind}, not a string: "
+                                 r'\{"id": "x7", "text": .*make it a string or drop that record'):
+            read(kind, good[:400] + [json.dumps(bad)] + good[400:])
+    with pytest.raises(hub.RecordFormatError, match=r'no \'text\' value: \{"id": "gone", .*"body": "b"\}'):
+        read("holey", good[:400] + [json.dumps({"id": "gone", "body": "b"})] + good[400:])
+    with pytest.raises(hub.RecordFormatError, match=r"all 900 records of data_files=.* have an empty 'text'"):
+        read("blank", [json.dumps({"text": " " * (i % 3)}) for i in range(900)])
+    assert sorted(read("some_blank", good + [json.dumps({"text": ""})])) == sorted(read("all_good", good))  # skipped
+    with pytest.raises(hub.RecordFormatError, match=r"the first line that is not JSON: .*broken\.jsonl line 701: "):
+        read("broken", good[:700] + ['{"text": "cut off'] + good[700:])
+    array = tmp_path / "array.json"
+    array.write_text("[\n" + ",\n".join(good[:5]) + ",\n{oops}\n]\n")
+    assert hub.first_unreadable_line([str(array)]).startswith(f"{array} line 7: ")
+    assert hub.first_unreadable_line([str(tmp_path / "broken.jsonl")], max_lines=100) is None

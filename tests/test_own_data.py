@@ -174,7 +174,7 @@ def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path):
     (tmp_path / "holey.jsonl").write_text(good + json.dumps({"id": -1, "body": "no text"}) + "\n")
     (tmp_path / "broken.jsonl").write_text(good + "this line is not JSON\n")
     for out, change, needle in (
-            ("a", "data.data_files.legal=holey.jsonl", "corpus 'legal': record "),
+            ("a", "data.data_files.legal=holey.jsonl", "corpus 'legal': a record of "),
             ("b", "data.data_files.legal=broken.jsonl", "corpus 'legal': cannot read a record of data_files=")):
         p = run_cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
         lines = p.stderr.strip().splitlines()

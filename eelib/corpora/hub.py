@@ -86,18 +86,76 @@ def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) ->
         raise HubUnavailable(f"Cannot reach {host}:{port} ({reason}). {advice}")
 
 
+def describe_record(record: dict, limit: int = 160) -> str:
+    """A record as JSON, cut to `limit` characters: what an error shows so the record can be found
+    with grep (a shuffled stream has no file line to report)."""
+    import json
+
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def record_text(spec: CorpusSpec, record: dict) -> str | None:
     """The training document of one hub record; None where its field is null."""
     try:  # per record, so the check costs nothing unless it fails
         if spec.text_field == INPUTS_TARGETS:
             inputs, targets = record["inputs"], record["targets"]
-            return None if inputs is None or targets is None else render(inputs, targets)
-        return record[spec.text_field]
+            if inputs is None or targets is None:
+                return None
+            values = {"inputs": inputs, "targets": targets}
+        else:
+            values = {spec.text_field: record[spec.text_field]}
     except KeyError as missing:  # a whole corpus in the wrong shape: say it once, plainly
         fields = "inputs and targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
         raise RecordFormatError(f"corpus {spec.name!r}: a record has no field {missing.args[0]!r} (its fields: "
                                 f"{', '.join(sorted(record)) or 'none'}); eelib reads {fields} of each record, "
                                 "so rename the field in your files") from None
+    for field, value in values.items():
+        if value is not None and not isinstance(value, str):  # a number or a list, in JSON lines
+            raise RecordFormatError(f"corpus {spec.name!r}: the {field!r} of a record is a "
+                                    f"{type(value).__name__}, not a string: {describe_record(record)}; "
+                                    "make it a string or drop that record")
+    return render(inputs, targets) if spec.text_field == INPUTS_TARGETS else values[spec.text_field]
+
+
+def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str | None:
+    """Where the first line a JSON reader would reject is ("part-001.jsonl line 701: Expecting
+    ',' delimiter"), or None. Only called after a read failed: the reader's own message counts
+    rows within one read block, which does not find the line in a large file. Reads at most
+    `max_lines` lines in all; a file holding one JSON document (an array) is parsed whole."""
+    import gzip
+    import json
+
+    seen = 0
+    for f in files:
+        if not f.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
+            continue
+        opener = gzip.open if f.endswith(".gz") else open
+        try:
+            with opener(f, "rt", encoding="utf-8-sig") as fh:
+                head = fh.read(1)
+                while head.isspace():
+                    head = fh.read(1)
+                if head == "[":  # one JSON document: its parser gives the line
+                    try:
+                        json.loads(head + fh.read())
+                    except ValueError as e:
+                        return f"{f} line {getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}"
+                    continue
+                for i, line in enumerate(fh, start=1):
+                    line = (head + line) if i == 1 else line
+                    seen += 1
+                    if seen > max_lines:
+                        return None
+                    if not line.strip():
+                        continue
+                    try:
+                        json.loads(line)
+                    except ValueError as e:
+                        return f"{f} line {i}: {getattr(e, 'msg', e)}"
+        except (OSError, UnicodeDecodeError) as e:
+            return f"{f}: {type(e).__name__}: {e}"
+    return None
 
 
 def resolve_files(data_files: str) -> list[str]:
@@ -186,12 +244,17 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
 
     where = f"data_files={data_files!r}" if source == "local" else f"{spec.hub_id} ({split})"
 
+    field = "inputs/targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
+
     def texts() -> Iterator[str]:
-        records, n = iter(ds), 0
+        records, n, blank = iter(ds), 0, 0
         while True:
             try:
                 record = next(records)
             except StopIteration:
+                if n and blank == n and source == "local":  # else data.py blames the token budget
+                    raise RecordFormatError(f"corpus {spec.name!r}: all {n:,} records of {where} have "
+                                            f"an empty {field!r}; put the documents' text there") from None
                 return
             except OSError:  # disk or network: not the file's content; the CLI prints it in one line
                 raise
@@ -199,15 +262,22 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
                 if source != "local":
                     raise
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                try:
+                    line = first_unreadable_line(resolve_files(data_files))
+                except OSError:  # the files went away meanwhile: the reader's message stands
+                    line = None
+                at = f"; the first line that is not JSON: {line}" if line else ""
                 raise RecordFormatError(f"corpus {spec.name!r}: cannot read a record of {where} "
-                                        f"({type(e).__name__}: {first}); fix or remove that file") from e
+                                        f"({type(e).__name__}: {first}){at}; fix or remove that "
+                                        "line or file") from e
             n += 1
             text = record_text(spec, record)
             if text is None and source == "local":  # a missing field reads as null in a file
-                field = "inputs/targets" if spec.text_field == INPUTS_TARGETS else spec.text_field
-                raise RecordFormatError(f"corpus {spec.name!r}: record {n} of {where} (in stream "
-                                        f"order) has no {field!r} value; every record needs one, "
+                raise RecordFormatError(f"corpus {spec.name!r}: a record of {where} has no {field!r} "
+                                        f"value: {describe_record(record)}; every record needs one, "
                                         f"so fill it in or drop that record")
+            if not text or text.isspace():
+                blank += 1
             if text and (not hash_split or in_split(text, split, spec.heldout_every)):
                 yield text
 
