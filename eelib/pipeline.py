@@ -38,13 +38,27 @@ def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path
     return Path(root or OUTPUTS) / cfg.name / "runs" / run
 
 
-def _data_digest(cfg: C.ExperimentConfig) -> str | None:
-    """The identity of a source=local run's files (None otherwise: hub and offline data are
-    pinned by the config itself). Editing or appending to a file changes it (data.files_identity)."""
+def _data_identity(cfg: C.ExperimentConfig) -> dict | None:
+    """The identity of each of a source=local run's corpora's files (None otherwise: hub and
+    offline data are pinned by the config itself). Editing or appending to a file changes it
+    (data.files_identity)."""
     if cfg.data.source != "local":
         return None
     from eelib.data import files_identity
-    return C.digest({k: files_identity(v) for k, v in sorted(cfg.data.data_files.items())})
+    return {k: files_identity(v) for k, v in sorted(cfg.data.data_files.items())}
+
+
+def _changed_corpora(rdir: Path, identity: dict) -> str:
+    """Which corpora's files differ from those a finished run recorded in data.json (runs made
+    before that file name them all)."""
+    try:
+        old = json.loads((rdir / "data.json").read_text())
+    except (OSError, ValueError):
+        return f"the data files of {', '.join(identity)}"
+    now = {k: C.digest(v) for k, v in identity.items()}
+    parts = [f"{k} ({'added' if k not in old else 'removed' if k not in now else 'changed'})"
+             for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+    return "the data files of " + ", ".join(parts)
 
 
 def _flat(d: dict, pre: str = "") -> dict:
@@ -93,7 +107,8 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
     its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
     to, recorded once in swept.json (what config_spread takes as varying by design)."""
     rdir = run_dir(cfg, run, root)
-    dig, data = C.digest(C.to_dict(cfg)), _data_digest(cfg)
+    identity = _data_identity(cfg)
+    dig, data = C.digest(C.to_dict(cfg)), identity and C.digest(identity)
     stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
     finished = (rdir / "result.json").exists()
     fix = "Rename the experiment (name:) or move the run directory away."
@@ -109,13 +124,14 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
                   f"another config ({changed})", file=sys.stderr)
         stamp.unlink(missing_ok=True)  # under torchrun every rank gets here
     if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
-        raise RuntimeError(f"{rdir}: the data files ({', '.join(sorted(cfg.data.data_files))}) changed "
-                           f"since this run finished; its results are never overwritten. {fix}")
+        raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
+                           f"finished; its results are never overwritten. {fix}")
     rdir.mkdir(parents=True, exist_ok=True)
     if not stamp.exists():
         atomic_write_text(rdir / "config.yaml", C.dump(cfg))
         atomic_write_text(stamp, dig + "\n")
     if data and not (finished and dstamp.exists()):
+        atomic_write_json(rdir / "data.json", {k: C.digest(v) for k, v in identity.items()})  # per corpus
         atomic_write_text(dstamp, data + "\n")
     if swept is not None and not (rdir / "swept.json").exists():
         atomic_write_json(rdir / "swept.json", sorted(swept))

@@ -204,8 +204,17 @@ def test_finished_run_on_changed_local_files_is_refused(tmp_path):
     assert str(moved) in (rdir / "config.yaml").read_text()   # its stored config now finds them
     with open(data / "legal.jsonl", "a") as f:
         f.write(json.dumps({"text": "one more record"}) + "\n")
-    with pytest.raises(RuntimeError, match=r"data files \(c4, legal, medical\) changed since this run "
+    # The refusal names what changed (a review found it listed every corpus, whichever changed).
+    with pytest.raises(RuntimeError, match=r"the data files of legal \(changed\) changed since this run "
                                            r"finished; its results are never overwritten"):
+        pipeline.claim_run_dir(cfg, "run", root)
+    extra = _cfg(tmp_path, **{"data.source": "local", "pipeline": "legal->medical",
+                              "data.data_files": {n: str(data / f"{n}.jsonl") for n in ("c4", "legal", "medical")}
+                              | {"spare": str(data / "c4.jsonl")}})
+    with pytest.raises(RuntimeError, match=r"the data files of legal \(changed\), spare \(added\) changed"):
+        pipeline.claim_run_dir(extra, "run", root)
+    (rdir / "data.json").unlink()  # a run made before data.json: every corpus is named
+    with pytest.raises(RuntimeError, match=r"the data files of c4, legal, medical changed since"):
         pipeline.claim_run_dir(cfg, "run", root)
 
 
