@@ -184,6 +184,11 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                "digits and '_' (it names files and table columns)")
         _check(c not in RESERVED_NAMES, "pipeline", f"corpus name {c!r} is reserved: 'music->chem' etc. name the "
                f"paper's pipelines; call your corpus something else (e.g. {c + '_own'!r})")
+        if d.source == "local" and d.data_files and c not in d.data_files:  # most likely a typo
+            near = difflib.get_close_matches(c, list(d.data_files), n=1)
+            _check(False, "pipeline", f"{c!r} is not a paper corpus nor in data.data_files (which names "
+                   f"{', '.join(sorted(d.data_files))}){f'; did you mean {near[0]!r}?' if near else ''} "
+                   f"Name the same corpus in both, or add data.data_files.{c}: <its files>")
         _check(d.source == "local" and c in d.data_files, "pipeline",
                f"{c!r} is not a paper corpus ({', '.join(CORPUS_NAMES[1:])}); a corpus of your own is read from "
                f"files: set data.source: local and data.data_files.{c}: <file, directory or glob of "
@@ -258,7 +263,7 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
             _check(bool(found), f"data.data_files.{k}",
                    f"no .json/.jsonl(.gz)/.parquet file matches {v!r}; fix the path (eelib reads "
                    "JSON lines, JSON and parquet files; relative paths are read from the params "
-                   "file's folder)")
+                   "file's folder, those of --set and of papermill's -f/-p from the working directory)")
             kinds = {"parquet" if f.endswith(".parquet") else "json" for f in found}
             _check(len(kinds) == 1, f"data.data_files.{k}",
                    f"{v!r} mixes parquet and JSON files; give one format per corpus")

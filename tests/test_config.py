@@ -64,6 +64,10 @@ BAD = [
     ("own-corpus-offline", _with(pipeline="legal->medical"),
      "pipeline: 'legal' is not a paper corpus (musicpile, chempile, flan); a corpus of your own is read from files: "
      "set data.source: local and data.data_files.legal"),
+    ("own-corpus-typo", _with(pipeline="legal->medcal", data__source="local",
+                              data__data_files={"c4": "x", "legal": "x", "medical": "x"}),
+     "pipeline: 'medcal' is not a paper corpus nor in data.data_files (which names c4, legal, medical); "
+     "did you mean 'medical'? Name the same corpus in both"),
     ("own-corpus-bad-name", _with(pipeline="Legal->medical"), "pipeline: corpus name 'Legal'"),
     ("pipeline-spaces", _with(pipeline="music -> chem"), "pipeline: 'music -> chem': write it without spaces, e.g. 'music->chem'"),
     ("own-corpus-reserved", _with(pipeline="music->legal"), "pipeline: corpus name 'music' is reserved"),
