@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -530,8 +532,9 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
     from eelib.pipeline import collect, pooled_runs
     root = Path(root)
     if not (root / experiment / "runs").is_dir():
-        raise FileNotFoundError(f"no runs under {root / experiment}; make some with `make run` or "
-                                f"`eelib run params/quick.yaml --out {root}`")
+        raise FileNotFoundError(f"no runs under {root / experiment}: run its params file first "
+                                f"(`eelib run <params.yaml> --out {root}`), or name the outputs root it "
+                                "was run with (--out, or $EELIB_OUTPUTS)")
     rows = collect(experiment, root)
     claims = evaluate(rows, trajectory=trajectory)
     paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root))
@@ -546,14 +549,14 @@ def main_report(argv: list[str] | None = None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="eelib report", description=report.__doc__)
     ap.add_argument("experiment")
-    ap.add_argument("--root", "--out", dest="root", default="outputs")
+    ap.add_argument("--root", "--out", dest="root", default=os.environ.get("EELIB_OUTPUTS") or "outputs")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--final-only", action="store_true", help="frontiers from final points only")
     a = ap.parse_args(argv)
     try:
         paths = report(a.experiment, a.root, figures=not a.no_figures, trajectory=not a.final_only)
     except FileNotFoundError as e:
-        print(f"eelib: error: {e}")
+        print(f"eelib: error: {e}", file=sys.stderr)
         return 2
     print(paths["claims_md"].read_text())
     for k, p in paths.items():

@@ -9,6 +9,11 @@ from pathlib import Path
 import yaml
 
 
+# The outputs root when --out is not given: $EELIB_OUTPUTS, the notebooks' root too (eelib.notebook).
+OUT = os.environ.get("EELIB_OUTPUTS") or "outputs"
+OUT_HELP = f"outputs root (default: $EELIB_OUTPUTS if set, else outputs; now {OUT})"
+
+
 def _overrides(pairs: list[str]) -> dict:
     from eelib.config import ConfigError
     out = {}
@@ -84,29 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="run a params file's pipelines in this process")
     p_run.add_argument("params")
     p_run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    p_run.add_argument("--out", default="outputs", help="outputs root (default: outputs)")
+    p_run.add_argument("--out", default=OUT, help=OUT_HELP)
     p_run.add_argument("--no-progress", action="store_true")
     p_run.add_argument("--workers", type=int, default=1,
                        help="runs at once, each in its own process (default 1: in this process)")
     p_bat = sub.add_parser("batch", help="run the grid through the stage notebooks with papermill")
     p_bat.add_argument("params")
     p_bat.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    p_bat.add_argument("--out", default="outputs")
+    p_bat.add_argument("--out", default=OUT, help=OUT_HELP)
     p_bat.add_argument("--workers", type=int, default=None, help="default: one per GPU, else one per core")
     p_bat.add_argument("--executor", choices=["papermill", "python", "ray"], default="papermill",
                        help="ray: each run is a Ray task (pip install 'eelib[ray]'; docs/scaling.md)")
     p_bat.add_argument("--no-report", action="store_true", help="skip the figures and claims report")
     for p in (p_run, p_bat):
         p.add_argument("--seeds", type=int, nargs="+", default=None,
-                       help="add a seed axis to the grid (e.g. --seeds 0 1 2)")
+                       help="the grid's seed axis: added, or replacing a seed axis it has (e.g. --seeds 0 1 2)")
     p_rep = sub.add_parser("report", help="figures + claims report for an experiment's results")
     p_rep.add_argument("experiment")
-    p_rep.add_argument("--out", default="outputs")
+    p_rep.add_argument("--out", default=OUT, help=OUT_HELP)
     p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
     p_one.add_argument("params")
     # --run-name: torchrun's own parser would take a bare --run as an abbreviation of --run-path.
     p_one.add_argument("--run", "--run-name", dest="run", required=True)
-    p_one.add_argument("--out", default="outputs")
+    p_one.add_argument("--out", default=OUT)
     p_one.add_argument("--set", action="append", default=[])
     p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")
     p_chk.add_argument("params")

@@ -368,3 +368,16 @@ def test_runs_from_different_local_files_are_told_apart(tmp_path):
     # and a report over no finished run says so
     (tmp_path / "empty" / "runs").mkdir(parents=True)
     assert "No finished runs." in CL.report("empty", tmp_path, figures=False)["claims_md"].read_text()
+
+
+def test_cli_outputs_root_defaults_to_eelib_outputs_as_the_notebooks_do(tmp_path):
+    """A review ran a study with $EELIB_OUTPUTS set (the notebooks' root): `eelib report` looked
+    in ./outputs and suggested the offline quick run. --out still wins over the variable."""
+    from conftest import child_env, run_cli
+    env = child_env(EELIB_OUTPUTS=str(tmp_path / "mine"))
+    p = run_cli(tmp_path, "report", "legal-medical", env=env)
+    assert p.returncode == 2 and p.stdout == "", p.stdout
+    assert f"no runs under {tmp_path / 'mine' / 'legal-medical'}: run its params file first" in p.stderr
+    p = run_cli(tmp_path, "report", "legal-medical", "--out", "elsewhere", env=env)
+    assert "no runs under elsewhere/legal-medical" in p.stderr
+    assert "$EELIB_OUTPUTS if set" in run_cli(tmp_path, "run", "--help", env=env).stdout
