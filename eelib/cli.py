@@ -180,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     except C.ConfigError as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: nothing finished is lost (atomic writes), so no traceback
+        if os.environ.get("EELIB_DEBUG"):
+            raise
+        print("eelib: interrupted; the same command resumes from each stage's last checkpoint "
+              "(finished stages and runs are kept)", file=sys.stderr)
+        return 130
     except (FloatingPointError, OSError, RuntimeError) as e:  # NaN guard, disk, run-dir conflicts
         if os.environ.get("EELIB_DEBUG"):
             raise

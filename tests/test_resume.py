@@ -143,25 +143,35 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, baseline):
     _assert_same(read_rows(cwd), baseline["rows"])
 
 
-def test_external_kill_when_a_checkpoint_appears(tmp_path, baseline):
-    """kill -9 from outside (no hook): poll the outputs, kill as soon as stage 2 has written a
-    checkpoint, rerun; the kill lands wherever the child happens to be."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_external_kill_when_a_checkpoint_appears(tmp_path, baseline, sig):
+    """kill -9 (or Ctrl-C) from outside (no hook): poll the outputs, kill as soon as stage 2 has
+    written a checkpoint, rerun; the kill lands wherever the child happens to be. Ctrl-C ends
+    with one line saying how to resume, not a traceback (a review found a 100-line one)."""
     cwd = tmp_path
     write_params(cwd / "tiny.yaml")
     child = subprocess.Popen(eelib_cmd("run", "tiny.yaml", "--out", "outputs", "--no-progress"),
-                             cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
     deadline = time.time() + 240
     try:
         while time.time() < deadline and child.poll() is None:
             if list((cwd / "outputs" / "tiny").glob("stage2/*/ckpt/step-*/manifest.json")):
-                os.kill(child.pid, signal.SIGKILL)
+                os.kill(child.pid, sig)
                 break
             time.sleep(0.02)
         rc = child.wait(timeout=60)
+        err = child.stderr.read()
     finally:
         if child.poll() is None:
             child.kill()
-    assert rc == -signal.SIGKILL, "the run finished before stage 2 wrote a checkpoint"
+    if sig == signal.SIGINT:
+        assert rc == 130, f"the run finished before stage 2 wrote a checkpoint: {err[-2000:]}"
+        assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+            "eelib: interrupted; the same command resumes from each stage's last checkpoint "
+            "(finished stages and runs are kept)"), err[-2000:]
+    else:
+        assert rc == -signal.SIGKILL, "the run finished before stage 2 wrote a checkpoint"
     assert not (cwd / "outputs" / "tiny" / "results.jsonl").exists()
 
     p = run_tiny(cwd)
