@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p_bat.add_argument("--executor", choices=["papermill", "python", "ray"], default="papermill",
                        help="ray: each run is a Ray task (pip install 'eelib[ray]'; docs/scaling.md)")
     p_bat.add_argument("--no-report", action="store_true", help="skip the figures and claims report")
-    for p in (p_run, p_bat):
+    p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")
+    p_chk.add_argument("params")
+    p_chk.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    for p in (p_run, p_bat, p_chk):
         p.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="the grid's seed axis: added, or replacing a seed axis it has (e.g. --seeds 0 1 2)")
     p_rep = sub.add_parser("report", help="figures + claims report for an experiment's results")
@@ -113,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     p_one.add_argument("--run", "--run-name", dest="run", required=True)
     p_one.add_argument("--out", default=OUT)
     p_one.add_argument("--set", action="append", default=[])
-    p_chk = sub.add_parser("check", help="validate a params file and list its runs; writes nothing")
-    p_chk.add_argument("params")
-    p_chk.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p_pln = sub.add_parser("plan", help="tokens per stage and GPU-hours of params files; writes nothing")
     p_pln.add_argument("params", nargs="+")
     p_pln.add_argument("--seeds", type=int, nargs="+", default=None)

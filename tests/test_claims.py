@@ -381,3 +381,12 @@ def test_cli_outputs_root_defaults_to_eelib_outputs_as_the_notebooks_do(tmp_path
     p = run_cli(tmp_path, "report", "legal-medical", "--out", "elsewhere", env=env)
     assert "no runs under elsewhere/legal-medical" in p.stderr
     assert "$EELIB_OUTPUTS if set" in run_cli(tmp_path, "run", "--help", env=env).stdout
+
+
+def test_check_takes_seeds_like_run_and_batch(tmp_path):
+    """`eelib check --seeds` lists the runs `eelib run --seeds` would make (it was refused)."""
+    from conftest import ROOT, run_cli
+    p = run_cli(tmp_path, "check", str(ROOT / "params" / "quick.yaml"), "--seeds", "3", "4")
+    assert p.returncode == 0, p.stderr
+    runs = [l.strip() for l in p.stdout.splitlines()[1:]]
+    assert len(runs) == 10 and all(r.endswith(("-seed3", "-seed4")) for r in runs), runs
