@@ -31,7 +31,7 @@ from pathlib import Path
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
-from eelib.pipeline import claim_run_dir, collect, grid_runs, warn_unswept
+from eelib.pipeline import claim_run_dir, collect, grid_runs, release_run, warn_unswept
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 STAGE_NOTEBOOKS = ("pretrain.ipynb", "posttrain.ipynb", "finetune.ipynb")
@@ -203,6 +203,8 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
               f"{workers} worker(s), executor={executor}", flush=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(task, todo))
+    for _, _, d in claimed:  # held since claim_run_dir, so no other config took them over
+        release_run(d)
     warn_unswept(cfg, root)
     rows = collect(cfg.name, root)
     summary = {"experiment": cfg.name, "executor": executor, "workers": workers,

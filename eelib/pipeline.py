@@ -10,7 +10,9 @@ trajectory; frontiers, figures and the claims report read only these rows.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import sys
 import time
@@ -96,6 +98,40 @@ def _changed_fields(old: dict | None, new: dict) -> str:
     return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
 
 
+# Run directories this process is using: a shared flock on runs/<run>/.in-use each, held until
+# release_run (or the process ends, however it ends). Taking over an unfinished directory made by
+# another config needs the lock alone, so a batch (which holds all of its runs) or a run still
+# going on is never handed another config's config.yaml, which its next notebook would read.
+_IN_USE: dict[Path, int] = {}
+
+
+def _hold_run(rdir: Path, alone: bool = False) -> bool:
+    """Hold rdir shared; with `alone`, only if no other process holds it (False if one does)."""
+    from eelib import distributed
+    if not distributed.is_main():  # under torchrun rank 0 holds it for the group
+        return True
+    rdir = rdir.resolve()
+    if rdir in _IN_USE and not alone:
+        return True
+    release_run(rdir)  # our own shared lock would stand in the way of the exclusive test
+    fd = os.open(rdir / ".in-use", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if alone else fcntl.LOCK_SH)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    if alone:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # alone was only the test; others may now share it
+    _IN_USE[rdir] = fd
+    return True
+
+
+def release_run(rdir: Path) -> None:
+    fd = _IN_USE.pop(Path(rdir).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
                   swept: list[str] | None = None) -> Path:
     """Create (or re-enter) a run directory. A finished run (result.json) made by a different
@@ -120,6 +156,9 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
             if finished:
                 raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
                                    f"are never overwritten. {fix}")
+            if not _hold_run(rdir, alone=True):
+                raise RuntimeError(f"{rdir} is in use by another process, a batch or run of a different "
+                                   f"config ({changed}); wait for it to end, or {fix[0].lower()}{fix[1:]}")
             print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
                   f"another config ({changed})", file=sys.stderr)
         stamp.unlink(missing_ok=True)  # under torchrun every rank gets here
@@ -127,6 +166,7 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
         raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
                            f"finished; its results are never overwritten. {fix}")
     rdir.mkdir(parents=True, exist_ok=True)
+    _hold_run(rdir)
     if not stamp.exists():
         atomic_write_text(rdir / "config.yaml", C.dump(cfg))
         atomic_write_text(stamp, dig + "\n")
@@ -176,6 +216,7 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
             raise RuntimeError(f"{rdir} was taken over by another config while this run trained; its "
                                f"stages are kept, its result is not written there. Rerun under a new name.")
         atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
+    release_run(rdir)  # finished: never taken over now
     return rows
 
 

@@ -181,6 +181,39 @@ def test_unfinished_run_dir_is_taken_over_by_a_corrected_config(tmp_path, capsys
     assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(b))
 
 
+def test_run_dir_in_use_by_another_process_is_not_taken_over(tmp_path):
+    """A review started a batch, then a second batch of another config under the same name: the
+    second took the first's unfinished run directories over and rewrote config.yaml, which the
+    first batch's next notebook read, so it reported the other config's numbers as its own. A
+    process that uses a run directory (a batch for all its runs, a run while it trains) holds it;
+    another config may take the directory over only once no process does."""
+    import subprocess
+    import sys
+    root = tmp_path / "out"
+    a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage3.tokens": 6400})
+    rdir = pipeline.claim_run_dir(a, "run", root)
+    pipeline.release_run(rdir)
+    (tmp_path / "a.yaml").write_text(C.dump(a))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from eelib import pipeline, config as C\n"
+        f"cfg = C.load({str(tmp_path / 'a.yaml')!r})\n"
+        f"pipeline.claim_run_dir(cfg, 'run', Path({str(root)!r}))\n"
+        "print('held', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (rdir / "config.yaml").read_text()
+        with pytest.raises(RuntimeError, match=r"is in use by another process, a batch or run of a different "
+                                               r"config \(stage3.tokens: 8000 -> 6400\); wait for it"):
+            pipeline.claim_run_dir(b, "run", root)
+        assert (rdir / "config.yaml").read_text() == before
+        assert pipeline.claim_run_dir(a, "run", root) == rdir  # the same config shares it
+    finally:
+        holder.communicate("")  # the holder ends: its lock goes with it, however it ends
+    assert pipeline.claim_run_dir(b, "run", root) == rdir
+    assert C.load(rdir / "config.yaml").stage3.tokens == 6400
+
+
 def test_finished_run_on_changed_local_files_is_refused(tmp_path):
     """source: local stages are keyed by the files' identity, so edited data trains new stages;
     the finished run's results (and results.jsonl) must not be replaced by them silently."""
