@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         from eelib.claims import main_report
         return main_report([args.experiment, "--root", args.out])
     try:
+        if getattr(args, "workers", None) is not None and args.workers < 1:
+            raise C.ConfigError(f"--workers: must be >= 1 (runs at once), got {args.workers}")
         cfg = _load(args.params, args.set, getattr(args, "seeds", None))
         if args.cmd == "check":
             from eelib.pipeline import grid_runs

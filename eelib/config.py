@@ -182,8 +182,9 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     for c in own:
         _check(bool(OWN_CORPUS_NAME.fullmatch(c)), "pipeline", f"corpus name {c!r}: use lower-case letters, "
                "digits and '_' (it names files and table columns)")
-        _check(c not in RESERVED_NAMES, "pipeline", f"corpus name {c!r} is reserved: 'music->chem' etc. name the "
-               f"paper's pipelines; call your corpus something else (e.g. {c + '_own'!r})")
+        _check(c not in RESERVED_NAMES, "pipeline", f"corpus name {c!r} is reserved: it names the paper's "
+               f"corpus in its pipelines {sorted(PIPELINES)}; use one of those, or call your corpus "
+               f"something else (e.g. {c + '_own'!r})")
         if d.source == "local" and d.data_files and c not in d.data_files:  # most likely a typo
             near = difflib.get_close_matches(c, list(d.data_files), n=1)
             _check(False, "pipeline", f"{c!r} is not a paper corpus nor in data.data_files (which names "
@@ -201,7 +202,8 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
            "D_ft must differ from D_post")
     _check(cfg.allocation in ("added", "split"), "allocation", "use 'added' (Fig 3a) or 'split' (Fig 3b)")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
-    _check(cfg.seed >= 0, "seed", "must be >= 0")
+    # torch.manual_seed takes < 2**63 and the LoRA init uses seed + 1; 2**31 leaves room for any such use.
+    _check(0 <= cfg.seed < 2**31, "seed", f"must be >= 0 and < 2**31 ({2**31:,}), got {cfg.seed}")
     _check(cfg.threads >= 0, "threads", "must be >= 0 (0 = torch default)")
     _check(cfg.ce_chunk >= 0, "ce_chunk", "must be >= 0 (0 = the plain loss; e.g. 8192 tokens per chunk)")
     _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
@@ -434,7 +436,9 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     if not path.exists():
         raise ConfigError(f"params file {str(path)!r}: not found; pass an existing YAML file (see params/)")
     try:
-        raw = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"params file {str(path)!r}: not UTF-8 text; save it as UTF-8 YAML") from None
     except ConfigError as e:
         raise ConfigError(f"params file {str(path)!r}: {e}") from e
     except yaml.YAMLError as e:

@@ -225,6 +225,12 @@ def grid_runs(cfg: C.ExperimentConfig) -> list[tuple[str, C.ExperimentConfig]]:
     runs = [(C.run_name(c, keys), c) for c in C.expand(cfg)]
     names = [r for r, _ in runs]
     if len(set(names)) != len(names):
+        for k, values in cfg.grid.items():  # a repeated value: name it
+            parts = [C.run_name_part(k, v) for v in values]
+            twice = next((v for v, part in zip(values, parts) if parts.count(part) > 1), None)
+            if twice is not None:
+                raise C.ConfigError(f"grid.{k}: {twice!r} is given twice (or two values name one run, "
+                                    f"{C.run_name_part(k, twice)!r}); sweep distinct values")
         raise C.ConfigError("grid: two runs get the same name; sweep distinct values")
     return runs
 

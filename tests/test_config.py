@@ -107,6 +107,12 @@ BAD = [
     ("grid-unknown-field", _with(grid={"stage1.lamda": [0.0]}), "stage1.lamda"),
     ("grid-not-list", _with(grid={"seed": 3}), "grid.seed"),
     ("missing-file", None, "not found"),
+    # found by a review: a traceback mid-run, or a message naming neither the field nor the value
+    ("seed-overflow", _with(seed=99999999999999999999), "seed: must be >= 0 and < 2**31"),
+    ("not-utf8", b"\xff\xfename: x\n", "not UTF-8 text; save it as UTF-8 YAML"),
+    ("grid-repeated-value", _with(grid={"stage1.lam": [0.5, 0.5]}), "grid.stage1.lam: 0.5 is given twice"),
+    ("paper-corpus-typo", _with(pipeline="music->wiki"),
+     "pipeline: corpus name 'music' is reserved: it names the paper's corpus in its pipelines ['flan->chem'"),
     # last: these two pass every cheap check and fail on the model presets (imports torch)
     ("unknown-model", _with(model="gpt-5"), "model: unknown preset"),
     ("seq-len-over-model", _with(data__seq_len=4096, data__val_tokens=8192), "data.seq_len: must be <= 1024"),
@@ -118,7 +124,9 @@ def _run_bad(case, tmp_path: Path):
     cwd = tmp_path / cid
     cwd.mkdir()
     params = cwd / "bad.yaml"
-    if text is not None:
+    if isinstance(text, bytes):
+        params.write_bytes(text)
+    elif text is not None:
         params.write_text(text)
     p = subprocess.run(eelib_cmd("run", "bad.yaml", "--out", "DIR"), cwd=cwd, env=child_env(),
                        capture_output=True, text=True, timeout=120)
@@ -257,3 +265,14 @@ def test_set_seed_with_seeds_is_refused():
     from eelib.cli import _load
     with pytest.raises(C.ConfigError, match="--set seed: --seeds sets the seed axis"):
         _load(str(ROOT / "params" / "quick.yaml"), ["seed=5"], [0, 1], models=False)
+
+
+@pytest.mark.parametrize("cmd,n", [("run", "0"), ("batch", "-1")])
+def test_workers_below_one_are_refused_before_anything_is_written(tmp_path, cmd, n):
+    """A review found `batch --workers -1` claimed the run directories, then died in a
+    traceback, and `run --workers 0` quietly ran one worker per core."""
+    (tmp_path / "p.yaml").write_text(TINY_TEXT)
+    p = subprocess.run(eelib_cmd(cmd, "p.yaml", "--out", "DIR", "--workers", n), cwd=tmp_path,
+                       env=child_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr == f"eelib: error: --workers: must be >= 1 (runs at once), got {n}\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.yaml"]
