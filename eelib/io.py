@@ -5,12 +5,14 @@ Everything eelib writes under outputs/ and the cache goes through these helpers.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import signal
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,9 +37,15 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+# A temp file of `path` older than this is a leftover of a writer killed before its rename
+# (kill -9 skips the cleanup below); younger ones may be another process's write in progress.
+STALE_TEMP_S = 600
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temp path next to `path`; on success fsync it and rename it over `path`."""
+    """Yield a temp path next to `path`; on success fsync it and rename it over `path`, and
+    remove the temp files of `path` that killed writers left (older than STALE_TEMP_S)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -49,9 +57,20 @@ def atomic_path(path: str | Path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        _remove_stale_temps(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    now = time.time()
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - old.stat().st_mtime > STALE_TEMP_S:
+                old.unlink()
+        except OSError:  # gone already: another writer cleaned it
+            pass
 
 
 def _fsync_dir(d: Path) -> None:

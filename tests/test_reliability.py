@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -187,8 +188,6 @@ def test_run_dir_in_use_by_another_process_is_not_taken_over(tmp_path):
     first batch's next notebook read, so it reported the other config's numbers as its own. A
     process that uses a run directory (a batch for all its runs, a run while it trains) holds it;
     another config may take the directory over only once no process does."""
-    import subprocess
-    import sys
     root = tmp_path / "out"
     a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage3.tokens": 6400})
     rdir = pipeline.claim_run_dir(a, "run", root)
@@ -309,6 +308,23 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         io.atomic_write_json(target, {"bad": object()})
     assert json.loads(target.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["stage.json"]
+
+
+def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    """kill -9 between a temp file's creation and its rename leaves `.<name>.<random>.tmp`
+    (a review found such files next to figures and results after clean reruns). The next
+    write of the same file removes those older than STALE_TEMP_S; a younger one may be
+    another process's write in progress and stays, as do other files' temps."""
+    target = tmp_path / "results.jsonl"
+    stale, fresh, other = (tmp_path / n for n in (".results.jsonl.ab12cd.tmp", ".results.jsonl.ef34gh.tmp",
+                                                  ".summary.md.ij56kl.tmp"))
+    for f in (stale, fresh, other):
+        f.write_text("half a file")
+    old = time.time() - io.STALE_TEMP_S - 5
+    for f in (stale, other):
+        os.utime(f, (old, old))
+    io.atomic_write_text(target, "rows\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, fresh.name, other.name])
 
 
 def test_atomic_files_get_normal_permissions(tmp_path):
