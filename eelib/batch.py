@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -88,6 +89,35 @@ def _kernel_never_ran(executed_nb: Path, since: float) -> bool:
     return all(c.get("execution_count") is None for c in cells if c.get("cell_type") == "code")
 
 
+# The batch's live worker processes, and whether it is stopping (Ctrl-C): an interrupt that
+# reached the batch alone (kill -INT <pid>, not the terminal's Ctrl-C, which every process of the
+# group gets) is passed on to them, and no further notebook or run starts.
+_CHILDREN: set[subprocess.Popen] = set()
+_STOPPING = threading.Event()
+INTERRUPT_GRACE_S = 10  # time the workers get to stop on a Ctrl-C of their own before it is passed on
+
+
+def _call(cmd: list[str], **kw) -> int:
+    if _STOPPING.is_set():
+        return -signal.SIGINT
+    proc = subprocess.Popen(cmd, **kw)
+    _CHILDREN.add(proc)
+    try:
+        return proc.wait()
+    finally:
+        _CHILDREN.discard(proc)
+
+
+def _interrupt_workers() -> None:
+    _STOPPING.set()
+    deadline = time.time() + INTERRUPT_GRACE_S
+    while time.time() < deadline and any(p.poll() is None for p in list(_CHILDREN)):
+        time.sleep(0.1)
+    for proc in list(_CHILDREN):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+
 def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: str | None = None) -> dict:
     t0 = time.time()
     log = rdir / "log.txt"
@@ -99,7 +129,7 @@ def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: st
                 f.write(f"$ {' '.join(cmd)}\n")
                 f.flush()
                 started = time.time() - 1  # (file times can be coarser than time.time())
-                rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+                rc = _call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
                 # papermill exits 1 on an exception; a signal (Ctrl-C, kill) is never retried
                 unstarted = rc == 1 and executor == "papermill" and _kernel_never_ran(Path(cmd[4]), started)
                 if not unstarted:
@@ -201,8 +231,15 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
     if progress:
         print(f"[eelib batch] {cfg.name}: {len(runs)} runs ({len(runs) - len(todo)} reused), "
               f"{workers} worker(s), executor={executor}", flush=True)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    _STOPPING.clear()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         list(pool.map(task, todo))
+    except KeyboardInterrupt:  # stop the workers, keep what finished; the CLI says how to resume
+        _interrupt_workers()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     for _, _, d in claimed:  # held since claim_run_dir, so no other config took them over
         release_run(d)
     warn_unswept(cfg, root)

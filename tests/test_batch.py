@@ -197,3 +197,33 @@ def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     read = lambda d: [json.loads(l) for l in (d / "outputs" / "kill" / "results.jsonl").read_text().splitlines()]
     assert max_abs_diff(compared(read(ref)), compared(read(cut))) <= 1e-6
+
+
+def test_interrupt_sent_to_the_batch_alone_stops_its_workers(tmp_path):
+    """kill -INT <batch pid> (not the terminal's Ctrl-C, which the whole process group gets): a
+    review found the batch waited for the running run to finish, then died in a traceback. It
+    now passes the interrupt on after a grace period, starts nothing more, and ends in one line;
+    the run keeps its checkpoint (a rerun resumes it: test_batch_killed_mid_run_resumes...)."""
+    cfg = _cfg({"stage1.lam": [0.0, 1.0]}, name="intr")
+    cfg["data"]["general_tokens"] = 3_000_000  # stage 1 long enough to be interrupted
+    cfg["stage1"]["ckpt_interval"] = 20
+    write_params(tmp_path / "p.yaml", cfg)
+    proc = subprocess.Popen(eelib_cmd("batch", "p.yaml", "--out", "outputs", "--workers", "1",
+                                      "--executor", "python", "--no-report"),
+                            cwd=tmp_path, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and \
+            not any((tmp_path / "outputs" / "intr" / "stage1").glob("*/ckpt/step-*/manifest.json")):
+        time.sleep(0.1)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)  # the batch process only
+    rc = proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert rc == 130 and err.strip().splitlines()[-1].startswith("eelib: interrupted"), err[-2000:]
+    assert time.time() - t0 < 60, "the batch waited for its run to finish"
+    runs = tmp_path / "outputs" / "intr" / "runs"
+    logs = {d.name: (d / "log.txt").read_text() if (d / "log.txt").exists() else "" for d in runs.iterdir()}
+    assert "eelib: interrupted" in logs["lam0.0"], logs["lam0.0"][-2000:]  # the worker was told
+    assert logs["lam1.0"] == "" and not (runs / "lam1.0" / "result.json").exists()  # nothing more started
+    assert not any(runs.glob("*/result.json"))
