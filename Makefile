@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # `make run SEEDS="0 1 2"`: the same grid over three seeds, as experiment quick-seeds (~25 min).
 run: $(STAMP)
-	$(BIN)/eelib batch $(PARAMS) --workers 2 $(if $(SEEDS),--seeds $(SEEDS) --set name=quick-seeds)
+	$(BIN)/eelib batch $(PARAMS) --out outputs --workers 2 $(if $(SEEDS),--seeds $(SEEDS) --set name=quick-seeds)
 
 readme: $(STAMP)
 	$(BIN)/python tools/update_readme.py $(if $(wildcard outputs/quick-seeds/results.jsonl),outputs/quick-seeds,outputs/quick) \

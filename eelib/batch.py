@@ -182,14 +182,26 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
     """Run every run of the grid; returns (and writes) the summary. Never raises for a failed run."""
     root = Path(root).resolve()
     runs = grid_runs(cfg)
+    ray_task = None
     if executor == "ray":
-        ray_run, ray = _ray_task()
+        ray_task = _ray_task()
         workers = workers or _ray_workers()
     workers = workers or default_workers(cfg)
-    n_gpu = _gpu_count()
     # Claim every run directory first (refusing ones made by a different config), so workers only
-    # ever write inside their own, pre-claimed directory.
-    claimed = [(run, c, claim_run_dir(c, run, root, list(cfg.grid))) for run, c in runs]
+    # ever write inside their own, pre-claimed directory; they stay held until the batch ends.
+    claimed = []
+    try:
+        for run, c in runs:
+            claimed.append((run, c, claim_run_dir(c, run, root, list(cfg.grid))))
+        return _execute(cfg, claimed, executor, workers, root, progress, ray_task)
+    finally:
+        for _, _, d in claimed:
+            release_run(d)
+
+
+def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
+    ray_run, ray = ray_task or (None, None)
+    n_gpu = _gpu_count()
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
     summary_runs = {run: {"run": run, "status": "reused", "seconds": 0.0, "log": None, "error": None}
                     for run, c, d in claimed if (d / "result.json").exists()}
@@ -229,7 +241,7 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
         return res
 
     if progress:
-        print(f"[eelib batch] {cfg.name}: {len(runs)} runs ({len(runs) - len(todo)} reused), "
+        print(f"[eelib batch] {cfg.name}: {len(claimed)} runs ({len(claimed) - len(todo)} reused), "
               f"{workers} worker(s), executor={executor}", flush=True)
     _STOPPING.clear()
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -240,8 +252,6 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    for _, _, d in claimed:  # held since claim_run_dir, so no other config took them over
-        release_run(d)
     warn_unswept(cfg, root)
     rows = collect(cfg.name, root)
     summary = {"experiment": cfg.name, "executor": executor, "workers": workers,

@@ -84,6 +84,16 @@ def _plan(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # report, plan: nothing to resume (run and batch say more, below)
+        if os.environ.get("EELIB_DEBUG"):
+            raise
+        print("eelib: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="eelib", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="run a params file's pipelines in this process")

@@ -98,84 +98,132 @@ def _changed_fields(old: dict | None, new: dict) -> str:
     return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
 
 
-# Run directories this process is using: a shared flock on runs/<run>/.in-use each, held until
-# release_run (or the process ends, however it ends). Taking over an unfinished directory made by
-# another config needs the lock alone, so a batch (which holds all of its runs) or a run still
-# going on is never handed another config's config.yaml, which its next notebook would read.
-_IN_USE: dict[Path, int] = {}
+# Run directories in use. A process that works on runs of an experiment holds a shared flock
+# on outputs/<experiment>/.in-use (one descriptor per experiment, counted per run it claimed)
+# until it releases them (release_run, in a `finally`) or ends, however it ends. An unfinished
+# run directory made by another config is taken over only when no other process holds the
+# experiment, so a running batch (it holds every run it claimed) is never handed another
+# config's config.yaml, which its next notebook would read. Claims are serialised by an
+# exclusive flock on outputs/<experiment>/.claim, held for the check and the writes only.
+_USERS: dict[Path, list] = {}  # experiment dir -> [descriptor, runs claimed and not released]
 
 
-def _hold_run(rdir: Path, alone: bool = False) -> bool:
-    """Hold rdir shared; with `alone`, only if no other process holds it (False if one does)."""
-    from eelib import distributed
-    if not distributed.is_main():  # under torchrun rank 0 holds it for the group
-        return True
-    rdir = rdir.resolve()
-    if rdir in _IN_USE and not alone:
-        return True
-    release_run(rdir)  # our own shared lock would stand in the way of the exclusive test
-    fd = os.open(rdir / ".in-use", os.O_RDWR | os.O_CREAT, 0o644)
+def _lock_fd(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file
+
+
+def _use(edir: Path) -> None:
+    entry = _USERS.get(edir)
+    if entry is None:
+        fd = _lock_fd(edir / ".in-use")
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        entry = _USERS[edir] = [fd, 0]
+    entry[1] += 1
+
+
+def _used_by_others(edir: Path) -> bool:
+    """Whether another process holds the experiment (called under its .claim lock, so no one
+    takes the lock meanwhile; our own shared lock is dropped for the test, then taken again)."""
+    mine = _USERS.pop(edir, None)
+    if mine is not None:
+        os.close(mine[0])
+    fd = _lock_fd(edir / ".in-use")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if alone else fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        others = False
     except BlockingIOError:
+        others = True
+    finally:
         os.close(fd)
-        return False
-    if alone:
-        fcntl.flock(fd, fcntl.LOCK_SH)  # alone was only the test; others may now share it
-    _IN_USE[rdir] = fd
-    return True
+    if mine is not None:
+        _use(edir)
+        _USERS[edir][1] = mine[1]
+    return others
 
 
 def release_run(rdir: Path) -> None:
-    fd = _IN_USE.pop(Path(rdir).resolve(), None)
-    if fd is not None:
-        os.close(fd)
+    """This process is done with a run it claimed (a no-op if it holds none)."""
+    edir = Path(rdir).resolve().parent.parent
+    entry = _USERS.get(edir)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            os.close(_USERS.pop(edir)[0])
 
 
 def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
                   swept: list[str] | None = None) -> Path:
-    """Create (or re-enter) a run directory. A finished run (result.json) made by a different
-    config, or from data files that changed since, is refused: results are never overwritten
-    (issue 7). An unfinished one holds no results, so a corrected config takes it over.
+    """Create (or re-enter) a run directory and hold it until release_run. A finished run
+    (result.json) made by a different config, or from data files that changed since, is refused:
+    results are never overwritten (issue 7). An unfinished one holds no results, so a corrected
+    config takes it over, unless another process is using the experiment (above).
 
     "Different" is judged on the stored config.yaml read with today's defaults, so a run written
     by an older eelib (before a field was added) or whose local files moved is re-entered, and
     its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
-    to, recorded once in swept.json (what config_spread takes as varying by design)."""
+    to, recorded once in swept.json (what config_spread takes as varying by design).
+    Under torchrun rank 0 claims and holds it for the group; the others get its outcome."""
+    from eelib import distributed
     rdir = run_dir(cfg, run, root)
+    dist = distributed.current()
+    if dist is None or dist.world == 1:
+        _claim(cfg, rdir, run, swept)
+        return rdir
+    error = None
+    if dist.is_main:
+        try:
+            _claim(cfg, rdir, run, swept)
+        except Exception as e:  # every rank stops with it, none waits for a broadcast that never comes
+            error = f"{e}"
+            dist.broadcast(error)
+            raise
+    error = dist.broadcast(error)
+    if error is not None:
+        raise RuntimeError(error)
+    return rdir
+
+
+def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | None) -> None:
     identity = _data_identity(cfg)
     dig, data = C.digest(C.to_dict(cfg)), identity and C.digest(identity)
     stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
-    finished = (rdir / "result.json").exists()
     fix = "Rename the experiment (name:) or move the run directory away."
-    if stamp.exists() and stamp.read_text().strip() != dig:
-        old, now = _stored_config(rdir), _comparable(C.to_dict(cfg))
-        old = None if old is None else _comparable(old)
-        if old != now:
-            changed = _changed_fields(old, now)
-            if finished:
-                raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
-                                   f"are never overwritten. {fix}")
-            if not _hold_run(rdir, alone=True):
-                raise RuntimeError(f"{rdir} is in use by another process, a batch or run of a different "
-                                   f"config ({changed}); wait for it to end, or {fix[0].lower()}{fix[1:]}")
-            print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
-                  f"another config ({changed})", file=sys.stderr)
-        stamp.unlink(missing_ok=True)  # under torchrun every rank gets here
-    if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
-        raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
-                           f"finished; its results are never overwritten. {fix}")
-    rdir.mkdir(parents=True, exist_ok=True)
-    _hold_run(rdir)
-    if not stamp.exists():
-        atomic_write_text(rdir / "config.yaml", C.dump(cfg))
-        atomic_write_text(stamp, dig + "\n")
-    if data and not (finished and dstamp.exists()):
-        atomic_write_json(rdir / "data.json", {k: C.digest(v) for k, v in identity.items()})  # per corpus
-        atomic_write_text(dstamp, data + "\n")
-    if swept is not None and not (rdir / "swept.json").exists():
-        atomic_write_json(rdir / "swept.json", sorted(swept))
-    return rdir
+    edir = rdir.parent.parent.resolve()
+    edir.mkdir(parents=True, exist_ok=True)
+    claim = _lock_fd(edir / ".claim")
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        finished = (rdir / "result.json").exists()
+        if stamp.exists() and stamp.read_text().strip() != dig:
+            old, now = _stored_config(rdir), _comparable(C.to_dict(cfg))
+            old = None if old is None else _comparable(old)
+            if old != now:
+                changed = _changed_fields(old, now)
+                if finished:
+                    raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
+                                       f"are never overwritten. {fix}")
+                if _used_by_others(edir):
+                    raise RuntimeError(f"{rdir} is unfinished, made by another config ({changed}), and "
+                                       f"another process (a batch or run) is using experiment {edir.name}; "
+                                       f"wait for it to end, or {fix[0].lower()}{fix[1:]}")
+                print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
+                      f"another config ({changed})", file=sys.stderr)
+            stamp.unlink(missing_ok=True)
+        if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
+            raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
+                               f"finished; its results are never overwritten. {fix}")
+        rdir.mkdir(parents=True, exist_ok=True)
+        _use(edir)
+        if not stamp.exists():
+            atomic_write_text(rdir / "config.yaml", C.dump(cfg))
+            atomic_write_text(stamp, dig + "\n")
+        if data and not (finished and dstamp.exists()):
+            atomic_write_json(rdir / "data.json", {k: C.digest(v) for k, v in identity.items()})  # per corpus
+            atomic_write_text(dstamp, data + "\n")
+        if swept is not None and not (rdir / "swept.json").exists():
+            atomic_write_json(rdir / "swept.json", sorted(swept))
+    finally:
+        os.close(claim)
 
 
 def rows_for(cfg: C.ExperimentConfig, run: str, s1, s2, s3s: list) -> list[dict]:
@@ -202,21 +250,23 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
     """Stages 1–3 for one config; reuses any stage already finished; returns its rows.
     `swept`: the keys of the grid this run belongs to (claim_run_dir)."""
     rdir = claim_run_dir(cfg, run, root, swept)
-    t0 = time.time()
-    s1 = pretrain(cfg, root=root, progress=progress)
-    s2 = posttrain(cfg, s1, root=root, progress=progress)
-    s3s = [finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
-    rows = rows_for(cfg, run, s1, s2, s3s)
-    from eelib import distributed
-    # Under torchrun rank 0 writes the run's result; a finished run's result is kept as it was
-    # (its stages were reused, so the rows are the same, and its "seconds" stay the real ones).
-    if distributed.is_main() and not (rdir / "result.json").exists():
-        if (rdir / "config.digest").read_text().strip() != C.digest(C.to_dict(cfg)):
-            # another config took the unfinished directory over while this run trained
-            raise RuntimeError(f"{rdir} was taken over by another config while this run trained; its "
-                               f"stages are kept, its result is not written there. Rerun under a new name.")
-        atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
-    release_run(rdir)  # finished: never taken over now
+    try:
+        t0 = time.time()
+        s1 = pretrain(cfg, root=root, progress=progress)
+        s2 = posttrain(cfg, s1, root=root, progress=progress)
+        s3s = [finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
+        rows = rows_for(cfg, run, s1, s2, s3s)
+        from eelib import distributed
+        # Under torchrun rank 0 writes the run's result; a finished run's result is kept as it was
+        # (its stages were reused, so the rows are the same, and its "seconds" stay the real ones).
+        if distributed.is_main() and not (rdir / "result.json").exists():
+            if (rdir / "config.digest").read_text().strip() != C.digest(C.to_dict(cfg)):
+                # another config took the unfinished directory over while this run trained
+                raise RuntimeError(f"{rdir} was taken over by another config while this run trained; its "
+                                   f"stages are kept, its result is not written there. Rerun under a new name.")
+            atomic_write_json(rdir / "result.json", {"rows": rows, "seconds": time.time() - t0})
+    finally:  # also on an error or Ctrl-C, so a notebook kernel does not keep the run held
+        release_run(rdir)
     return rows
 
 
@@ -231,7 +281,8 @@ def grid_runs(cfg: C.ExperimentConfig) -> list[tuple[str, C.ExperimentConfig]]:
             if twice is not None:
                 raise C.ConfigError(f"grid.{k}: {twice!r} is given twice (or two values name one run, "
                                     f"{C.run_name_part(k, twice)!r}); sweep distinct values")
-        raise C.ConfigError("grid: two runs get the same name; sweep distinct values")
+        dup = next(n for n in names if names.count(n) > 1)
+        raise C.ConfigError(f"grid: two runs would both be named {dup!r}; sweep distinct values")
     return runs
 
 

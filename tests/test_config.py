@@ -111,6 +111,7 @@ BAD = [
     ("seed-overflow", _with(seed=99999999999999999999), "seed: must be >= 0 and < 2**31"),
     ("not-utf8", b"\xff\xfename: x\n", "not UTF-8 text; save it as UTF-8 YAML"),
     ("grid-repeated-value", _with(grid={"stage1.lam": [0.5, 0.5]}), "grid.stage1.lam: 0.5 is given twice"),
+    ("grid-one-value-twice-spelt", _with(grid={"stage1.lam": [1, 1.0]}), "grid: two runs would both be named 'lam1.0'"),
     ("paper-corpus-typo", _with(pipeline="music->wiki"),
      "pipeline: corpus name 'music' is reserved: it names the paper's corpus in its pipelines ['flan->chem'"),
     # last: these two pass every cheap check and fail on the model presets (imports torch)

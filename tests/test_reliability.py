@@ -182,35 +182,121 @@ def test_unfinished_run_dir_is_taken_over_by_a_corrected_config(tmp_path, capsys
     assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(b))
 
 
+def _holder(tmp_path: Path, cfg: C.ExperimentConfig, run: str, root: Path) -> subprocess.Popen:
+    """Another process that claims `run` of `cfg` and holds it until its stdin closes."""
+    path = tmp_path / f"holder-{run}.yaml"
+    path.write_text(C.dump(cfg))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from eelib import pipeline, config as C\n"
+        f"pipeline.claim_run_dir(C.load({str(path)!r}), {run!r}, Path({str(root)!r}))\n"
+        "print('held', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env())
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_run_dir_in_use_by_another_process_is_not_taken_over(tmp_path):
     """A review started a batch, then a second batch of another config under the same name: the
     second took the first's unfinished run directories over and rewrote config.yaml, which the
     first batch's next notebook read, so it reported the other config's numbers as its own. A
-    process that uses a run directory (a batch for all its runs, a run while it trains) holds it;
-    another config may take the directory over only once no process does."""
+    process that uses runs of an experiment (a batch all its runs, a run while it trains) holds
+    the experiment; another config may take an unfinished directory over only once none does."""
     root = tmp_path / "out"
     a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage3.tokens": 6400})
     rdir = pipeline.claim_run_dir(a, "run", root)
     pipeline.release_run(rdir)
-    (tmp_path / "a.yaml").write_text(C.dump(a))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from pathlib import Path; from eelib import pipeline, config as C\n"
-        f"cfg = C.load({str(tmp_path / 'a.yaml')!r})\n"
-        f"pipeline.claim_run_dir(cfg, 'run', Path({str(root)!r}))\n"
-        "print('held', flush=True); sys.stdin.read()")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env())
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        before = (rdir / "config.yaml").read_text()
-        with pytest.raises(RuntimeError, match=r"is in use by another process, a batch or run of a different "
-                                               r"config \(stage3.tokens: 8000 -> 6400\); wait for it"):
-            pipeline.claim_run_dir(b, "run", root)
-        assert (rdir / "config.yaml").read_text() == before
-        assert pipeline.claim_run_dir(a, "run", root) == rdir  # the same config shares it
-    finally:
-        holder.communicate("")  # the holder ends: its lock goes with it, however it ends
+    assert (rdir.parent.parent / ".in-use").stat().st_mode & 0o777 == io.FILE_MODE  # shared outputs
+    for held_run in ("run", "other"):  # the run itself, or another run of the experiment
+        holder = _holder(tmp_path, a, held_run, root)
+        try:
+            before = (rdir / "config.yaml").read_text()
+            with pytest.raises(RuntimeError, match=r"is unfinished, made by another config \(stage3.tokens: "
+                                                   r"8000 -> 6400\), and another process \(a batch or run\) "
+                                                   r"is using experiment tiny; wait for it"):
+                pipeline.claim_run_dir(b, "run", root)
+            assert (rdir / "config.yaml").read_text() == before
+            assert pipeline.claim_run_dir(a, "run", root) == rdir  # the same config shares it
+            pipeline.release_run(rdir)
+        finally:
+            holder.communicate("")  # the holder ends: its lock goes with it, however it ends
     assert pipeline.claim_run_dir(b, "run", root) == rdir
     assert C.load(rdir / "config.yaml").stage3.tokens == 6400
+    pipeline.release_run(rdir)
+    assert rdir.parent.parent.resolve() not in pipeline._USERS
+
+
+def test_two_configs_claiming_new_run_dirs_at_once_never_share_one(tmp_path):
+    """The review also raced two processes of different configs over 40 new directories: both
+    claimed some of them, leaving config.yaml of one config and config.digest of the other.
+    Claims are serialised, so each directory is one config's, and the other is refused."""
+    root = tmp_path / "out"
+    script = ("import json, sys; from pathlib import Path; from eelib import pipeline, config as C\n"
+              "cfg, won = C.load(sys.argv[1]), []\n"
+              "for i in range(20):\n"
+              "    try:\n"
+              f"        pipeline.claim_run_dir(cfg, f'r{{i}}', Path({str(root)!r})); won.append(i)\n"
+              "    except RuntimeError:\n"
+              "        pass\n"
+              "print(json.dumps(won), flush=True); sys.stdin.read()")
+    procs = []
+    for name, tokens in (("a", 8000), ("b", 6400)):
+        (tmp_path / f"{name}.yaml").write_text(C.dump(_cfg(tmp_path, **{"stage3.tokens": tokens})))
+        procs.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"{name}.yaml")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env()))
+    won = [set(json.loads(p.stdout.readline())) for p in procs]  # both still hold what they won
+    for p in procs:
+        p.communicate("")
+    assert not won[0] & won[1] and won[0] | won[1] == set(range(20)), won
+    for i in range(20):
+        rdir = root / "tiny" / "runs" / f"r{i}"
+        cfg = C.load(rdir / "config.yaml")
+        assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(cfg))
+        assert cfg.stage3.tokens == (8000 if i in won[0] else 6400)
+
+
+def test_a_run_that_fails_releases_its_experiment(tmp_path, monkeypatch):
+    """The review interrupted run_pipeline in a notebook kernel: the kernel kept the experiment
+    held, so a corrected config was refused until the kernel restarted."""
+    root = tmp_path / "out"
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "pretrain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_pipeline(_cfg(tmp_path), "run", root, progress=False)
+    assert (root / "tiny").resolve() not in pipeline._USERS
+
+
+def test_under_torchrun_only_rank_0_claims_and_every_rank_gets_its_refusal(tmp_path, monkeypatch):
+    """The review ran `torchrun --nproc_per_node 2 eelib run-one` against a held directory:
+    rank 0 refused, rank 1 took it over and rewrote config.yaml."""
+    from eelib import distributed
+    root = tmp_path / "out"
+
+    class Rank:
+        world, told = 2, []
+
+        def __init__(self, rank, answer=None):
+            self.is_main, self.answer = rank == 0, answer
+
+        def broadcast(self, obj):
+            Rank.told.append(obj)
+            return obj if self.is_main else self.answer
+    monkeypatch.setattr(distributed, "current", lambda: Rank(1, answer="refused on rank 0"))
+    with pytest.raises(RuntimeError, match="^refused on rank 0$"):
+        pipeline.claim_run_dir(_cfg(tmp_path), "run", root)
+    assert not (root / "tiny" / "runs").exists()  # rank 1 wrote nothing
+    monkeypatch.setattr(distributed, "current", lambda: Rank(1))
+    assert pipeline.claim_run_dir(_cfg(tmp_path), "run", root) == root / "tiny" / "runs" / "run"
+    assert not (root / "tiny" / "runs").exists() and (root / "tiny").resolve() not in pipeline._USERS
+    monkeypatch.setattr(distributed, "current", lambda: Rank(0))
+    rdir = pipeline.claim_run_dir(_cfg(tmp_path), "run", root)
+    assert (rdir / "config.yaml").exists() and Rank.told[-1] is None
+    pipeline.release_run(rdir)
+    (rdir / "result.json").write_text('{"rows": [], "seconds": 1.0}')
+    with pytest.raises(RuntimeError, match="results of a different config"):
+        pipeline.claim_run_dir(_cfg(tmp_path, **{"stage1.lam": 0.25}), "run", root)
+    assert "results of a different config" in Rank.told[-1]  # the other ranks are told, not left waiting
 
 
 def test_finished_run_on_changed_local_files_is_refused(tmp_path):
