@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY, child_env, compared, run_cli, write_params
-from eelib import checkpoint, config as C, io, pipeline, stages
+from eelib import checkpoint, config as C, io, pipeline, rundir, stages
 from eelib import train as T
 from eelib.mixture import Mixture, Source
 
@@ -222,7 +222,7 @@ def test_run_dir_in_use_by_another_process_is_not_taken_over(tmp_path):
     assert pipeline.claim_run_dir(b, "run", root) == rdir
     assert C.load(rdir / "config.yaml").stage3.tokens == 6400
     pipeline.release_run(rdir)
-    assert rdir.parent.parent.resolve() not in pipeline._USERS
+    assert rdir.parent.parent.resolve() not in rundir._USERS
 
 
 def test_two_configs_claiming_new_run_dirs_at_once_never_share_one(tmp_path):
@@ -264,7 +264,7 @@ def test_a_run_that_fails_releases_its_experiment(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "pretrain", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_pipeline(_cfg(tmp_path), "run", root, progress=False)
-    assert (root / "tiny").resolve() not in pipeline._USERS
+    assert (root / "tiny").resolve() not in rundir._USERS
 
 
 def test_under_torchrun_only_rank_0_claims_and_every_rank_gets_its_refusal(tmp_path, monkeypatch):
@@ -288,7 +288,7 @@ def test_under_torchrun_only_rank_0_claims_and_every_rank_gets_its_refusal(tmp_p
     assert not (root / "tiny" / "runs").exists()  # rank 1 wrote nothing
     monkeypatch.setattr(distributed, "current", lambda: Rank(1))
     assert pipeline.claim_run_dir(_cfg(tmp_path), "run", root) == root / "tiny" / "runs" / "run"
-    assert not (root / "tiny" / "runs").exists() and (root / "tiny").resolve() not in pipeline._USERS
+    assert not (root / "tiny" / "runs").exists() and (root / "tiny").resolve() not in rundir._USERS
     monkeypatch.setattr(distributed, "current", lambda: Rank(0))
     rdir = pipeline.claim_run_dir(_cfg(tmp_path), "run", root)
     assert (rdir / "config.yaml").exists() and Rank.told[-1] is None

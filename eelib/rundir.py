@@ -1,0 +1,212 @@
+"""Run directories: outputs/<experiment>/runs/<run>/, claimed by one config and held while used.
+
+    runs/<run>/config.yaml     the resolved config of the run; config.digest its digest
+    runs/<run>/data.digest     with source: local, the identity of its files (data.json per corpus)
+    runs/<run>/swept.json      the keys of the grid the run belongs to
+    runs/<run>/result.json     written when the run finishes (eelib.pipeline)
+
+A finished run is never overwritten nor re-entered by another config or changed data (issue 7);
+an unfinished one is taken over by a corrected config only while no other process uses the
+experiment (the locks below).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+
+from eelib import config as C
+from eelib.io import atomic_write_json, atomic_write_text
+from eelib.stages import OUTPUTS
+
+
+def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path:
+    return Path(root or OUTPUTS) / cfg.name / "runs" / run
+
+
+def _data_identity(cfg: C.ExperimentConfig) -> dict | None:
+    """The identity of each of a source=local run's corpora's files (None otherwise: hub and
+    offline data are pinned by the config itself). Editing or appending to a file changes it
+    (data.files_identity)."""
+    if cfg.data.source != "local":
+        return None
+    from eelib.data import files_identity
+    return {k: files_identity(v) for k, v in sorted(cfg.data.data_files.items())}
+
+
+def _changed_corpora(rdir: Path, identity: dict) -> str:
+    """Which corpora's files differ from those a finished run recorded in data.json (runs made
+    before that file name them all)."""
+    try:
+        old = json.loads((rdir / "data.json").read_text())
+    except (OSError, ValueError):
+        return f"the data files of {', '.join(identity)}"
+    now = {k: C.digest(v) for k, v in identity.items()}
+    parts = [f"{k} ({'added' if k not in old else 'removed' if k not in now else 'changed'})"
+             for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+    return "the data files of " + ", ".join(parts)
+
+
+def _flat(d: dict, pre: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
+    return out
+
+
+def _stored_config(rdir: Path) -> dict | None:
+    """A run's config.yaml read back as eelib reads configs now: fields added since it was written
+    take their defaults. Not validated: its files may have moved. None if unreadable."""
+    import yaml
+    try:
+        raw = yaml.safe_load((rdir / "config.yaml").read_text()) or {}
+        return C.to_dict(C._from_dict(C.ExperimentConfig, raw, ""))
+    except (OSError, yaml.YAMLError, C.ConfigError, TypeError, ValueError):
+        return None
+
+
+def _comparable(d: dict) -> dict:
+    d = json.loads(json.dumps(d))
+    if d["data"]["source"] == "local":  # their identity is data.digest's; paths may move
+        d["data"]["data_files"] = None
+    return d
+
+
+def _changed_fields(old: dict | None, new: dict) -> str:
+    """'stage2.lr: 0.001 -> 0.002, …' between a stored config and the new one (both _comparable)."""
+    if old is None:
+        return "its config.yaml is unreadable"
+    old, new = _flat(old), _flat(new)
+    diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    return ", ".join(diff[:5]) + (f" (+{len(diff) - 5} more)" if len(diff) > 5 else "") or "no field differs"
+
+
+# Run directories in use. A process that works on runs of an experiment holds a shared flock
+# on outputs/<experiment>/.in-use (one descriptor per experiment, counted per run it claimed)
+# until it releases them (release_run, in a `finally`) or ends, however it ends. An unfinished
+# run directory made by another config is taken over only when no other process holds the
+# experiment, so a running batch (it holds every run it claimed) is never handed another
+# config's config.yaml, which its next notebook would read. Claims are serialised by an
+# exclusive flock on outputs/<experiment>/.claim, held for the check and the writes only.
+_USERS: dict[Path, list] = {}  # experiment dir -> [descriptor, runs claimed and not released]
+
+
+def _lock_fd(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file
+
+
+def _use(edir: Path) -> None:
+    entry = _USERS.get(edir)
+    if entry is None:
+        fd = _lock_fd(edir / ".in-use")
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        entry = _USERS[edir] = [fd, 0]
+    entry[1] += 1
+
+
+def _used_by_others(edir: Path) -> bool:
+    """Whether another process holds the experiment (called under its .claim lock, so no one
+    takes the lock meanwhile; our own shared lock is dropped for the test, then taken again)."""
+    mine = _USERS.pop(edir, None)
+    if mine is not None:
+        os.close(mine[0])
+    fd = _lock_fd(edir / ".in-use")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        others = False
+    except BlockingIOError:
+        others = True
+    finally:
+        os.close(fd)
+    if mine is not None:
+        _use(edir)
+        _USERS[edir][1] = mine[1]
+    return others
+
+
+def release_run(rdir: Path) -> None:
+    """This process is done with a run it claimed (a no-op if it holds none)."""
+    edir = Path(rdir).resolve().parent.parent
+    entry = _USERS.get(edir)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            os.close(_USERS.pop(edir)[0])
+
+
+def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
+                  swept: list[str] | None = None) -> Path:
+    """Create (or re-enter) a run directory and hold it until release_run. A finished run
+    (result.json) made by a different config, or from data files that changed since, is refused:
+    results are never overwritten (issue 7). An unfinished one holds no results, so a corrected
+    config takes it over, unless another process is using the experiment (above).
+
+    "Different" is judged on the stored config.yaml read with today's defaults, so a run written
+    by an older eelib (before a field was added) or whose local files moved is re-entered, and
+    its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
+    to, recorded once in swept.json (what config_spread takes as varying by design).
+    Under torchrun rank 0 claims and holds it for the group; the others get its outcome."""
+    from eelib import distributed
+    rdir = run_dir(cfg, run, root)
+    dist = distributed.current()
+    if dist is None or dist.world == 1:
+        _claim(cfg, rdir, run, swept)
+        return rdir
+    error = None
+    if dist.is_main:
+        try:
+            _claim(cfg, rdir, run, swept)
+        except Exception as e:  # every rank stops with it, none waits for a broadcast that never comes
+            error = f"{e}"
+            dist.broadcast(error)
+            raise
+    error = dist.broadcast(error)
+    if error is not None:
+        raise RuntimeError(error)
+    return rdir
+
+
+def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | None) -> None:
+    identity = _data_identity(cfg)
+    dig, data = C.digest(C.to_dict(cfg)), identity and C.digest(identity)
+    stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
+    fix = "Rename the experiment (name:) or move the run directory away."
+    edir = rdir.parent.parent.resolve()
+    edir.mkdir(parents=True, exist_ok=True)
+    claim = _lock_fd(edir / ".claim")
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX)
+        finished = (rdir / "result.json").exists()
+        if stamp.exists() and stamp.read_text().strip() != dig:
+            old, now = _stored_config(rdir), _comparable(C.to_dict(cfg))
+            old = None if old is None else _comparable(old)
+            if old != now:
+                changed = _changed_fields(old, now)
+                if finished:
+                    raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
+                                       f"are never overwritten. {fix}")
+                if _used_by_others(edir):
+                    raise RuntimeError(f"{rdir} is unfinished, made by another config ({changed}), and "
+                                       f"another process (a batch or run) is using experiment {edir.name}; "
+                                       f"wait for it to end, or {fix[0].lower()}{fix[1:]}")
+                print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
+                      f"another config ({changed})", file=sys.stderr)
+            stamp.unlink(missing_ok=True)
+        if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
+            raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
+                               f"finished; its results are never overwritten. {fix}")
+        rdir.mkdir(parents=True, exist_ok=True)
+        _use(edir)
+        if not stamp.exists():
+            atomic_write_text(rdir / "config.yaml", C.dump(cfg))
+            atomic_write_text(stamp, dig + "\n")
+        if data and not (finished and dstamp.exists()):
+            atomic_write_json(rdir / "data.json", {k: C.digest(v) for k, v in identity.items()})  # per corpus
+            atomic_write_text(dstamp, data + "\n")
+        if swept is not None and not (rdir / "swept.json").exists():
+            atomic_write_json(rdir / "swept.json", sorted(swept))
+    finally:
+        os.close(claim)
