@@ -93,6 +93,7 @@ def _kernel_never_ran(executed_nb: Path, since: float) -> bool:
 # reached the batch alone (kill -INT <pid>, not the terminal's Ctrl-C, which every process of the
 # group gets) is passed on to them, and no further notebook or run starts.
 _CHILDREN: set[subprocess.Popen] = set()
+_RAY_REFS: set = set()  # the Ray tasks running (executor="ray"), cancelled the same way
 _STOPPING = threading.Event()
 INTERRUPT_GRACE_S = 10  # time the workers get to stop on a Ctrl-C of their own before it is passed on
 
@@ -104,11 +105,15 @@ def _call(cmd: list[str], **kw) -> int:
     _CHILDREN.add(proc)
     try:
         return proc.wait()
+    except KeyboardInterrupt:  # where this runs in a main thread (a cancelled Ray task): pass it on
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+        raise
     finally:
         _CHILDREN.discard(proc)
 
 
-def _interrupt_workers() -> None:
+def _interrupt_workers(ray=None) -> None:
     _STOPPING.set()
     deadline = time.time() + INTERRUPT_GRACE_S
     while time.time() < deadline and any(p.poll() is None for p in list(_CHILDREN)):
@@ -116,6 +121,19 @@ def _interrupt_workers() -> None:
     for proc in list(_CHILDREN):
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
+    for ref in list(_RAY_REFS):  # a KeyboardInterrupt in the task, as Ctrl-C gives a local worker
+        ray.cancel(ref)
+
+
+def _ray_call(ray, remote, *args):
+    if _STOPPING.is_set():
+        raise KeyboardInterrupt
+    ref = remote.remote(*args)
+    _RAY_REFS.add(ref)
+    try:
+        return ray.get(ref)
+    finally:
+        _RAY_REFS.discard(ref)
 
 
 def _run_one(executor: str, run: str, rdir: Path, root: Path, env: dict, cwd: str | None = None) -> dict:
@@ -225,7 +243,7 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
         try:
             if executor == "ray":  # the same command, wherever Ray places it
                 extra = {k: v for k, v in env.items() if k.startswith(_RAY_ENV_PREFIXES)}
-                res = ray.get(ray_run.remote(run, str(rdir), str(root), extra, os.getcwd()))
+                res = _ray_call(ray, ray_run, run, str(rdir), str(root), extra, os.getcwd())
             else:
                 res = _run_one(executor, run, rdir, root, env)
         finally:
@@ -248,7 +266,7 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     try:
         list(pool.map(task, todo))
     except KeyboardInterrupt:  # stop the workers, keep what finished; the CLI says how to resume
-        _interrupt_workers()
+        _interrupt_workers(ray)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()

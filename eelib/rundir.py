@@ -85,26 +85,28 @@ def _changed_fields(old: dict | None, new: dict) -> str:
 
 
 # Run directories in use. A process that works on runs of an experiment holds a shared flock
-# on outputs/<experiment>/.in-use (one descriptor per experiment, counted per run it claimed)
-# until it releases them (release_run, in a `finally`) or ends, however it ends. An unfinished
-# run directory made by another config is taken over only when no other process holds the
-# experiment, so a running batch (it holds every run it claimed) is never handed another
-# config's config.yaml, which its next notebook would read. Claims are serialised by an
-# exclusive flock on outputs/<experiment>/.claim, held for the check and the writes only.
-_USERS: dict[Path, list] = {}  # experiment dir -> [descriptor, runs claimed and not released]
+# on outputs/<experiment>/.in-use (one descriptor per experiment, whatever the number of runs it
+# holds) until it releases them (release_run, in a `finally`) or ends, however it ends. An
+# unfinished run directory made by another config, or from other data, is taken over only when
+# no other process holds the experiment, so a running batch (it holds every run it claimed) is
+# never handed another config's config.yaml, which its next notebook would read. Claims are
+# serialised by an exclusive flock on outputs/<experiment>/.claim, held for the check and writes.
+_USERS: dict[Path, tuple[int, dict[Path, int]]] = {}  # experiment dir -> (descriptor, {run dir: claims})
 
 
 def _lock_fd(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as to every file
 
 
-def _use(edir: Path) -> None:
-    entry = _USERS.get(edir)
-    if entry is None:
-        fd = _lock_fd(edir / ".in-use")
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        entry = _USERS[edir] = [fd, 0]
-    entry[1] += 1
+def _experiment(rdir: Path) -> Path:
+    """The key of a run's experiment: one spelling for a claim and its release (symlinks resolved)."""
+    return Path(rdir).parent.parent.resolve()
+
+
+def _shared(edir: Path) -> int:
+    fd = _lock_fd(edir / ".in-use")
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
 
 
 def _used_by_others(edir: Path) -> bool:
@@ -122,27 +124,40 @@ def _used_by_others(edir: Path) -> bool:
     finally:
         os.close(fd)
     if mine is not None:
-        _use(edir)
-        _USERS[edir][1] = mine[1]
+        _USERS[edir] = (_shared(edir), mine[1])
     return others
 
 
+def _hold(rdir: Path) -> None:
+    edir = _experiment(rdir)
+    if edir not in _USERS:
+        _USERS[edir] = (_shared(edir), {})
+    runs = _USERS[edir][1]
+    runs[rdir] = runs.get(rdir, 0) + 1
+
+
 def release_run(rdir: Path) -> None:
-    """This process is done with a run it claimed (a no-op if it holds none)."""
-    edir = Path(rdir).resolve().parent.parent
-    entry = _USERS.get(edir)
-    if entry is not None:
-        entry[1] -= 1
-        if entry[1] <= 0:
-            os.close(_USERS.pop(edir)[0])
+    """This process is done with a run it claimed (the path claim_run_dir returned); a no-op for a
+    run it does not hold. The experiment's lock goes when its last held run is released."""
+    rdir = Path(os.path.abspath(rdir))
+    edir = _experiment(rdir)
+    fd, runs = _USERS.get(edir, (None, {}))
+    if rdir not in runs:
+        return
+    runs[rdir] -= 1
+    if not runs[rdir]:
+        del runs[rdir]
+    if not runs:
+        del _USERS[edir]
+        os.close(fd)
 
 
 def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
                   swept: list[str] | None = None) -> Path:
-    """Create (or re-enter) a run directory and hold it until release_run. A finished run
-    (result.json) made by a different config, or from data files that changed since, is refused:
-    results are never overwritten (issue 7). An unfinished one holds no results, so a corrected
-    config takes it over, unless another process is using the experiment (above).
+    """Create (or re-enter) a run directory and hold it until release_run; returns its absolute
+    path. A finished run (result.json) made by a different config, or from data files that
+    changed since, is refused: results are never overwritten (issue 7). An unfinished one holds no
+    results, so a corrected config takes it over, unless another process is using the experiment.
 
     "Different" is judged on the stored config.yaml read with today's defaults, so a run written
     by an older eelib (before a field was added) or whose local files moved is re-entered, and
@@ -150,7 +165,7 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
     to, recorded once in swept.json (what config_spread takes as varying by design).
     Under torchrun rank 0 claims and holds it for the group; the others get its outcome."""
     from eelib import distributed
-    rdir = run_dir(cfg, run, root)
+    rdir = Path(os.path.abspath(run_dir(cfg, run, root)))
     dist = distributed.current()
     if dist is None or dist.world == 1:
         _claim(cfg, rdir, run, swept)
@@ -174,33 +189,35 @@ def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | Non
     dig, data = C.digest(C.to_dict(cfg)), identity and C.digest(identity)
     stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
     fix = "Rename the experiment (name:) or move the run directory away."
-    edir = rdir.parent.parent.resolve()
+    edir = _experiment(rdir)
     edir.mkdir(parents=True, exist_ok=True)
     claim = _lock_fd(edir / ".claim")
     try:
         fcntl.flock(claim, fcntl.LOCK_EX)
         finished = (rdir / "result.json").exists()
-        if stamp.exists() and stamp.read_text().strip() != dig:
+        same = stamp.exists() and stamp.read_text().strip() == dig
+        other_data = bool(data) and dstamp.exists() and dstamp.read_text().strip() != data
+        if (rdir / "config.yaml").exists() and (not same or other_data):  # made before, maybe by another config
             old, now = _stored_config(rdir), _comparable(C.to_dict(cfg))
             old = None if old is None else _comparable(old)
-            if old != now:
-                changed = _changed_fields(old, now)
-                if finished:
-                    raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
-                                       f"are never overwritten. {fix}")
+            changed = _changed_fields(old, now) if old != now else ""
+            if finished and changed:
+                raise RuntimeError(f"{rdir} holds the results of a different config ({changed}); they "
+                                   f"are never overwritten. {fix}")
+            if finished and other_data:
+                raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
+                                   f"finished; its results are never overwritten. {fix}")
+            if changed or other_data:  # unfinished, so it holds no results
+                what = f"made by another config ({changed})" if changed else \
+                    f"made from other data ({_changed_corpora(rdir, identity)})"
                 if _used_by_others(edir):
-                    raise RuntimeError(f"{rdir} is unfinished, made by another config ({changed}), and "
-                                       f"another process (a batch or run) is using experiment {edir.name}; "
-                                       f"wait for it to end, or {fix[0].lower()}{fix[1:]}")
-                print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) made by "
-                      f"another config ({changed})", file=sys.stderr)
-            stamp.unlink(missing_ok=True)
-        if finished and data and dstamp.exists() and dstamp.read_text().strip() != data:
-            raise RuntimeError(f"{rdir}: {_changed_corpora(rdir, identity)} changed since this run "
-                               f"finished; its results are never overwritten. {fix}")
+                    raise RuntimeError(f"{rdir} is unfinished, {what}, and another process (a batch or "
+                                       f"run) is using experiment {edir.name}; wait for it to end, or "
+                                       f"{fix[0].lower()}{fix[1:]}")
+                print(f"[eelib] {run}: taking over an unfinished run directory (no result.json) {what}",
+                      file=sys.stderr)
         rdir.mkdir(parents=True, exist_ok=True)
-        _use(edir)
-        if not stamp.exists():
+        if not same:  # config.yaml first: a kill between the two leaves a stamp that differs, never none
             atomic_write_text(rdir / "config.yaml", C.dump(cfg))
             atomic_write_text(stamp, dig + "\n")
         if data and not (finished and dstamp.exists()):
@@ -208,5 +225,6 @@ def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | Non
             atomic_write_text(dstamp, data + "\n")
         if swept is not None and not (rdir / "swept.json").exists():
             atomic_write_json(rdir / "swept.json", sorted(swept))
+        _hold(rdir)  # last: a claim that failed holds nothing
     finally:
         os.close(claim)

@@ -227,3 +227,43 @@ def test_interrupt_sent_to_the_batch_alone_stops_its_workers(tmp_path):
     assert "eelib: interrupted" in logs["lam0.0"], logs["lam0.0"][-2000:]  # the worker was told
     assert logs["lam1.0"] == "" and not (runs / "lam1.0" / "result.json").exists()  # nothing more started
     assert not any(runs.glob("*/result.json"))
+
+
+def test_interrupted_ray_batch_cancels_its_tasks(tmp_path, monkeypatch):
+    """Ray tasks are no child processes of the batch: a review found Ctrl-C waited for every
+    running task to finish (hours at paper scale). They are cancelled (a KeyboardInterrupt in
+    the task, which passes it on to its run), and the batch's runs are released."""
+    import threading
+    from eelib import batch, rundir
+
+    cancelled = []
+
+    class Task:
+        def __init__(self):
+            self.done, self.cancelled = threading.Event(), False
+
+    class Remote:
+        def remote(self, *args):
+            return Task()
+
+    class Ray:
+        def get(self, task):
+            task.done.wait(60)
+            raise RuntimeError("cancelled" if task.cancelled else "never cancelled")
+
+        def cancel(self, task):
+            cancelled.append(task)
+            task.cancelled = True
+            task.done.set()
+
+    monkeypatch.setattr(batch, "_ray_task", lambda: (Remote(), Ray()))
+    monkeypatch.setattr(batch, "_ray_workers", lambda: 1)
+    monkeypatch.setattr(batch, "INTERRUPT_GRACE_S", 0)
+    raw = _cfg({"stage1.lam": [0.0, 1.0]}, name="ray-intr")
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        batch.execute(C.from_dict(raw), executor="ray", root=tmp_path / "out", progress=False)
+    assert time.time() - t0 < 10 and len(cancelled) == 1  # one worker: one task running, none started after
+    assert (tmp_path / "out" / "ray-intr").resolve() not in rundir._USERS

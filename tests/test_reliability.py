@@ -225,6 +225,68 @@ def test_run_dir_in_use_by_another_process_is_not_taken_over(tmp_path):
     assert rdir.parent.parent.resolve() not in rundir._USERS
 
 
+def _local_cfg(tmp_path: Path, data: Path) -> C.ExperimentConfig:
+    return _cfg(tmp_path, **{"data.source": "local", "pipeline": "legal->medical",
+                             "data.data_files": {n: str(data / f"{n}.jsonl") for n in ("c4", "legal", "medical")}})
+
+
+def _local_files(data: Path, word: str) -> None:
+    data.mkdir()
+    for name in ("c4", "legal", "medical"):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"{name} {word} {i} " * 20}) + "\n"
+                                                    for i in range(50)))
+
+
+def test_claims_that_fail_hold_nothing_and_releases_match_their_claims(tmp_path, monkeypatch):
+    """A third review found: a run held by another process was taken over when only its local
+    files differed (the configs compare without paths); a claim that failed after taking the
+    hold kept it; release_run of a relative path after a chdir, or of a run never claimed, missed
+    or dropped the hold; a finished run left without config.digest was re-stamped by any config."""
+    root = tmp_path / "out"
+    a_data, b_data = tmp_path / "a", tmp_path / "b"
+    _local_files(a_data, "alpha")
+    _local_files(b_data, "beta")
+    holder = _holder(tmp_path, _local_cfg(tmp_path, a_data), "run", root)
+    try:
+        with pytest.raises(RuntimeError, match=r"is unfinished, made from other data \(the data files of c4 "
+                                               r"\(changed\), legal \(changed\), medical \(changed\)\), and another process"):
+            rundir.claim_run_dir(_local_cfg(tmp_path, b_data), "run", root)
+    finally:
+        holder.communicate("")
+    edir = (root / "tiny").resolve()
+
+    real = rundir.atomic_write_json
+    def full_disk(path, obj):
+        if Path(path).name == "swept.json":
+            raise OSError(28, "No space left on device")
+        return real(path, obj)
+    monkeypatch.setattr(rundir, "atomic_write_json", full_disk)
+    with pytest.raises(OSError):
+        rundir.claim_run_dir(_cfg(tmp_path), "other", root, swept=["stage1.lam"])
+    assert edir not in rundir._USERS
+    monkeypatch.setattr(rundir, "atomic_write_json", real)
+
+    monkeypatch.chdir(tmp_path)
+    rel = rundir.claim_run_dir(_cfg(tmp_path), "r1", Path("out"))
+    kept = rundir.claim_run_dir(_cfg(tmp_path), "r2", Path("out"))
+    assert rel.is_absolute()
+    monkeypatch.chdir(root)
+    rundir.release_run(root / "tiny" / "runs" / "never-claimed")  # not ours: no effect
+    rundir.release_run(rel)
+    assert edir in rundir._USERS
+    rundir.release_run(kept)
+    assert edir not in rundir._USERS
+
+    done = rundir.claim_run_dir(_cfg(tmp_path), "done", root)
+    rundir.release_run(done)
+    (done / "result.json").write_text('{"rows": [], "seconds": 1.0}')
+    (done / "config.digest").unlink()  # as a kill between an older eelib's unlink and rewrite left it
+    with pytest.raises(RuntimeError, match="holds the results of a different config"):
+        rundir.claim_run_dir(_cfg(tmp_path, **{"stage1.lam": 0.25}), "done", root)
+    assert rundir.claim_run_dir(_cfg(tmp_path), "done", root) == done  # its own config re-enters it
+    assert (done / "config.digest").read_text().strip() == C.digest(C.to_dict(_cfg(tmp_path)))
+
+
 def test_two_configs_claiming_new_run_dirs_at_once_never_share_one(tmp_path):
     """The review also raced two processes of different configs over 40 new directories: both
     claimed some of them, leaving config.yaml of one config and config.digest of the other.
