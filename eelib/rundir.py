@@ -37,7 +37,7 @@ def _data_identity(cfg: C.ExperimentConfig) -> dict | None:
 
 
 def _changed_corpora(rdir: Path, identity: dict) -> str:
-    """Which corpora's files differ from those a finished run recorded in data.json (runs made
+    """Which corpora's files differ from those the run recorded in data.json (runs made
     before that file name them all)."""
     try:
         old = json.loads((rdir / "data.json").read_text())
