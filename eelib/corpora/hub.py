@@ -21,6 +21,8 @@ Design choices:
 from __future__ import annotations
 
 import glob
+import gzip
+import json
 import logging
 import os
 import socket
@@ -89,8 +91,6 @@ def ensure_hub_reachable(spec: CorpusSpec, timeout: float = _PROBE_TIMEOUT_S) ->
 def describe_record(record: dict, limit: int = 160) -> str:
     """A record as JSON, cut to `limit` characters: what an error shows so the record can be found
     with grep (a shuffled stream has no file line to report)."""
-    import json
-
     text = json.dumps(record, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -123,9 +123,6 @@ def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str |
     ',' delimiter"), or None. Only called after a read failed: the reader's own message counts
     rows within one read block, which does not find the line in a large file. Reads at most
     `max_lines` lines in all; a file holding one JSON document (an array) is parsed whole."""
-    import gzip
-    import json
-
     seen = 0
     for f in files:
         if not f.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
