@@ -36,6 +36,11 @@ def _data_identity(cfg: C.ExperimentConfig) -> dict | None:
     return {k: files_identity(v) for k, v in sorted(cfg.data.data_files.items())}
 
 
+def _per_corpus(identity: dict) -> dict:
+    """{corpus: digest of its files' identity}: what data.json records."""
+    return {k: C.digest(v) for k, v in identity.items()}
+
+
 def _changed_corpora(rdir: Path, identity: dict) -> str:
     """Which corpora's files differ from those the run recorded in data.json (runs made
     before that file name them all)."""
@@ -43,7 +48,7 @@ def _changed_corpora(rdir: Path, identity: dict) -> str:
         old = json.loads((rdir / "data.json").read_text())
     except (OSError, ValueError):
         return f"the data files of {', '.join(identity)}"
-    now = {k: C.digest(v) for k, v in identity.items()}
+    now = _per_corpus(identity)
     parts = [f"{k} ({'added' if k not in old else 'removed' if k not in now else 'changed'})"
              for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
     return "the data files of " + ", ".join(parts)
@@ -221,7 +226,7 @@ def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | Non
             atomic_write_text(rdir / "config.yaml", C.dump(cfg))
             atomic_write_text(stamp, dig + "\n")
         if data and not (finished and dstamp.exists()):
-            atomic_write_json(rdir / "data.json", {k: C.digest(v) for k, v in identity.items()})  # per corpus
+            atomic_write_json(rdir / "data.json", _per_corpus(identity))
             atomic_write_text(dstamp, data + "\n")
         if swept is not None and not (rdir / "swept.json").exists():
             atomic_write_json(rdir / "swept.json", sorted(swept))
