@@ -40,7 +40,6 @@ stage-3 LR (the smallest swept, as the paper uses one small LR, 5e-5), unless to
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys

@@ -99,7 +99,7 @@ def frontier_panel(rows, methods: list[str], xcol: str, ycol: str, title: str,
         size=alt.Size("kind:N", scale=alt.Scale(domain=["final", "trajectory"], range=[40, 12]), legend=None),
         tooltip=[t for t in tip if t in pts.columns])
     line = alt.Chart(front).mark_line(point=True, strokeWidth=2).encode(
-        x=f"x:Q", y=f"y:Q", color=_color(methods), order="x:Q")
+        x="x:Q", y="y:Q", color=_color(methods), order="x:Q")
     # The line is one frontier through every seed's points (what the sweep reaches at best); the
     # claims test each seed's own frontier (eelib.claims), so the subtitle says which this is.
     return (dots + line).properties(title=alt.TitleParams(title, subtitle="line: Pareto frontier of all seeds' points"),

@@ -9,8 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eelib import config as C
+
+if TYPE_CHECKING:  # for the annotations only: pandas loads when a table is built
+    import pandas
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = [f.name for f in dataclasses.fields(C.ExperimentConfig)]

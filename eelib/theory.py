@@ -173,7 +173,7 @@ def _learn_time(target: float, rate: float, s0: float, eps: float) -> float:
 
 
 def _derived(cfg: TheoryConfig) -> dict[str, float]:
-    a, b, eta = cfg.alpha, cfg.beta, cfg.lr
+    a, b = cfg.alpha, cfg.beta
     post, ft = task_values(cfg)["sigma_post"], task_values(cfg)["sigma_ft"]
     gamma = cfg.gamma or max(cfg.sigma_inv_max, cfg.sigma_pre_inc, cfg.sigma_post_inc,
                              cfg.sigma_ft_inc, cfg.beta)

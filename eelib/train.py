@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from eelib import checkpoint, distributed, provenance
 from eelib.io import fault_point

@@ -1,6 +1,5 @@
 """Claims on synthetic rows (eelib.claims): verdicts, thresholds, missing data, files written."""
 import json
-import math
 
 import numpy as np
 import pandas as pd

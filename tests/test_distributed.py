@@ -121,7 +121,7 @@ def _nan_worker(rank, port, tmp, bad):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     from eelib import train as T
-    d = distributed.init_from_env(backend="gloo")
+    distributed.init_from_env(backend="gloo")
     try:
         if rank == 1:
             real, calls = T.lm_loss, {"n": 0}
@@ -176,7 +176,7 @@ def _dropout_worker(rank, port, tmp, kill, tag):
     a checkpoint every 2 steps; `kill` stops both ranks at that fault point."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    d = distributed.init_from_env(backend="gloo")
+    distributed.init_from_env(backend="gloo")
     from eelib import train as T
     from eelib.model import build_model, set_dropout
     torch.set_num_threads(1)
