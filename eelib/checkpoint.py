@@ -33,7 +33,7 @@ def _write_dir(dest: Path, files: dict[str, object], meta: dict, fault: str = ""
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Temp dirs left by a writer killed mid-write (each as big as the payload). One process owns
-    # a stage directory at a time (stages._locked), so none of these is being written now.
+    # a stage directory at a time (stagedir.locked), so none of these is being written now.
     for stale in dest.parent.glob(f".{dest.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

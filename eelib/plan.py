@@ -10,7 +10,7 @@ it cheaper, so that column is an upper bound. Evaluation is forward only (≈ 1/
 token's FLOPs) and is added at that weight. Stages that different experiments share (Fig 3a and
 3b have the same stage-1 keys) are counted in each experiment's row and reported as
 `shared_across`; the total gives both sums, since run one after another into one outputs root
-the later experiment adopts the earlier one's finished stage (stages._adopt_twin), while
+the later experiment adopts the earlier one's finished stage (stagedir.adopt_twin), while
 experiments running at the same time each train their own.
 
 Each distinct stage of a `compile: true` config also pays a fixed cost, `stage_s` seconds: the

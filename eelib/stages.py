@@ -13,38 +13,22 @@ but no `stage.json` was interrupted and resumes from its newest good checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import math
-import os
-import shutil
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from eelib import checkpoint, config as C, distributed
+from eelib import checkpoint, config as C
 from eelib.data import corpus_windows, files_identity, vocab_size
 from eelib.tokenizer import tokenizer_id
-from eelib.io import atomic_write_json, atomic_write_text
 from eelib.mixture import Mixture, Source, check_delivery
 from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
+from eelib.stagedir import StageResult, begin, finish, locked, save_final
 from eelib.train import LoopSpec, heldout_loss, train
 
 OUTPUTS = Path("outputs")
-
-
-@dataclass
-class StageResult:
-    stage: int
-    dir: Path
-    record: dict      # the stage.json contents: losses, audit, timings, keys
-
-    def __getitem__(self, k):
-        return self.record[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +58,7 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     D_post, so its key leaves D_post out and one C4-only θ_pre serves every D_post, |D_post| and
     pipeline of a model and seed (the unmixed baseline of Figs 2-7: at 135M 26B tokens of the grid
     would otherwise be trained again per corpus and per size). A stage 1 finished under the older
-    key (`_stage1_identity`) is adopted, not retrained (`_adopt_twin`)."""
+    key (`_stage1_identity`) is adopted, not retrained (`stagedir.adopt_twin`)."""
     if cfg.stage1.lam > 0:
         return _stage1_identity(cfg)
     d = cfg.data
@@ -177,120 +161,6 @@ def _losses(model, val: dict, device, chunk: int, roles=("pre", "post", "ft")) -
     return {f"L_{r}_val": heldout_loss(model, val[r], device, chunk=chunk) for r in roles}
 
 
-@contextmanager
-def _locked(sdir: Path, older: tuple[str, dict] | None = None):
-    """One process per stage directory: parallel runs that share a stage wait, then reuse it.
-
-    Under torchrun, rank 0 holds the lock for its group (and adopts a finished twin, below); the
-    other ranks wait at barriers, so all ranks see the same files on entry and rank 0's outputs
-    before they leave.
-    """
-    sdir.mkdir(parents=True, exist_ok=True)
-    if not distributed.is_main():
-        distributed.barrier()
-        yield
-        distributed.barrier()
-        return
-    with open(sdir / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            _adopt_twin(sdir, older)
-            distributed.barrier()
-            yield
-            distributed.barrier()
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _adopt_twin(sdir: Path, older: tuple[str, dict] | None = None) -> bool:
-    """Reuse a stage another experiment under the same outputs root finished with the same key.
-
-    The directory name is the digest of everything the stage's result depends on, and the
-    experiment name is not part of it, so Fig 3a and 3b (and the λ ∈ {0, 1} runs of the other
-    grids) need the same stage 1; at 135M, 270B of the grid's 966B training tokens are in
-    such shared stages (`eelib plan`).
-    Its files are hard-linked here (copied where links fail), so this experiment keeps a whole
-    stage directory of its own even if the other one is deleted; stage.json, written last and
-    atomically, names the source. A twin still training is not waited for: both then train.
-
-    `older` = (digest, key): also adopt a stage finished under an older key of the same result
-    (a λ = 0 stage 1 keyed by D_post before `_stage1_key` left it out); its record takes the new
-    key, and keeps only the losses the new key determines. Returns whether a stage was adopted.
-    """
-    if (sdir / "stage.json").exists():
-        return False
-    root, stage = sdir.parents[2], sdir.parent.name
-    names = [sdir.name] + ([older[0]] if older else [])
-    for rec_path in [p for n in names for p in sorted(root.glob(f"*/{stage}/{n}/stage.json"))]:
-        src = rec_path.parent
-        if src == sdir:
-            continue
-        rec = json.loads(rec_path.read_text())
-        if rec.get("digest") != src.name:
-            continue
-        restate = src.name != sdir.name  # finished under the older key: restate it under this one
-        if restate:
-            rec = dict(rec, key=json.loads(json_dumps(older[1])), digest=sdir.name,
-                       losses={k: v for k, v in rec.get("losses", {}).items() if k != "L_post_val"})
-        for item in sorted(src.iterdir()):
-            if item.name in ("stage.json", "ckpt") or item.name.startswith("."):  # .lock, .adopt-*
-                continue
-            tmp = sdir / f".adopt-{item.name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            if item.is_dir():
-                shutil.copytree(item, tmp, copy_function=_link_or_copy)
-                shutil.rmtree(sdir / item.name, ignore_errors=True)
-            else:
-                _link_or_copy(item, tmp)
-            os.replace(tmp, sdir / item.name)
-        shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # an interrupted attempt of our own
-        if restate:  # a new file, not the linked one: the source keeps its own key.json
-            atomic_write_text(sdir / "key.json", json_dumps(older[1]) + "\n")
-        atomic_write_json(sdir / "stage.json", dict(rec, reused_from=str(src.relative_to(root))))
-        return True
-    return False
-
-
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(src, dst)
-
-
-def _begin(cfg, stage: int, sdir: Path, key: dict) -> StageResult | None:
-    """Reuse a finished stage; refuse a directory written by a different config."""
-    done = sdir / "stage.json"
-    if done.exists():
-        rec = json.loads(done.read_text())
-        if rec.get("key") != json.loads(json_dumps(key)):
-            raise RuntimeError(f"{sdir} holds a stage made by a different config; it is never overwritten. "
-                               "Move it away or use another experiment name.")
-        return StageResult(stage, sdir, rec)
-    sdir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main() and not (sdir / "key.json").exists():
-        # What this stage depends on; the stage may be shared by several runs, so not a run config.
-        atomic_write_text(sdir / "key.json", json_dumps(key) + "\n")
-    return None
-
-
-def json_dumps(o) -> str:
-    return json.dumps(o, sort_keys=True, default=str)
-
-
-def _finish(stage: int, sdir: Path, key: dict, record: dict) -> StageResult:
-    record = dict(record, stage=stage, key=json.loads(json_dumps(key)), digest=C.digest(key))
-    if distributed.is_main():
-        atomic_write_json(sdir / "stage.json", record)
-        shutil.rmtree(sdir / "ckpt", ignore_errors=True)  # the stage is done; final/ holds its output
-    return StageResult(stage, sdir, record)
-
-
-def _save_final(sdir: Path, model, meta: dict) -> None:
-    if distributed.is_main():  # one writer under torchrun
-        checkpoint.save_model(sdir / "final", model.state_dict(), meta)
-
-
 def _steps(windows: int, batch: int) -> int:
     return max(1, math.ceil(windows / batch))
 
@@ -302,13 +172,13 @@ def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool =
     sdir = stage_dir(cfg, 1, root=root)
     # A λ = 0 stage 1 finished while its key still named D_post is adopted, not trained again.
     older = None if cfg.stage1.lam else (C.digest(_stage1_identity(cfg)), _stage1_key(cfg))
-    with _locked(sdir, older):
+    with locked(sdir, older):
         return _pretrain(cfg, sdir, progress)
 
 
 def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResult:
     key = _stage1_key(cfg)
-    if (r := _begin(cfg, 1, sdir, key)) is not None:
+    if (r := begin(1, sdir, key)) is not None:
         return r
     d, s1 = cfg.data, cfg.stage1
     t0, device = time.time(), resolve_device(cfg)
@@ -331,12 +201,12 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
                 seed=cfg.seed, compile=cfg.compile, desc=f"stage1 λ={s1.lam}", progress=progress)
     audit = mix.audit()
     check_delivery(audit)
-    _save_final(sdir, model, {"stage": 1})
+    save_final(sdir, model, {"stage": 1})
     # At λ = 0 the stage serves every D_post, so it records no D_post loss (that is step 0 of
     # stage 2's trajectory). val_tokens is recorded, not keyed: runs that differ only in it share
     # this stage, and its losses are on the held-out set of the run that trained it (notebook.stage_table).
     losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM if s1.lam else ("pre",))
-    return _finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
+    return finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "val_tokens": d.val_tokens, "n_params": n_params(model),
                                   "seconds": time.time() - t0, "computed": out["computed"]})
 
@@ -347,13 +217,13 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
 def posttrain(cfg: C.ExperimentConfig, stage1: StageResult, root: Path | None = None,
               progress: bool = True) -> StageResult:
     sdir = stage_dir(cfg, 2, root=root)
-    with _locked(sdir):
+    with locked(sdir):
         return _posttrain(cfg, stage1, sdir, progress)
 
 
 def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progress: bool) -> StageResult:
     key = _stage2_key(cfg)
-    if (r := _begin(cfg, 2, sdir, key)) is not None:
+    if (r := begin(2, sdir, key)) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s2 = cfg.data, cfg.stage2
@@ -379,9 +249,9 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
             sources.append(Source("c4", general.tokens, s2.replay, once=False))
     record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
     if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
-        _save_final(sdir, model, {"stage": 2, "skipped": True})
+        save_final(sdir, model, {"stage": 2, "skipped": True})
         losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
-        return _finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
+        return finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,
                                           L_im=losses["L_post_val"], seconds=time.time() - t0,
                                           computed=[]))  # nothing trained
     mix = Mixture(sources, seed=cfg.seed + 1)
@@ -405,9 +275,9 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         model.load_state_dict(out["best_state"])
     set_dropout(model, 0.0)
     model = merge_lora(model)
-    _save_final(sdir, model, {"stage": 2})
+    save_final(sdir, model, {"stage": 2})
     losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
-    return _finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
+    return finish(2, sdir, key, dict(record, skipped=False, steps=out["steps"],
                                       best_step=out["best_step"], stopped_early=out["stopped_early"],
                                       mixture=audit, trajectory=out["trajectory"], losses=losses,
                                       L_im=losses["L_post_val"], seconds=time.time() - t0,
@@ -420,14 +290,14 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
 def finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, root: Path | None = None,
              progress: bool = True) -> StageResult:
     sdir = stage_dir(cfg, 3, lr=lr, root=root)
-    with _locked(sdir):
+    with locked(sdir):
         return _finetune(cfg, stage2, lr, sdir, progress)
 
 
 def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Path,
               progress: bool) -> StageResult:
     key = _stage3_key(cfg, lr)
-    if (r := _begin(cfg, 3, sdir, key)) is not None:
+    if (r := begin(3, sdir, key)) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s3 = cfg.data, cfg.stage3
@@ -448,7 +318,7 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     final = out["trajectory"][-1]
     traj = [{"step": r["step"], "tokens": r["tokens"], "L_ret": r["L_post_val"],
              "L_ft": r["L_ft_val"], "L_pre": r["L_pre_val"]} for r in out["trajectory"]]
-    return _finish(3, sdir, key, {"lr": lr, "steps": out["steps"], "mixture": audit,
+    return finish(3, sdir, key, {"lr": lr, "steps": out["steps"], "mixture": audit,
                                   "L_ret": final["L_post_val"], "L_ft": final["L_ft_val"],
                                   "L_pre": final["L_pre_val"], "trajectory": traj,
                                   "seconds": time.time() - t0, "computed": out["computed"]})

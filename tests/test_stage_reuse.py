@@ -1,4 +1,4 @@
-"""Stages shared between experiments (eelib/stages.py `_adopt_twin`): a stage another experiment
+"""Stages shared between experiments (eelib/stagedir.py `adopt_twin`): a stage another experiment
 finished with the same key is reused, not retrained, and gives the same numbers."""
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
     the record restated under the new key), not trained again; stage 2 keys are unchanged."""
     import os
     from eelib import config as C
-    from eelib import stages
+    from eelib import stagedir, stages
     music = _unmixed(tmp_path, name="old", pipeline="music->chem")
     with monkeypatch.context() as m:  # the older eelib
         m.setattr(stages, "_stage1_key", stages._stage1_identity)
@@ -233,7 +233,7 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
         cfg = C.from_dict({**C.to_dict(music), "name": name})
         new = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
         assert new.dir == stages.stage_dir(cfg, 1, root=tmp_path / "out")
-        assert new["key"] == json.loads(stages.json_dumps(stages._stage1_key(cfg)))
+        assert new["key"] == json.loads(stagedir.json_dumps(stages._stage1_key(cfg)))
         assert new["digest"] == new.dir.name and set(new["losses"]) == {"L_pre_val"}
         assert json.loads((new.dir / "key.json").read_text()) == new["key"]  # not the linked older one
         assert "post" in json.loads((old.dir / "key.json").read_text())  # which stays as it was
