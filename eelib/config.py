@@ -106,7 +106,8 @@ class Stage2Config:
     lora_r: int = 0                  # 0 = full fine-tuning; paper Table 9: r=64
     lora_alpha: int = 128
     lora_dropout: float = 0.0
-    min_lr_ratio: float = 0.0        # > 0: cosine target = this x the peak LR, overriding min_lr
+    min_lr_ratio: float = 0.0        # > 0: where min_lr is not below the peak LR, the cosine
+                                     # decays to this x the peak instead (Table 8's 5e-5; stages.stage2_min_lr)
 
 
 @dataclass
@@ -274,10 +275,12 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
-        if not getattr(st, "min_lr_ratio", 0):  # stage2.min_lr_ratio > 0 replaces min_lr
+        if not getattr(st, "min_lr_ratio", 0):  # else a min_lr at or above the peak falls back to the ratio
             _check(0 <= st.min_lr <= st.lr, f"{name}.min_lr",
                    f"must lie in [0, {name}.lr]" + ("; or set stage2.min_lr_ratio to decay to a "
-                                                    "fraction of each swept LR" if name == "stage2" else ""))
+                                                    "fraction of each swept LR where min_lr is not below it"
+                                                    if name == "stage2" else ""))
+        _check(st.min_lr >= 0, f"{name}.min_lr", "must be >= 0")
     for name, st in (("stage1", s1), ("stage2", s2), ("stage3", s3)):
         _check(st.batch_size > 0, f"{name}.batch_size", "must be > 0")
         _check(st.micro_batch >= 0, f"{name}.micro_batch", "must be >= 0 (0 = the whole batch)")

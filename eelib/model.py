@@ -17,12 +17,12 @@ PRESETS: dict[str, dict] = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                          tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=8192,
-                         rms_norm_eps=1e-5),
+                         rms_norm_eps=1e-5, initializer_range=576 ** -0.5),  # its init std, 1/sqrt(hidden)
     # Paper Table 2: 24 layers, hidden 1728, 27 heads MHA, MLP 4608, RoPE 1e5, untied; 1.03B params.
     "paper-1b": dict(hidden_size=1728, intermediate_size=4608, num_hidden_layers=24,
                      num_attention_heads=27, num_key_value_heads=27, vocab_size=49152,
                      tie_word_embeddings=False, rope_theta=100000.0, max_position_embeddings=8192,
-                     rms_norm_eps=1e-5),
+                     rms_norm_eps=1e-5, initializer_range=0.02),  # init std not in Table 2: HF's default
     # CPU sizes (feasibility.md: ~25k tok/s at 0.6M params on 2 cores). Same family, same code path.
     "cpu-tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=4, vocab_size=None,
@@ -42,11 +42,12 @@ PRESETS: dict[str, dict] = {
 
 def llama_config(preset: str, vocab_size: int) -> LlamaConfig:
     kw = dict(PRESETS[preset])
+    kw.setdefault("initializer_range", 0.02)  # the CPU presets: transformers' default init std
     if kw["vocab_size"] is None:
         kw["vocab_size"] = vocab_size
     elif kw["vocab_size"] < vocab_size:
         raise ValueError(f"model preset {preset!r} has vocab {kw['vocab_size']} < tokenizer's {vocab_size}")
-    return LlamaConfig(attention_dropout=0.0, hidden_act="silu", initializer_range=0.02,
+    return LlamaConfig(attention_dropout=0.0, hidden_act="silu",
                        bos_token_id=None, eos_token_id=None, pad_token_id=None, **kw)
 
 

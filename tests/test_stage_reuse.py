@@ -145,9 +145,15 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
     split = lambda **s2: stages._stage2_key(C.from_dict(dict(raw, allocation="split",
                                                               stage2={**raw["stage2"], **s2})))
     assert split(replay=0.01)["replay_draw"] == stages.SPLIT_REPLAY_RULE and "replay_draw" not in split()
-    # min_lr_ratio is keyed only when set (older keys stay valid), and then replaces min_lr
+    # min_lr_ratio is keyed only when set (older keys stay valid); min_lr stays keyed, since it
+    # is the target wherever it is below the peak
     assert "min_lr_ratio" not in key()["stage2"] and key(min_lr_ratio=0.1) != key()
-    assert key(min_lr_ratio=0.1, min_lr=2e-5) == key(min_lr_ratio=0.1)
+    assert key(min_lr_ratio=0.1, min_lr=2e-5) != key(min_lr_ratio=0.1)
+    # Table 8: min LR 5e-5 printed for peaks {1e-5 … 2e-4}; kept where below the peak, else 0.1 × peak
+    s2 = lambda lr, **kw: C.Stage2Config(lr=lr, min_lr=5e-5, **kw)
+    got = [stages.stage2_min_lr(s2(lr, min_lr_ratio=0.1)) for lr in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4)]
+    assert got == pytest.approx([1e-6, 2e-6, 5e-6, 5e-5, 5e-5])
+    assert stages.stage2_min_lr(s2(1e-4)) == 5e-5  # no ratio: min_lr as given
     seen = {}
 
     class Stop(Exception):
@@ -157,7 +163,7 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
         seen["spec"] = spec
         raise Stop
     raw["data"]["cache_dir"] = str(tmp_path / "cache")
-    cfg = C.from_dict(dict(raw, stage2={**raw["stage2"], "lr": 2e-3, "min_lr_ratio": 0.1}))
+    cfg = C.from_dict(dict(raw, stage2={**raw["stage2"], "lr": 2e-3, "min_lr": 5e-3, "min_lr_ratio": 0.1}))
     stage1 = stages.pretrain(cfg, root=tmp_path / "out", progress=False)
     monkeypatch.setattr(stages, "train", fake_train)
     with pytest.raises(Stop):

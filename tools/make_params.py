@@ -70,33 +70,40 @@ SCALES = {
                             post_tokens=300000000, val_tokens=2097152),
                   stage1=dict(lr=0.0005, min_lr=0.00005, warmup_steps=1000, batch_size=512, micro_batch=16,
                               ckpt_interval=1000),
-                  stage2=dict(lr=0.00005, min_lr_ratio=0.1, warmup_steps=100, batch_size=512, micro_batch=16,
+                  stage2=dict(lr=0.00005, min_lr=0.00005, min_lr_ratio=0.1, warmup_steps=100, batch_size=512, micro_batch=16,
                               max_tokens=2000000000, eval_interval=100, patience=3),
-                  stage3=dict(lrs=[0.00005, 0.0001, 0.0002, 0.0005], tokens=200000000, warmup_steps=100,
+                  # warmup 40 of its ≈ 381 steps: the same ≈ 10% as 100 of 135M's ≈ 1,017
+                  stage3=dict(lrs=[0.00005, 0.0001, 0.0002, 0.0005], tokens=200000000, warmup_steps=40,
                               batch_size=512, micro_batch=16, eval_interval=50)),
         post_sizes=[300000000], s2_lrs=[0.00001, 0.00002, 0.00005, 0.0001, 0.0002], s2_batches=[512],  # Table 8
-        lora=dict(r=64, alpha=128), seeds=[42], lams=[0.0, 1.0], s3_lr_fig3=[0.00005],
+        # Fig 3 is 135M only in the paper (§4.1-4.2); at 1B it is an extension, fig3a at λ {0, 1},
+        # fig3b adds λ = 0.5 (an interior best λ needs an interior point)
+        lora=dict(r=64, alpha=128), seeds=[42], lams=[0.0, 1.0], fig3b_lams=[0.0, 0.5, 1.0], s3_lr_fig3=[0.00005],
+        fig3_doc="an extension: the paper runs Fig 3 at 135M only",
         pipelines=["music->chem", "music->flan", "flan->chem"],
         rd_pipelines=["music->flan"], rd_s2_lrs=[0.00001, 0.00002, 0.00005],  # Figs 10–12, Table 10
         rd_doc="Table 10's LRs (the best 3 of the baseline) on Music→FLAN, the pipeline of Figs 10–12",
+        lora_s2_lrs=[0.00005, 0.0001, 0.0002],  # LoRA wants higher LRs than full fine-tuning
         lora_doc="an extension: the paper runs LoRA at 135M only; here Table 9's r and α with "
-                 "Table 8's three lowest stage-2 LRs"),
+                 "Table 8's three highest stage-2 LRs"),
 }
 
 
 def experiments(s: dict) -> dict:
-    seeds = {"seed": s["seeds"]} if len(s["seeds"]) > 1 else {}
+    seeds = {"seed": s["seeds"]} if len(s["seeds"]) > 1 else {}  # one seed: `seed` in the base (main)
+    ext = f" At this scale {s['fig3_doc']}." if "fig3_doc" in s else ""
     return {
         "fig3a": dict(
             doc="Fig 3a, latent benefit (§4.1): λ·|D_post| added to stage 1, stage 2 on all of D_post "
-                "to convergence, one stage-3 LR. L_im should stay flat in λ while L_ret improves.",
+                "to convergence, one stage-3 LR. L_im should stay flat in λ while L_ret improves." + ext,
             cfg=dict(pipeline="music->chem", allocation="added", stage3=dict(lrs=s["s3_lr_fig3"]),
                      grid={"data.post_tokens": s["post_sizes"], "stage1.lam": s["lams"], **seeds})),
         "fig3b": dict(
             doc="Fig 3b, compute-matched (§4.2): one pass over D_post split λ / (1−λ) between stages 1 "
-                "and 2. The paper finds the best L_ret at an interior λ.",
+                "and 2. The paper finds the best L_ret at an interior λ." + ext,
             cfg=dict(pipeline="music->chem", allocation="split", stage3=dict(lrs=s["s3_lr_fig3"]),
-                     grid={"data.post_tokens": s["post_sizes"], "stage1.lam": s["lams"], **seeds})),
+                     grid={"data.post_tokens": s["post_sizes"], "stage1.lam": s.get("fig3b_lams", s["lams"]),
+                           **seeds})),
         "frontiers": dict(
             doc="Fig 2 (135M) and Figs 8–9 (1B): mixed (λ=1) vs unmixed frontiers in both views, from "
                 "the stage-2 LR × batch sweep (Table 7/8) × the stage-3 LR sweep, per pipeline.",
@@ -132,13 +139,22 @@ def merge(a: dict, b: dict) -> dict:
     return out
 
 
-if __name__ == "__main__":
+def files() -> dict[str, str]:
+    """{path under params/: YAML text} for every scale and experiment."""
+    out = {}
     for scale, s in SCALES.items():
         for exp, e in experiments(s).items():
             cfg = merge(s["base"], e["cfg"])
-            cfg = {"name": f"{exp}-{scale}", **cfg}
-            path = ROOT / "params" / scale / f"{exp}.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            one_seed = {"seed": s["seeds"][0]} if len(s["seeds"]) == 1 else {}  # 1B: 42 (Table 6)
+            cfg = {"name": f"{exp}-{scale}", **one_seed, **cfg}
             head = f"# {e['doc']}\n# Scale {scale}: {s['note']}.\n# Written by tools/make_params.py.\n"
-            path.write_text(head + yaml.safe_dump(cfg, sort_keys=False, width=100))
-            print("wrote", path.relative_to(ROOT))
+            out[f"{scale}/{exp}.yaml"] = head + yaml.safe_dump(cfg, sort_keys=False, width=100)
+    return out
+
+
+if __name__ == "__main__":
+    for rel, text in files().items():
+        path = ROOT / "params" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print("wrote", path.relative_to(ROOT))
