@@ -51,6 +51,15 @@ class CorpusExhausted(RuntimeError):
     size is unknown until read); the CLI reports it as one line, naming the budgets to lower."""
 
 
+class StreamChanged(RuntimeError):
+    """The documents a resumed or extended shard reads are not the ones its first part was built
+    from (other files, another dataset revision, or a `datasets` version that shuffles otherwise);
+    continuing would splice two streams into one shard, so the build stops, naming what to delete."""
+
+
+UINT16_IDS = 1 << 16  # token ids a uint16 shard can hold
+
+
 PROGRESS_EVERY = 1 << 22  # tokens between progress records while tokenizing (resume points)
 ENCODE_BATCH = 256        # documents per tokenizer call: one call per batch, parallel in Rust
 
@@ -65,11 +74,21 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
     revision, tokenizer, token and document counts, sha256) and is renamed into place: readers
     only ever see complete shards.
     """
+    if tokenizer.vocab_size > UINT16_IDS:  # numpy < 2 would wrap larger ids silently
+        raise ValueError(f"data.tokenizer: {tokenizer.vocab_size:,} ids do not fit the uint16 token shards "
+                         f"(at most {UINT16_IDS:,}); use a tokenizer with a smaller vocabulary")
     partial = final.parent / "partial" / final.name
     progress = partial.with_suffix(".progress.json")
+    verify = None
     if partial.exists() and progress.exists():
         arr = np.lib.format.open_memmap(partial, mode="r+")
         st = json.loads(progress.read_text())
+        # Step back to where the last consumed document began and encode it again: its tokens must
+        # be those on disk, or the stream is not the one this shard was started from. (Equal
+        # positions: an extension's record written before this check, which stepped back already.)
+        if st["documents"] and st["tokens"] > st["last_document_start"]:
+            verify = (st["last_document_start"], st["tokens"])
+            st = dict(st, tokens=st["last_document_start"], documents=st["documents"] - 1)
         docs = itertools.islice(docs, st["documents"], None)
     else:
         check_free_disk(final.parent, n_tokens * 2, f"the tokenized {meta['corpus']}/{meta['split']} shard")
@@ -90,11 +109,16 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
                         f"{HUB_HELDOUT_EVERY} (by a hash of its text), so it needs about "
                         f"{HUB_HELDOUT_EVERY}× data.val_tokens tokens in all")
                 held += (" (or files named *validation*, held out whole)." if meta["corpus"] == "c4" else ".")
+            del arr
+            _drop_leftovers(final)  # a full-size (sparse) partial that no budget of these files can finish
             raise CorpusExhausted(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens "
                                   f"({n_docs:,} documents); asked for {n_tokens:,}. Lower {budget} or use a "
                                   f"larger corpus.{held}")
         for ids in tokenizer.encode_batch(batch):
             ids.append(tokenizer.eos_id)
+            if verify is not None:
+                _verify_resumed(arr, verify, ids, n_docs, meta, partial)
+                verify = None
             last_start = filled
             take = min(len(ids), n_tokens - filled)
             arr[filled:filled + take] = ids[:take]
@@ -112,8 +136,38 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
                     sha256=sha256_file(partial), created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_json(final.with_suffix(".json"), manifest)
     os.replace(partial, final)
-    progress.unlink(missing_ok=True)
-    final.parent.joinpath("partial", final.stem + ".meta.json").unlink(missing_ok=True)
+    _drop_leftovers(final)
+
+
+def _drop_leftovers(final: Path) -> None:
+    """Remove a shard's build files once a finished shard serves it: the records a kill between
+    publishing and this leaves, or an unfinished build a longer shard made redundant."""
+    for name in (final.name, final.stem + ".progress.json", final.stem + ".meta.json"):
+        final.parent.joinpath("partial", name).unlink(missing_ok=True)
+
+
+def _verify_resumed(arr, verify: tuple[int, int], ids: list[int], n_docs: int, meta: dict, partial: Path) -> None:
+    start, end = verify
+    on_disk = np.asarray(arr[start:end], dtype=np.int64)
+    if len(ids) < end - start or not np.array_equal(on_disk, np.asarray(ids[:end - start], dtype=np.int64)):
+        raise StreamChanged(
+            f"{meta['corpus']}/{meta['split']}: document {n_docs:,} of the stream is not the one at token "
+            f"{start:,} of the shard being resumed or extended ({partial.name}): the data files, the "
+            "dataset revision or the `datasets` version changed since it was started, and continuing would "
+            f"splice two document orders into one shard. Delete {partial} and the files next to it named "
+            f"{partial.stem}.* (and, if it extends a shorter shard, that shard: its manifest is named in "
+            f"{partial.stem}.meta.json) to build it again from the start")
+
+
+def _cached(cache: Path, corpus: str, split: str, key: str, n_exact: int) -> Path | None:
+    """The shortest finished shard of this key holding at least n_exact tokens."""
+    best = None
+    if cache.exists():
+        for p in cache.glob(f"{corpus}-{split}-{key}-*.npy"):
+            have = int(p.stem.rsplit("-", 1)[1])
+            if have >= n_exact and (best is None or have < best[0]):
+                best = (have, p)
+    return best[1] if best else None
 
 
 def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> Windows:
@@ -126,16 +180,9 @@ def corpus_windows(corpus: str, split: str, n_tokens: int, data: DataConfig) -> 
     # Key on the prefix length, not the budget: a longer cached prefix serves shorter requests.
     key = digest(shard_key(corpus, split, data))
     cache = cache_root(data) / "tokens"
-    best = None
-    if cache.exists():
-        for p in cache.glob(f"{corpus}-{split}-{key}-*.npy"):
-            have = int(p.stem.rsplit("-", 1)[1])
-            if have >= n_exact and (best is None or have < best[0]):
-                best = (have, p)
-    if best is None:
-        return _build_locked(corpus, split, n_exact, key, cache, data)
+    found = _cached(cache, corpus, split, key, n_exact) or _build_locked(corpus, split, n_exact, key, cache, data)
     # A read-only memmap: paper-scale corpora (17 GB of C4 at 135M) are never loaded into memory.
-    flat = np.load(best[1], mmap_mode="r")[:n_exact]
+    flat = np.load(found, mmap_mode="r")[:n_exact]
     return Windows(corpus, split, flat.reshape(n_windows, data.seq_len))
 
 
@@ -197,10 +244,10 @@ def _seed_from_shorter(final: Path, stem: str, n_tokens: int) -> dict | None:
     """Start a longer shard from the longest shorter one of the same key, as a resume point.
 
     Budgets grow (D_post 30M → 150M → 300M; C4 8.7B at 135M → 19.7B at 1B), and the longer
-    shard's first tokens are the shorter one's. Its tokens up to where its last document began
-    are copied and the stream resumes at that document, re-encoding it whole, so the result is
-    the shard a fresh build would give and only the new part is tokenized (the stream still
-    skips the consumed documents). Returns the shorter shard's metadata (same dataset commit),
+    shard's first tokens are the shorter one's. Its tokens are copied and the stream resumes at
+    the document it ended in, re-encoding that one whole (it must begin with the copied tokens,
+    else StreamChanged), so the result is the shard a fresh build would give and only the new
+    part is tokenized (the stream still skips the consumed documents). Returns the shorter shard's metadata (same dataset commit),
     or None when there is no usable shorter shard.
     """
     best = None
@@ -211,63 +258,80 @@ def _seed_from_shorter(final: Path, stem: str, n_tokens: int) -> dict | None:
             best = (have, m.with_suffix(".npy"), man)
     if best is None:
         return None
-    _, src_path, man = best
+    have, src_path, man = best
     start = int(man["last_document_start"])
     check_free_disk(final.parent, n_tokens * 2, f"the tokenized {man['corpus']}/{man['split']} shard")
     partial = final.parent / "partial" / final.name
     partial.parent.mkdir(parents=True, exist_ok=True)
     arr = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint16, shape=(n_tokens,))
     src = np.load(src_path, mmap_mode="r")
-    for i in range(0, start, 1 << 26):  # 128 MB at a time: C4 shards are tens of GB
-        arr[i:min(start, i + (1 << 26))] = src[i:min(start, i + (1 << 26))]
+    for i in range(0, have, 1 << 26):  # 128 MB at a time: C4 shards are tens of GB
+        arr[i:min(have, i + (1 << 26))] = src[i:min(have, i + (1 << 26))]
     arr.flush()
     del arr, src
+    # The shorter shard as an interrupted build of this one: its last document, cut at its end,
+    # is encoded again whole, and must begin with the tokens copied here (_tokenize_to_shard).
     atomic_write_json(partial.with_suffix(".progress.json"),
-                      {"tokens": start, "documents": man["documents"] - 1, "last_document_start": start})
+                      {"tokens": have, "documents": man["documents"], "last_document_start": start})
     meta = {k: v for k, v in man.items() if k not in _MANIFEST_ONLY}
     return dict(meta, extended_from=src_path.name)
 
 
-def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, data: DataConfig) -> Windows:
-    """Build one shard under a file lock: parallel runs needing it wait, then read the same file."""
+def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, data: DataConfig) -> Path:
+    """Build one shard under a file lock: parallel runs needing it wait, then read the same file
+    (or a longer one of the same key that the process they waited for built)."""
     from eelib import corpora
     cache.mkdir(parents=True, exist_ok=True)
     final = cache / f"{corpus}-{split}-{key}-{n_exact}.npy"
     with open(cache / f".{corpus}-{split}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not final.exists():
-            spec = corpora.corpus_spec(corpus, data.source)
-            hub = data.source == "hub"
-            tok = get_tokenizer(data.tokenizer)
-            # An interrupted build resumes with the metadata it started with, and a longer shard
-            # takes that of the shorter one it extends: above all the dataset commit, so neither a
-            # resume nor a larger D_post splices documents of a newer revision onto an older prefix.
-            started = cache / "partial" / (final.stem + ".meta.json")
-            if started.exists():
-                meta = json.loads(started.read_text())
-            elif (meta := _seed_from_shorter(final, f"{corpus}-{split}-{key}", n_exact)) is not None:
-                atomic_write_json(started, meta)
-            else:
-                meta = {"corpus": corpus, "split": split, "source": data.source,
-                        "tokenizer": data.tokenizer, "tokenizer_id": tokenizer_id(data.tokenizer),
-                        "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
-                        "hub_id": spec.hub_id if hub else None, "hub_config": spec.hub_config if hub else None,
-                        "revision_requested": data.revisions.get(corpus),
-                        "revision": corpora.resolve_revision(spec, data.revisions.get(corpus)) if hub else None,
-                        "data_files": data.data_files.get(corpus),
-                        "input_files": (corpora.input_files(data.data_files[corpus])
-                                        if data.source == "local" else None),
-                        "corpus_seed": CORPUS_SEED}
-                started.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(started, meta)
-            revision = meta["revision_requested"]
-            if hub and " (unresolved" not in meta["revision"]:
-                revision = meta["revision"]  # stream the resolved commit: exactly what the manifest names
-            docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
-                                     data_files=data.data_files.get(corpus), revision=revision)
-            _tokenize_to_shard(docs, tok, n_exact, final, meta)
-    flat = np.load(final, mmap_mode="r")
-    return Windows(corpus, split, flat.reshape(n_exact // data.seq_len, data.seq_len))
+        if (done := _cached(cache, corpus, split, key, n_exact)) is not None:
+            _drop_leftovers(final)
+            return done
+        spec = corpora.corpus_spec(corpus, data.source)
+        hub = data.source == "hub"
+        tok = get_tokenizer(data.tokenizer)
+        # An interrupted build resumes with the metadata it started with, and a longer shard
+        # takes that of the shorter one it extends: above all the dataset commit, so neither a
+        # resume nor a larger D_post splices documents of a newer revision onto an older prefix.
+        started = cache / "partial" / (final.stem + ".meta.json")
+        if started.exists():
+            meta = json.loads(started.read_text())
+        elif (meta := _seed_from_shorter(final, f"{corpus}-{split}-{key}", n_exact)) is not None:
+            atomic_write_json(started, meta)
+        else:
+            meta = {"corpus": corpus, "split": split, "source": data.source,
+                    "tokenizer": data.tokenizer, "tokenizer_id": tokenizer_id(data.tokenizer),
+                    "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
+                    "hub_id": spec.hub_id if hub else None, "hub_config": spec.hub_config if hub else None,
+                    "revision_requested": data.revisions.get(corpus),
+                    "revision": corpora.resolve_revision(spec, data.revisions.get(corpus)) if hub else None,
+                    "data_files": data.data_files.get(corpus),
+                    "input_files": (corpora.input_files(data.data_files[corpus])
+                                    if data.source == "local" else None),
+                    "corpus_seed": CORPUS_SEED,
+                    # what orders and tokenizes the documents: another `datasets` shuffles otherwise
+                    "libraries": _library_versions() if data.source != "offline" else None}
+            started.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(started, meta)
+        revision = meta["revision_requested"]
+        if hub and " (unresolved" not in meta["revision"]:
+            revision = meta["revision"]  # stream the resolved commit: exactly what the manifest names
+        docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
+                                 data_files=data.data_files.get(corpus), revision=revision)
+        _tokenize_to_shard(docs, tok, n_exact, final, meta)
+    return final
+
+
+def _library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("datasets", "tokenizers", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def cache_root(data: DataConfig) -> Path:

@@ -59,7 +59,10 @@ class HFTokenizer:
         self._backend = self.tok.backend_tokenizer
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets eelib never reads:
+        # the same ids, 1.6x the speed on a byte-level BPE here (docs/corpora.md)
+        encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids])

@@ -1,6 +1,7 @@
 """Tokenized shards (eelib/data.py): exact budgets, nesting, manifests, and resumable builds."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -147,10 +148,11 @@ def test_a_longer_shard_keeps_the_dataset_commit_of_the_shorter_one(tmp_path):
     meta = D._seed_from_shorter(cache / "musicpile-train-k-16.npy", "musicpile-train-k", 16)
     assert meta["revision"] == "abc123" and meta["extended_from"] == "musicpile-train-k-8.npy"
     assert not {"tokens", "documents", "sha256", "created"} & set(meta)
-    # the resume point: the first document copied, the cut second one to be re-encoded whole
+    # the resume point: the shorter shard as an interrupted build whose cut second document is
+    # encoded again whole (and checked against the copied tokens)
     progress = json.loads((cache / "partial" / "musicpile-train-k-16.progress.json").read_text())
-    assert progress == {"tokens": 4, "documents": 1, "last_document_start": 4}
-    assert np.load(cache / "partial" / "musicpile-train-k-16.npy")[:4].tolist() == [5, 6, 7, 0]
+    assert progress == {"tokens": 8, "documents": 2, "last_document_start": 4}
+    assert np.load(cache / "partial" / "musicpile-train-k-16.npy")[:8].tolist() == [5, 6, 7, 0, 9, 9, 9, 9]
     assert D._seed_from_shorter(cache / "musicpile-train-k-4.npy", "musicpile-train-k", 4) is None
 
 
@@ -227,3 +229,77 @@ def test_a_longer_budget_extends_the_shorter_shard_bit_for_bit(tmp_path, monkeyp
     # only the cut last document of the short shard and the new ones were tokenized
     assert len(encoded) == m_long["documents"] - m_short["documents"] + 1
     assert not list((cache / "partial").glob("*"))
+
+
+def _other_stream(monkeypatch, skip: int):
+    """corpora.documents as it would read after the files, revision or `datasets` changed: the
+    same documents, the first `skip` of them gone."""
+    real = corpora.documents
+    monkeypatch.setattr(corpora, "documents", lambda *a, **kw: itertools.islice(real(*a, **kw), skip, None))
+
+
+def test_a_resume_on_another_document_stream_stops_instead_of_splicing(tmp_path, monkeypatch):
+    """A resumed build encodes its last consumed document again and compares it with the tokens
+    on disk: another stream (a datasets upgrade reorders the shuffle) stops the build, naming the
+    files to delete, instead of finishing one shard from two document orders."""
+    d = _cfg(tmp_path)
+    monkeypatch.setattr(D, "PROGRESS_EVERY", 500)
+    monkeypatch.setattr(D, "ENCODE_BATCH", 2)
+    real = corpora.documents
+
+    def dying(*a, **kw):
+        def gen():
+            for i, doc in enumerate(real(*a, **kw)):
+                if i == 8:
+                    raise KeyboardInterrupt("simulated kill")
+                yield doc
+        return gen()
+    monkeypatch.setattr(corpora, "documents", dying)
+    with pytest.raises(KeyboardInterrupt):
+        D.corpus_windows("chempile", "train", 20000, d)
+    monkeypatch.setattr(corpora, "documents", real)
+    _other_stream(monkeypatch, skip=1)
+    with pytest.raises(D.StreamChanged, match=r"chempile/train: document .* splice .* Delete .*partial"):
+        D.corpus_windows("chempile", "train", 20000, d)
+    assert not list((tmp_path / "cache" / "tokens").glob("*.npy"))  # nothing published
+    monkeypatch.setattr(corpora, "documents", real)  # the stream it started from: resumes
+    ref = D.corpus_windows("chempile", "train", 20000, _cfg(tmp_path / "ref")).tokens
+    np.testing.assert_array_equal(D.corpus_windows("chempile", "train", 20000, d).tokens, ref)
+
+
+def test_extending_a_shard_from_another_document_stream_stops(tmp_path, monkeypatch):
+    """The 150M D_post extends the 30M one only if the stream still starts with the 30M one's
+    documents; else the subsets would not nest (the cut last document is the check)."""
+    d = _cfg(tmp_path)
+    D.corpus_windows("chempile", "train", 4_000, d)
+    _other_stream(monkeypatch, skip=1)
+    with pytest.raises(D.StreamChanged, match="chempile/train"):
+        D.corpus_windows("chempile", "train", 12_000, d)
+
+
+def test_a_waiting_build_reads_the_longer_shard_the_process_it_waited_for_built(tmp_path, monkeypatch):
+    """Two runs start together, one needing 12k tokens and one 4k: the second waits on the lock,
+    and then reads a prefix of the first one's shard instead of tokenizing its own."""
+    d = _cfg(tmp_path)
+    long = D.corpus_windows("chempile", "train", 12_000, d)
+    cache = tmp_path / "cache" / "tokens"
+    key = D.digest(D.shard_key("chempile", "train", d))
+    monkeypatch.setattr(D, "get_tokenizer", lambda name: pytest.fail("tokenized again"))
+    # as the waiting process sees it once it holds the lock (it looked before the long one existed)
+    got = D._build_locked("chempile", "train", 4_000 // 32 * 32, key, cache, d)
+    assert got.name.endswith("-12000.npy") and len(list(cache.glob("*.npy"))) == 1
+    np.testing.assert_array_equal(np.load(got)[:3968], long.tokens.reshape(-1)[:3968])
+
+
+def test_a_tokenizer_over_uint16_is_refused_by_the_shard_builder_too(tmp_path):
+    """The config refuses it first; the builder does not rely on that (numpy < 2 would wrap ids)."""
+    class Big(D.ByteTokenizer):
+        vocab_size = 70_000
+    with pytest.raises(ValueError, match="70,000 ids do not fit the uint16"):
+        D._tokenize_to_shard(iter(["a"]), Big(), 8, tmp_path / "x.npy", {"corpus": "c4", "split": "train"})
+
+
+def test_hf_tokenizer_batch_encoding_matches_one_at_a_time(bpe_dir):
+    tok = D.get_tokenizer(str(bpe_dir))
+    texts = ["X:1\nT:Air\nK:G\n|:GABc d2 e2|", "CCO>>CC(=O)O", "", "Instruction: add 2 and 3\nResponse: 5"]
+    assert tok.encode_batch(texts) == [tok.tok.encode(t, add_special_tokens=False) for t in texts]
