@@ -108,7 +108,7 @@ def _tokenize_to_shard(docs, tokenizer, n_tokens: int, final: Path, meta: dict) 
                 held = (" This corpus holds out 1 document in "
                         f"{HUB_HELDOUT_EVERY} (by a hash of its text), so it needs about "
                         f"{HUB_HELDOUT_EVERY}× data.val_tokens tokens in all")
-                held += (" (or files named *validation*, held out whole)." if meta["corpus"] == "c4" else ".")
+                held += (" (or files named *validation* or in a validation folder, held out whole)." if meta["corpus"] == "c4" else ".")
             del arr
             _drop_leftovers(final)  # a full-size (sparse) partial that no budget of these files can finish
             raise CorpusExhausted(f"{meta['corpus']}/{meta['split']}: corpus exhausted after {filled:,} tokens "
@@ -233,8 +233,24 @@ def shard_key(corpus: str, split: str, data: DataConfig) -> list:
         # hub/local val key gets the mark: local C4 without validation files is hash-split too.
         from eelib.corpora.hub import VAL_SEED
         key.append(f"val-order:shuffled:{VAL_SEED}")
+    if data.source == "local":
+        key += _val_files_mark(corpus, data)
     revision = data.revisions.get(corpus)
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
+
+
+def _val_files_mark(corpus: str, data: DataConfig) -> list:
+    """Local C4's held-out files found by their folder (c4/validation/part-0.json), which before
+    2026-11-27 went to train: such shards get a new key; those of files named for the split
+    (c4-validation.*.json.gz), and of every other layout, keep theirs."""
+    from eelib.corpora import CORPORA
+    from eelib.corpora.hub import official_val_files, resolve_files
+    val_split = CORPORA[corpus].val_split if corpus in CORPORA else None
+    if not val_split:
+        return []
+    files = resolve_files(data.data_files[corpus])
+    found = official_val_files(files, val_split)
+    return ["val-files:by-folder"] if found and not any(val_split in Path(f).name for f in found) else []
 
 
 _MANIFEST_ONLY = ("dtype", "tokens", "documents", "last_document_start", "sha256", "created")

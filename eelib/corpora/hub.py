@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import zlib
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
@@ -150,8 +151,59 @@ def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str |
                         json.loads(line)
                     except ValueError as e:
                         return f"{f} line {i}: {getattr(e, 'msg', e)}"
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:  # EOFError: a cut-off .gz
             return f"{f}: {type(e).__name__}: {e}"
+    return None
+
+
+def _first_record(f: str) -> dict | None:
+    """The first record of a JSON-lines or JSON-array file, or None (empty, or unreadable)."""
+    opener = gzip.open if f.endswith(".gz") else open
+    try:
+        with opener(f, "rt", encoding="utf-8-sig") as fh:
+            text = fh.read(1 << 20)
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error):
+        return None
+    text = text.lstrip()
+    if text.startswith("["):
+        try:
+            data = json.loads(text)  # a small array file; a large one is cut here and skipped
+        except ValueError:
+            return None
+        return data[0] if data and isinstance(data[0], dict) else None
+    line = text.split("\n", 1)[0]
+    try:
+        record = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _kinds(record: dict) -> dict[str, str]:
+    return {k: "null" if v is None else type(v).__name__ for k, v in record.items()}
+
+
+def diagnose_files(files: list[str]) -> str | None:
+    """Why a JSON reader may have failed on these files, beyond a malformed line: a file with no
+    records, or files whose records have other fields or field types than the first file's (the
+    JSON reader of `datasets` takes its columns from the first file and cannot cast the others)."""
+    json_files = [f for f in files if not f.endswith(".parquet")]
+    for f in json_files:
+        if os.path.getsize(f) == 0:
+            return f"{f} is empty (no records); remove it"
+    firsts = [(f, _first_record(f)) for f in json_files]
+    firsts = [(f, r) for f, r in firsts if r is not None]
+    if not firsts:
+        return None
+    f0, kinds0 = firsts[0][0], _kinds(firsts[0][1])
+    for f, r in firsts[1:]:
+        kinds = _kinds(r)
+        if kinds != kinds0:
+            diff = sorted(set(kinds.items()) ^ set(kinds0.items()))
+            fields = ", ".join(f"{k} ({t})" for k, t in diff[:6])
+            return (f"the records of {f} have other fields or field types than those of {f0} "
+                    f"({fields}); the reader takes every file's columns from the first file, so keep the "
+                    "same fields in every file, e.g. only the text field: jq -c '{text}'")
     return None
 
 
@@ -165,20 +217,68 @@ def resolve_files(data_files: str) -> list[str]:
     files = sorted(f for f in found if f.endswith(_JSON_SUFFIXES) or f.endswith(".parquet"))
     if not files:
         raise FileNotFoundError(f"no .json/.jsonl(.gz) or .parquet files match data_files={data_files!r}")
+    if any(f.endswith(".zst") for f in files):
+        try:
+            import zstandard  # noqa: F401  (what the JSON reader decompresses .zst with)
+        except ImportError:
+            raise FileNotFoundError(f"data_files={data_files!r} holds .zst files, which need the zstandard "
+                                    "package: pip install zstandard (or decompress them)") from None
     return files
 
 
-def _load_local(files: list[str]):
+def _parquet_rows(f: str) -> int:
+    import pyarrow.parquet as pq
+    return pq.read_metadata(f).num_rows
+
+
+def _fields(spec: CorpusSpec) -> list[str]:
+    return ["inputs", "targets"] if spec.text_field == INPUTS_TARGETS else [spec.text_field]
+
+
+def _load_local(spec: CorpusSpec, files: list[str], where: str):
     import datasets
 
     kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files}
     if len(kinds) > 1:  # config.validate refuses this first, naming the field
         raise RecordFormatError(f"data_files mixes parquet and JSON files ({files[:3]} …); "
                                 "give one format per corpus")
+    kind, kw = kinds.pop(), {}
+    if kind == "parquet":
+        # Only the text columns: other columns may differ between files (a reader given them all
+        # takes the first file's schema and fails on the others). Files with no rows are skipped:
+        # the reader fails on them ("BatchSize must be greater than 0"), and they hold no text.
+        import pyarrow.parquet as pq
+        names = pq.read_schema(files[0]).names
+        missing = [c for c in _fields(spec) if c not in names]
+        if missing:
+            raise RecordFormatError(f"corpus {spec.name!r}: {files[0]} has no column {missing[0]!r} (its columns: "
+                                    f"{', '.join(names) or 'none'}); eelib reads {' and '.join(_fields(spec))} "
+                                    "of each record, so rename the column in your files")
+        files = [f for f in files if _parquet_rows(f)] or files[:1]
+        kw["columns"] = _fields(spec)
     # Its JSON reader logs a parse error before raising it; texts() re-raises it as one line
     # naming the corpus, so the log line would only repeat it.
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
-    return datasets.load_dataset(kinds.pop(), data_files=files, split="train", streaming=True)
+    try:  # the JSON reader reads the first file here, for its columns
+        return datasets.load_dataset(kind, data_files=files, split="train", streaming=True, **kw)
+    except OSError:
+        raise
+    except Exception as e:
+        raise _unreadable(spec, where, files, e) from e
+
+
+def _unreadable(spec: CorpusSpec, where: str, files: list[str], e: Exception) -> RecordFormatError:
+    """One line for a local file the reader cannot read, naming the file and line where found."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    try:
+        line, why = first_unreadable_line(files), None
+        why = None if line else diagnose_files(files)
+    except OSError:  # the files went away meanwhile: the reader's message stands
+        line = why = None
+    what = "the first line that is not JSON" if line and " line " in line else "the first unreadable file"
+    at = (f"; {what}: {line}; fix or remove it" if line else f"; {why}" if why else "; fix or remove that line or file")
+    return RecordFormatError(f"corpus {spec.name!r}: cannot read a record of {where} "
+                             f"({type(e).__name__}{': ' + first if first else ''}){at}")
 
 
 def resolve_revision(spec: CorpusSpec, revision: str | None = None) -> str:
@@ -216,14 +316,24 @@ def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: st
     if data_files is None:
         raise ValueError("source='local' needs data_files (a file, directory or glob in the hub's format)")
     files = resolve_files(data_files)
+    where = f"data_files={data_files!r}"
     if official_val:
-        # Mirror the hub layout (e.g. c4-validation.*.json.gz): files named for the validation
-        # split are the held-out set; without any, fall back to the hash split.
-        val_files = [f for f in files if spec.val_split in Path(f).name]
+        val_files = official_val_files(files, spec.val_split)
         if val_files:
             chosen = val_files if split == "val" else [f for f in files if f not in val_files]
-            return _load_local(chosen), False
-    return _load_local(files), True
+            return _load_local(spec, chosen, where), False
+    return _load_local(spec, files, where), True
+
+
+def official_val_files(files: list[str], val_split: str) -> list[str]:
+    """The files of an official held-out split: named for it (the hub's c4-validation.*.json.gz),
+    or under a folder named for it below the files' common folder (c4/validation/part-0.json).
+    Without any, the corpus falls back to the hash split."""
+    by_name = [f for f in files if val_split in Path(f).name]
+    if by_name:
+        return by_name
+    base = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    return [f for f in files if any(val_split in part for part in Path(os.path.abspath(f)).relative_to(base).parts[:-1])]
 
 
 def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
@@ -258,15 +368,11 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
             except Exception as e:  # a local file the reader cannot parse: name the corpus, one line
                 if source != "local":
                     raise
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 try:
-                    line = first_unreadable_line(resolve_files(data_files))
+                    files = resolve_files(data_files)
                 except OSError:  # the files went away meanwhile: the reader's message stands
-                    line = None
-                at = f"; the first line that is not JSON: {line}" if line else ""
-                raise RecordFormatError(f"corpus {spec.name!r}: cannot read a record of {where} "
-                                        f"({type(e).__name__}: {first}){at}; fix or remove that "
-                                        "line or file") from e
+                    files = []
+                raise _unreadable(spec, where, files, e) from e
             n += 1
             text = record_text(spec, record)
             if text is None and source == "local":  # a missing field reads as null in a file
