@@ -13,9 +13,10 @@ Each claim gets a verdict computed from the rows, never written by hand:
     inconclusive    the test could not be run: the needed rows are missing (e.g. no allocation=split
                     runs, no +replay method, no λ = 1) or fewer than 3 seeds have them; the reason is stated
 
-Each claim is tested within one pipeline (D_post→D_ft) and one |D_post|, never across them (L_ret of
-music→chem and of flan→chem are losses on different corpora); with several, each is a part and
-the claim holds only if every part does (`_combine`). The frontier claims (a, b, e, f) compare full
+Each claim is tested within one pipeline (D_post→D_ft), |D_post| and model, never across them (L_ret
+of music→chem and of flan→chem are losses on different corpora); with several, each is a part and
+the claim holds only if every part does, and does not hold if a part is reversed at p < ALPHA / K
+over its K tested parts (`_combine`). The frontier claims (a, b, e, f) compare full
 post-training runs (allocation=added); Fig 3b's split runs are not such a comparison.
 
 Claims (paper section -> statistic per seed, then the threshold across seeds):
@@ -176,7 +177,16 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
     lams = _lam_of(pts, base, other)
     if lams is None:
         return {"missing": [], "no_common_lam": True, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
-    seeds = sorted(set(pts.loc[pts.method == base, "seed"]) & set(pts.loc[pts.method == other, "seed"]))
+    by_method = {m: set(pts.loc[pts.method == m, "seed"]) for m in (base, other)}
+    seeds = sorted(by_method[base] & by_method[other])
+    # sweep points per seed (final points: one per run and stage-3 LR), the most any seed has
+    final = pts[pts["step"] == -1]
+    sweep = {}
+    for m in (base, other):
+        g = final[final.method == m]
+        if lams[m] is not None:
+            g = g[g["lam"] == lams[m]]
+        sweep[m] = int(g.groupby("seed").size().max()) if len(g) else 0
     for seed in seeds:
         fr, empty = {}, []
         for m in (base, other):
@@ -185,7 +195,14 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
                 g = g[g["lam"] == lams[m]]
             if g.empty:
                 empty.append(f"no {m} rows at λ={lams[m]:g}")
-            fr[m] = F.front_of(g, view) if len(g) else None
+                continue
+            xcol, ycol = F.view_axes(view)
+            bad = g[~np.isfinite(g[[xcol, ycol]].astype(float)).all(axis=1)]
+            if len(bad):  # a diverged run: this seed cannot be compared; the reason names the run
+                who = sorted(set(bad["run"])) if "run" in bad.columns else f"{len(bad)} point(s)"
+                empty.append(f"non-finite {xcol}/{ycol} in {m} run(s) {who}")
+                continue
+            fr[m] = F.front_of(g, view)
         if empty:
             skipped[int(seed)] = "; ".join(empty)
             continue
@@ -196,7 +213,7 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
         else:
             per_seed[int(seed)] = gap
     return {"missing": [], "lams": lams, "per_seed": per_seed, "skipped": skipped, "dominated": dominated,
-            "summary": paired_summary(list(per_seed.values()))}
+            "seeds": by_method, "sweep": sweep, "summary": paired_summary(list(per_seed.values()))}
 
 
 def _frontier_part(cid, text, paper, rows, base, other, view, trajectory, test) -> dict:
@@ -208,16 +225,27 @@ def _frontier_part(cid, text, paper, rows, base, other, view, trajectory, test) 
         return _claim(cid, text, paper, INCONCLUSIVE, f"{base} and {other} share no λ > 0", test)
     v = verdict_of(s)
     if v == INCONCLUSIVE:
+        only = {m: sorted(int(x) for x in seeds) for m, seeds in r["seeds"].items()}
         reason = (f"only {s['n']} seed(s) with overlapping {base}/{other} frontiers (need {MIN_SEEDS})"
+                  + ("" if only[base] == only[other] else
+                     f"; seeds with runs: {base} {only[base]}, {other} {only[other]}")
                   + (f"; skipped {r['skipped']}" if r["skipped"] else "")
                   + f"; descriptive only: share of the {base} frontier dominated by {other}'s, per seed: "
                   + ", ".join(f"{k}: {v:.2f}" for k, v in r["dominated"].items()))
     else:
         reason = f"mean gap {_fmt(s['mean'])} ± {_fmt(s['se'])} (SE), {_stats(s)}"
+    at = {m: lam for m, lam in r["lams"].items() if lam is not None}
+    if at:  # which λ "mixed" was read at: a missing λ = 1 run must not pass unnoticed
+        reason += "; " + ", ".join(f"{m} at λ = {lam:g}" for m, lam in at.items())
+    if len(set(r["sweep"].values())) > 1:  # more sweep points lower a frontier by chance
+        reason += ("; unequal sweeps: " + ", ".join(f"{m} {n} points per seed" for m, n in r["sweep"].items())
+                   + " (the larger sweep's frontier is lower by chance alone; compare equal sweeps)")
     nums = {"per_seed": r["per_seed"], "skipped": r["skipped"], "lam": r.get("lams"),
-            "dominated_fraction": r.get("dominated"),
+            "dominated_fraction": r.get("dominated"), "sweep_points": r["sweep"],
             **{k: s[k] for k in ("n", "mean", "std", "se", "t", "p_t", "p_sign")}}
-    return _claim(cid, text, paper, v, reason, test, nums)
+    out = _claim(cid, text, paper, v, reason, test, nums)
+    out["p_reverse"] = None if s["p_t"] is None else 1 - s["p_t"]  # for _combine's correction
+    return out
 
 
 def _setting_label(keys: tuple, values: tuple, varying: set) -> str:
@@ -237,7 +265,7 @@ def _by_setting(rows: pd.DataFrame, keys: tuple) -> list[tuple[str, pd.DataFrame
     return [(_setting_label(keys, v if isinstance(v, tuple) else (v,), varying), g) for v, g in groups]
 
 
-SETTING = ("pipeline", "post_tokens")  # never pooled: L_ret of different pipelines is a different loss
+SETTING = ("pipeline", "post_tokens", "model")  # never pooled: L_ret of another pipeline is another loss
 
 
 def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> dict:
@@ -299,7 +327,8 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                 d_ret.append(float(a["L_ret"].mean() - b["L_ret"].mean()))
                 d_im.append(float(a["L_im"].mean() - b["L_im"].mean()))
         sr, si = paired_summary(d_ret), paired_summary(d_im)
-        part = {"part": label, "stage3_lr": lr, "lam_max": lam_hi, "dL_ret": sr, "dL_im": si}
+        part = {"part": label, "stage3_lr": lr, "lam_max": lam_hi, "dL_ret": sr, "dL_im": si,
+                "p_reverse": None if sr["p_t"] is None else 1 - sr["p_t"]}
         if sr["n"] < MIN_SEEDS:
             part |= {"verdict": INCONCLUSIVE, "reason": f"{sr['n']} paired seed(s), need {MIN_SEEDS}"}
         elif sr["p_t"] is None or si["mean"] is None:
@@ -312,17 +341,21 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                      "im_over_ret": abs(si["mean"]) / sr["mean"] if sr["mean"] > 0 else None,
                      # "does not hold" here is also L_im moving more than FLAT_RATIO of ΔL_ret (a ratio of
                      # means, no test): the flatness half of the claim, stated in the reason
-
                      "verdict": (HOLDS if flat else NOT_HOLD) if improves else ret,
                      "reason": (f"ΔL_ret {_fmt(sr['mean'])} ± {_fmt(sr['se'])} ({_stats(sr)}), ΔL_im "
                                 f"{_fmt(si['mean'])} ± {_fmt(si['se'])}"
                                 + {HOLDS: "", NOT_SHOWN: "; L_ret improvement not significant",
                                    NOT_HOLD: "; L_ret significantly worse at λ_max"}[ret]
-                                + ("; L_im not flat" if improves and not flat else ""))}
+                                + ("; L_im not flat (|ΔL_im| above "
+                                   f"{FLAT_RATIO:.2f}·ΔL_ret, a ratio of means, not a test)" if improves and not flat else "")
+                                + f"; λ_max = {lam_hi:g}")}
+            if improves and not flat:
+                part["p_reverse"] = None  # a rule, not a reversed test: no correction applies
         parts.append(part)
     nums = {"stage3_lr": sorted({p["stage3_lr"] for p in parts})}
     if "stage2_stopped_early" in sub.columns:
-        runs = sub.drop_duplicates("run") if "run" in sub.columns else sub
+        tested = sub[(sub["lam"] == 0) | (sub["lam"] == sub["lam"].max())]  # the runs compared
+        runs = tested.drop_duplicates("run") if "run" in tested.columns else tested
         early = int(runs["stage2_stopped_early"].fillna(False).astype(bool).sum())
         nums["stage2_stopped_early"] = f"{early} of {len(runs)}"
         if early < len(runs):  # the paper's L_im is converged; say when ours is not
@@ -364,6 +397,7 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
         ends = {"lo": lams[0], "hi": lams[-1]}
         gaps = {k: paired_summary((curve[e] - curve[lam_star]).tolist()) for k, e in ends.items()}
         interior = lam_star not in (lams[0], lams[-1])
+        p_rev = None
         if interior:
             v = HOLDS if all(verdict_of(g_) == HOLDS for g_ in gaps.values()) else NOT_SHOWN
             why = ""
@@ -371,10 +405,11 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
             inner = float(mean_curve.loc[lams[1:-1]].idxmin())
             vs_inner = paired_summary((curve[inner] - curve[lam_star]).tolist())
             v = NOT_HOLD if verdict_of(vs_inner) == HOLDS else NOT_SHOWN
+            p_rev = vs_inner["p_t"]
             why = f"; best interior λ = {inner:g} is worse by {_fmt(vs_inner['mean'])} ± {_fmt(vs_inner['se'])} ({_stats(vs_inner)})"
         parts.append({"part": label, "stage3_lr": lr, "lam_star": lam_star, "interior": interior,
                       "mean_curve": {str(k): float(v_) for k, v_ in mean_curve.items()},
-                      "gap_lo": gaps["lo"], "gap_hi": gaps["hi"], "verdict": v,
+                      "gap_lo": gaps["lo"], "gap_hi": gaps["hi"], "verdict": v, "p_reverse": p_rev,
                       "reason": (f"λ* = {lam_star:g} ({'interior' if interior else 'an endpoint'}); "
                                  + ", ".join(f"gap to λ={e:g}: {_fmt(gaps[k]['mean'])} ± {_fmt(gaps[k]['se'])} "
                                              f"(p = {_fmt(gaps[k]['p_t'], 3)})" for k, e in ends.items() if e != lam_star)
@@ -383,12 +418,25 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
 
 
 # Fig 3's settings: pipeline, |D_post| and the stage-2 configuration (one Fig 3 curve each).
-FIG3_SETTING = ("pipeline", "post_tokens", "stage2_lr", "stage2_batch")
+FIG3_SETTING = ("pipeline", "post_tokens", "stage2_lr", "stage2_batch", "model")
 
 
 def _combine(cid, text, paper, parts, test, numbers) -> dict:
     """Holds if every part holds; else does not hold if a part does not; else not shown if a part
-    is not shown; else (only inconclusive, or inconclusive beside holds) inconclusive."""
+    is not shown; else (only inconclusive, or inconclusive beside holds) inconclusive.
+
+    "Holds in every part" needs no correction for the number of parts (each part must pass at
+    ALPHA; the chance that all do under no effect is at most ALPHA). "Does not hold in some part"
+    does: with K tested parts, a part's reversed test counts only at p < ALPHA / K (Bonferroni),
+    else that part reads "not shown" here (without this, 4 settings under no effect gave "does
+    not hold" 19% of the time, not 5%; tests/test_claims.py). Parts whose "does not hold" comes
+    from a rule rather than a test (claim c's flatness) count as they are."""
+    k = sum(p["verdict"] != INCONCLUSIVE for p in parts)
+    for p in parts:
+        if p["verdict"] == NOT_HOLD and k > 1 and p.get("p_reverse") is not None and p["p_reverse"] >= ALPHA / k:
+            p["verdict"], p["reason"] = NOT_SHOWN, (
+                f"{p['reason']}; reversed at p = {_fmt(p['p_reverse'], 3)} in this setting alone, above "
+                f"{ALPHA:g}/{k} = {_fmt(ALPHA / k, 4)} (Bonferroni over {k} settings), so not shown")
     vs = [p["verdict"] for p in parts]
     if vs and all(v == HOLDS for v in vs):
         v = HOLDS
@@ -413,6 +461,8 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
                                       "L_im", "L_ret", "L_ft", "L_pre"])
         df = empty
     df = df.astype({"method": str}) if len(df) else df
+    if len(df):  # rows written without the field predate Fig 3b's split: the default, added
+        df["allocation"] = df["allocation"].fillna("added") if "allocation" in df.columns else "added"
     if "lam" in df.columns and len(df):  # λ grids written as sums (0.1 * 10) still meet 0 and 1 exactly
         df["lam"] = df["lam"].astype(float).round(9)
     out = [
@@ -471,7 +521,8 @@ def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
     return lines
 
 
-def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict | None = None) -> str:
+def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict | None = None,
+                unfinished: list[str] | None = None) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
              f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
              f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
@@ -493,6 +544,13 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict |
                 lines.append(f"  * {p.get('part', p['id'])}: **{p['verdict']}**: {p['reason']}")
     if pooled is not None:
         lines += pooled_markdown(pooled, n_rows)
+    if unfinished:  # their absence changes what is tested (e.g. "mixed" read at a smaller λ)
+        lines += ["", "## Runs without results", "",
+                  f"{len(unfinished)} run director{'y' if len(unfinished) == 1 else 'ies'} under runs/ "
+                  "hold no result.json (unfinished, failed, or stopped by the NaN guard), so the claims above "
+                  "were tested without them: " + ", ".join(f"`{r}`" for r in unfinished[:20])
+                  + (f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else "")
+                  + ". Rerun the params file to finish them (finished runs are reused)."]
     return "\n".join(lines) + "\n"
 
 
@@ -510,13 +568,16 @@ def _jsonable(o):
 
 
 def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int,
-          pooled: dict | None = None) -> dict[str, Path]:
+          pooled: dict | None = None, unfinished: list[str] | None = None) -> dict[str, Path]:
     """claims.md and claims.json in out_dir, written atomically; returns their paths.
-    `pooled`: pipeline.pooled_runs of the runs, reported when given."""
+    `pooled`: pipeline.pooled_runs of the runs, reported when given; `unfinished`: run
+    directories without a result.json."""
     out_dir = Path(out_dir)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
-    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled))
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled, unfinished))
     extra = {} if pooled is None else {"pooled_runs": pooled}
+    if unfinished is not None:
+        extra["unfinished_runs"] = unfinished
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
                            "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims), **extra})
     return {"claims_md": md, "claims_json": js}
@@ -536,7 +597,9 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
                                 "was run with (--out, or $EELIB_OUTPUTS)")
     rows = collect(experiment, root)
     claims = evaluate(rows, trajectory=trajectory)
-    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root))
+    unfinished = sorted(d.name for d in (root / experiment / "runs").iterdir()
+                        if d.is_dir() and not (d / "result.json").exists())
+    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root), unfinished)
     if figures and rows:
         from eelib import figures as FG
         paths |= FG.save_all(rows, root / experiment / "figures")

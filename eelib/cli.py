@@ -119,7 +119,9 @@ def _main(argv: list[str] | None = None) -> int:
                        help="the grid's seed axis: added, or replacing a seed axis it has (e.g. --seeds 0 1 2)")
     p_rep = sub.add_parser("report", help="figures + claims report for an experiment's results")
     p_rep.add_argument("experiment")
-    p_rep.add_argument("--out", default=OUT, help=OUT_HELP)
+    p_rep.add_argument("--out", "--root", dest="out", default=OUT, help=OUT_HELP)
+    p_rep.add_argument("--no-figures", action="store_true", help="the claims report only")
+    p_rep.add_argument("--final-only", action="store_true", help="frontiers from final points only")
     p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
     p_one.add_argument("params")
     # --run-name: torchrun's own parser would take a bare --run as an abbreviation of --run-path.
@@ -145,7 +147,8 @@ def _main(argv: list[str] | None = None) -> int:
         return _plan(args)
     if args.cmd == "report":
         from eelib.claims import main_report
-        return main_report([args.experiment, "--root", args.out])
+        return main_report([args.experiment, "--root", args.out]
+                           + ["--no-figures"] * args.no_figures + ["--final-only"] * args.final_only)
     try:
         if getattr(args, "workers", None) is not None and args.workers < 1:
             raise C.ConfigError(f"--workers: must be >= 1 (runs at once), got {args.workers}")

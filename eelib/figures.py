@@ -283,11 +283,21 @@ def all_figures(rows, trajectory: bool = True) -> dict[str, alt.TopLevelMixin]:
     figs: dict[str, alt.TopLevelMixin | None] = {}
     if df.empty:
         return {}
-    for pipe in sorted(set(df["pipeline"])):
+    # Frontier figures draw what the claims test (eelib.claims): full post-training runs only
+    # (allocation added; Fig 3b's split runs are not such a comparison), one |D_post| and model
+    # at a time (a stem suffix says which when a pipeline has several).
+    added = df[df["allocation"].fillna("added") == "added"] if "allocation" in df.columns else df
+    for pipe in sorted(set(added["pipeline"])):
         tag = pipe.replace("->", "-")
-        figs[f"fig2_{tag}"] = fig2(df, pipe, trajectory)
-        for f in ("fig4", "fig5", "fig6", "fig7"):
-            figs[f"{f}_{tag}"] = fig_methods(df, f, pipe, trajectory)
+        by = [k for k in ("model", "post_tokens") if k in added.columns]
+        groups = added[added["pipeline"] == pipe].groupby(by, dropna=False) if by else [((), added)]
+        several = len(groups) > 1
+        for values, g in groups:
+            values = values if isinstance(values, tuple) else (values,)
+            suffix = "".join(f"_{'post' if k == 'post_tokens' else ''}{v}" for k, v in zip(by, values)) if several else ""
+            figs[f"fig2_{tag}{suffix}"] = fig2(g, pipe, trajectory)
+            for f in ("fig4", "fig5", "fig6", "fig7"):
+                figs[f"{f}_{tag}{suffix}"] = fig_methods(g, f, pipe, trajectory)
     figs["fig3a"] = fig3(df, "added")
     figs["fig3b"] = fig3(df, "split")
     return {k: v for k, v in figs.items() if v is not None}
