@@ -192,3 +192,26 @@ def test_params_file_matches_the_notebook_parameters():
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     names = {n.target.id for n in ast.parse("".join(cell["source"])).body}
     assert set(yaml.safe_load((root / "params" / "theory.yaml").read_text())) == names
+
+
+@pytest.mark.parametrize("kw,refusal", [
+    # steps_pre above the continuous-time estimate but below the steps GD takes: αβ missed by 4 ε
+    (dict(init_T=91, steps_pre=5775), "Theorem C.9 stopping time violated: steps_pre=5775 is below the 5817"),
+    # C.13's printed K2 ignores η: at η = 0.001 stage 2 ends 3.7e-3 from the proximal optimum
+    (dict(lr=0.001), "C.13 \\(stage 2 reaches the proximal optimum\\) violated numerically"),
+])
+def test_settings_short_of_the_theorems_are_refused(kw, refusal):
+    """Found by a review (2026-11-27): both were accepted and missed Thm 5.1 / 5.2 by more than ε."""
+    with pytest.raises(ValueError, match=refusal):
+        th.run(replace(th.TheoryConfig(), **kw))
+
+
+def test_stage1_steps_follow_the_discrete_recursion():
+    cfg = th.TheoryConfig()
+    k = th._stage1_steps(cfg, 91.0)
+    assert k > th._stage1_time(cfg, 91.0)  # GD grows at 2 ln(1 + 2ηs) < 4ηs per step
+    w = math.exp(-91.0)
+    s = cfg.alpha * cfg.beta
+    for _ in range(k):
+        w *= 1 - 2 * cfg.lr * (w * w - s)
+    assert s - w * w < cfg.eps
