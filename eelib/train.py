@@ -92,6 +92,9 @@ def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: i
     return total / count
 
 
+RANK_SEED_STRIDE = 1_000_003  # rank r seeds its dropout stream with seed + r * this
+
+
 def _rng_state(device: torch.device) -> dict:
     """This process's random streams: CPU, and on CUDA its own device's only (under DDP each rank
     has one GPU; every visible device's state would not restore on a machine with fewer)."""
@@ -178,7 +181,9 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         fwd = dist.wrap(fwd, device)
     step, trajectory = 0, []
     best, best_step, bad_evals, best_state, stopped = math.inf, -1, 0, None, False
-    torch.manual_seed(seed)
+    # One stream per rank: with the same seed, ranks (same micro-batch shapes) would draw the same
+    # dropout masks for their different rows. Rank 0 keeps `seed`, so one process is unchanged.
+    torch.manual_seed(seed + (RANK_SEED_STRIDE * dist.rank if dist is not None else 0))
 
     resumed = checkpoint.load_latest(stage_dir, config_digest)
     if resumed is not None:

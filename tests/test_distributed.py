@@ -188,6 +188,9 @@ def _dropout_worker(rank, port, tmp, kill, tag):
     try:
         model = build_model("test-micro", 258, seed=0)
         set_dropout(model, 0.3)
+        masks = []  # the first micro-batch's embedding dropout mask
+        model.model.embed_tokens.register_forward_hook(
+            lambda mod, a, out: masks.append((out == 0).clone()) if not masks else None)
         w = _windows()[0]
         mix = Mixture([Source("a", w, 1.0, once=False)], seed=3)
         spec = T.LoopSpec(lr=3e-3, min_lr=3e-4, warmup_steps=1, weight_decay=0.1, batch_size=BATCH,
@@ -199,6 +202,8 @@ def _dropout_worker(rank, port, tmp, kill, tag):
             return
         with open(os.path.join(tmp, f"{tag}{rank}.pkl"), "wb") as f:
             pickle.dump(model.state_dict(), f)
+        with open(os.path.join(tmp, f"{tag}mask{rank}.pkl"), "wb") as f:
+            pickle.dump(masks[0], f)
     finally:
         distributed.shutdown()
 
@@ -214,6 +219,10 @@ def test_ddp_resume_with_dropout_continues_every_ranks_random_stream(tmp_path):
     mp.spawn(_dropout_worker, args=(_free_port(), str(cut), None, "res"), nprocs=WORLD, join=True)
     a, b = (pickle.loads((d / f"{t}0.pkl").read_bytes()) for d, t in ((ref, "ref"), (cut, "res")))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # each rank draws its own masks for its own rows: with one seed for all ranks, rank 1's first
+    # micro-batch (rows 1, 3 of the step) got exactly rank 0's mask (rows 0, 2) (a review found it)
+    m0, m1 = (pickle.loads((ref / f"refmask{r}.pkl").read_bytes()) for r in (0, 1))
+    assert m0.shape == m1.shape and m0.any() and not torch.equal(m0, m1)
 
 
 def test_zero_row_rank_gets_a_zero_weight_row():
