@@ -40,6 +40,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Stage keys name a preset, not its contents; so a change to what a preset builds bumps its
+# revision here, which enters the keys (`preset_key`), or stages trained with the old contents
+# would be reused. tests/test_stage_reuse.py pins each preset's contents to its revision.
+# smollm2-135m r1: init std 1/sqrt(576), the released config's, instead of 0.02 (2026-11-27).
+PRESET_REVISIONS = {"smollm2-135m": 1}
+
+
+def preset_key(preset: str) -> str:
+    """The preset as stage keys name it: the name, with its revision once it has one."""
+    rev = PRESET_REVISIONS.get(preset, 0)
+    return f"{preset}@r{rev}" if rev else preset
+
+
 def llama_config(preset: str, vocab_size: int) -> LlamaConfig:
     kw = dict(PRESETS[preset])
     kw.setdefault("initializer_range", 0.02)  # the CPU presets: transformers' default init std

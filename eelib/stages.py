@@ -24,7 +24,7 @@ from eelib import checkpoint, config as C
 from eelib.data import corpus_windows, files_identity, vocab_size
 from eelib.tokenizer import tokenizer_id
 from eelib.mixture import Mixture, Source, check_delivery
-from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
+from eelib.model import add_lora, build_model, merge_lora, n_params, preset_key, set_dropout
 from eelib.stagedir import StageResult, begin, finish, locked, save_final
 from eelib.train import LoopSpec, heldout_loss, train
 
@@ -46,7 +46,7 @@ def _stage1_identity(cfg: C.ExperimentConfig) -> dict:
     data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, files]
     if d.revisions:  # appended only when pinned, so keys of unpinned runs stay what they were
         data.append(d.revisions)
-    return {"model": cfg.model, "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
+    return {"model": preset_key(cfg.model), "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
 
 
@@ -66,7 +66,7 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, files]
     if d.revisions.get("c4"):
         data.append({"c4": d.revisions["c4"]})
-    return {"model": cfg.model, "seed": cfg.seed, "reads": PRE_ONLY, "data": data,
+    return {"model": preset_key(cfg.model), "seed": cfg.seed, "reads": PRE_ONLY, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
 
 

@@ -249,3 +249,28 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
         assert os.stat(f).st_ino == os.stat(old.dir / "final" / "model.pt").st_ino
         # a second call finds it finished
         assert stages.pretrain(cfg, root=tmp_path / "out", progress=False)["digest"] == new.dir.name
+
+
+# What each preset builds, at its revision (eelib/model.py PRESET_REVISIONS). Stage keys name the
+# preset and its revision, not its contents: change a preset and this fails until its revision is
+# bumped (and this table updated), so no stage trained with the old contents is reused.
+PRESET_CONTENTS = {("smollm2-135m", 1): "42344e12c453", ("paper-1b", 0): "1155dc4e5935",
+                   ("cpu-tiny", 0): "156a6ec35bf3", ("cpu-small", 0): "4a5018e3c682",
+                   ("test-micro", 0): "7cad6d82d9fd"}
+
+
+def test_a_preset_whose_contents_change_gets_a_new_revision_in_the_stage_keys():
+    from eelib import config as C
+    from eelib import stages
+    from eelib.model import PRESET_REVISIONS, PRESETS, llama_config, preset_key
+    for name in PRESETS:
+        d = llama_config(name, 258).to_dict()
+        d.pop("transformers_version", None)
+        rev = PRESET_REVISIONS.get(name, 0)
+        assert PRESET_CONTENTS.get((name, rev)) == C.digest(d), (
+            f"preset {name!r} builds another model than at revision {rev}: bump PRESET_REVISIONS[{name!r}] "
+            "and PRESET_CONTENTS here")
+    # the revision is what the key names; unrevised presets keep the keys they always had
+    cfg = C.from_dict(json.loads(json.dumps(TINY)))
+    assert stages._stage1_key(cfg)["model"] == "test-micro" == preset_key("test-micro")
+    assert preset_key("smollm2-135m") == "smollm2-135m@r1"
