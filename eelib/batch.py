@@ -32,7 +32,7 @@ from pathlib import Path
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
-from eelib.pipeline import claim_run_dir, collect, grid_runs, release_run, warn_unswept
+from eelib.pipeline import claim_run_dir, collect, grid_runs, release_run, stale_message, warn_unswept
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 STAGE_NOTEBOOKS = ("pretrain.ipynb", "posttrain.ipynb", "finetune.ipynb")
@@ -221,8 +221,12 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     ray_run, ray = ray_task or (None, None)
     n_gpu = _gpu_count()
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
-    summary_runs = {run: {"run": run, "status": "reused", "seconds": 0.0, "log": None, "error": None}
-                    for run, c, d in claimed if (d / "result.json").exists()}
+    summary_runs = {}
+    for run, c, d in claimed:
+        if (d / "result.json").exists():  # reused, unless its stages are keyed otherwise now
+            stale = stale_message(c, d, root)
+            summary_runs[run] = {"run": run, "status": "failed" if stale else "reused", "seconds": 0.0,
+                                 "log": None, "error": stale}
     slots: queue.Queue = queue.Queue()
     for i in range(workers):
         slots.put(i)

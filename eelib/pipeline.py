@@ -59,6 +59,7 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
     `swept`: the keys of the grid this run belongs to (claim_run_dir)."""
     rdir = claim_run_dir(cfg, run, root, swept)
     try:
+        _refuse_stale(cfg, rdir, root)
         t0 = time.time()
         s1 = pretrain(cfg, root=root, progress=progress)
         s2 = posttrain(cfg, s1, root=root, progress=progress)
@@ -76,6 +77,47 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
     finally:  # also on an error or Ctrl-C, so a notebook kernel does not keep the run held
         release_run(rdir)
     return rows
+
+
+def stale_stages(cfg: C.ExperimentConfig, rows: list[dict], root: Path | None = None) -> list[str]:
+    """Where a finished run's rows name other stage directories than this code's keys give: a
+    rule, preset or data marker changed since they were computed ("stage 2: d857… -> fc81…").
+    A λ = 0 stage 1 finished under the older key it is adopted from counts as the same."""
+    from eelib import stages
+    now = {1: {stages.stage_dir(cfg, 1, root=root).name}, 2: {stages.stage_dir(cfg, 2, root=root).name}}
+    if cfg.stage1.lam == 0:
+        now[1].add(C.digest(stages._stage1_identity(cfg)))
+    out = []
+    for r in rows:
+        dirs = r.get("stage_dirs")
+        if not dirs:  # rows written before they named their stages: nothing to compare
+            continue
+        want = {**now, 3: {stages.stage_dir(cfg, 3, r["stage3_lr"], root=root).name}}
+        for k, d in enumerate(dirs, start=1):
+            if Path(d).name not in want[k]:
+                out.append(f"stage {k}: {Path(d).name} -> {sorted(want[k])[0]}")
+    return sorted(set(out))
+
+
+def stale_message(cfg: C.ExperimentConfig, rdir: Path, root: Path | None) -> str | None:
+    """Why a finished run must not be reused as it is, or None. Its rows came from stages this code
+    keys otherwise (a rule changed, e.g. the split stage 2's replay draw): kept silently, they would
+    disagree with the stages a rerun trains, and with what the experiment's other runs measure."""
+    done = rdir / "result.json"
+    if not done.exists():
+        return None
+    stale = stale_stages(cfg, json.loads(done.read_text()).get("rows", []), root)
+    if not stale:
+        return None
+    return (f"{done} was computed by stages this eelib keys otherwise ({'; '.join(stale[:3])}): a rule, "
+            "a model preset or a data marker changed since (docs/decisions.md). Results are never replaced: "
+            f"rerun under a new experiment name (--set name=...), or move {done.name} away to recompute "
+            "this run here")
+
+
+def _refuse_stale(cfg: C.ExperimentConfig, rdir: Path, root: Path | None) -> None:
+    if (why := stale_message(cfg, rdir, root)) is not None:
+        raise RuntimeError(why)
 
 
 def grid_runs(cfg: C.ExperimentConfig) -> list[tuple[str, C.ExperimentConfig]]:

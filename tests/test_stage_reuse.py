@@ -274,3 +274,31 @@ def test_a_preset_whose_contents_change_gets_a_new_revision_in_the_stage_keys():
     cfg = C.from_dict(json.loads(json.dumps(TINY)))
     assert stages._stage1_key(cfg)["model"] == "test-micro" == preset_key("test-micro")
     assert preset_key("smollm2-135m") == "smollm2-135m@r1"
+
+
+def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path, monkeypatch):
+    """A rule change moves a stage's key (e.g. the split stage 2's replay draw): rerunning a
+    finished run then retrained its stages under the new key and kept the old rows, silently. Now
+    the run is refused before anything trains, naming the stage, and its result stays as it was;
+    a run whose stages match is reused as before."""
+    from eelib import config as C
+    from eelib import pipeline as P
+    from eelib import stages
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg = C.from_dict(raw)
+    rows = P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
+    monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False) == rows  # reused
+    done = tmp_path / "out" / cfg.name / "runs" / "r" / "result.json"
+    stored = json.loads(done.read_text())
+    for r in stored["rows"]:  # as if stage 2 had been computed under an older rule's key
+        r["stage_dirs"][1] = str(tmp_path / "out" / cfg.name / "stage2" / "0123456789ab")
+    done.write_text(json.dumps(stored))
+    before = done.read_bytes()
+    with pytest.raises(RuntimeError, match=r"keys otherwise \(stage 2: 0123456789ab -> [0-9a-f]{12}\).*never "
+                                           r"replaced.*new experiment name"):
+        P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
+    assert done.read_bytes() == before
+    # the batch runner lists such a run as failed with the same line, instead of "reused"
+    assert "keys otherwise (stage 2: 0123456789ab" in P.stale_message(cfg, done.parent, tmp_path / "out")
