@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from eelib import checkpoint, config as C
-from eelib.data import corpus_windows, files_identity, vocab_size
+from eelib.data import corpus_windows, files_identity, shard_key, vocab_size
 from eelib.tokenizer import tokenizer_id
 from eelib.mixture import Mixture, Source, check_delivery
 from eelib.model import add_lora, build_model, merge_lora, n_params, preset_key, set_dropout
@@ -44,10 +44,19 @@ def _stage1_identity(cfg: C.ExperimentConfig) -> dict:
     # source=local: the identity of the files stage 1 reads (D_pre, D_post), not the paths written.
     files = {c: files_identity(d.data_files[c]) for c in ("c4", cfg.post_corpus)} if d.source == "local" else {}
     data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, files]
-    if d.revisions:  # appended only when pinned, so keys of unpinned runs stay what they were
-        data.append(d.revisions)
+    data += _shards(cfg, [("c4", "train"), (cfg.post_corpus, "train")])
     return {"model": preset_key(cfg.model), "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
+
+
+def _shards(cfg: C.ExperimentConfig, reads: list[tuple[str, str]]) -> list:
+    """The token shards a stage reads, by their keys, for hub and local data: any rule that moves a
+    shard's key (val read shuffled; C4's validation folder held out; a pinned revision) then moves
+    the keys of the stages that read it, instead of leaving stages trained on the old shard to be
+    reused. Offline shards come from fixed generators: their stages keep the keys they had."""
+    if cfg.data.source == "offline":
+        return []
+    return [{"shards": {f"{c}/{split}": C.digest(shard_key(c, split, cfg.data)) for c, split in reads}}]
 
 
 PRE_ONLY = "lam = 0: reads D_pre only"  # marks the stage-1 key below
@@ -63,9 +72,7 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
         return _stage1_identity(cfg)
     d = cfg.data
     files = {"c4": files_identity(d.data_files["c4"])} if d.source == "local" else {}
-    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, files]
-    if d.revisions.get("c4"):
-        data.append({"c4": d.revisions["c4"]})
+    data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, files] + _shards(cfg, [("c4", "train")])
     return {"model": preset_key(cfg.model), "seed": cfg.seed, "reads": PRE_ONLY, "data": data,
             "stage1": dataclasses.asdict(cfg.stage1)}
 
@@ -92,6 +99,9 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
         key["lora_init"] = LORA_INIT_RULE
     if cfg.allocation == "split" and s2["replay"]:  # replay took C4's first windows before
         key["replay_draw"] = SPLIT_REPLAY_RULE
+    for shards in _shards(cfg, [(cfg.post_corpus, "train"), (cfg.post_corpus, "val")]
+                          + ([("c4", "train")] if s2["replay"] else [])):
+        key |= shards  # D_post's val chooses the stopping point
     return key
 
 
@@ -120,6 +130,9 @@ def _stage3_key(cfg: C.ExperimentConfig, lr: float) -> dict:
     key = {"stage2": C.digest(_stage2_key(cfg)), "ft": cfg.ft_corpus, "lr": lr, "stage3": s3}
     if cfg.data.source == "local":  # the D_ft files; added only then, so other keys stay as they were
         key["ft_files"] = files_identity(cfg.data.data_files[cfg.ft_corpus])
+    for shards in _shards(cfg, [(cfg.ft_corpus, "train"), ("c4", "val"), (cfg.post_corpus, "val"),
+                                (cfg.ft_corpus, "val")]):
+        key |= shards  # the held-out sets L_pre, L_ret and L_ft are measured on
     return key
 
 

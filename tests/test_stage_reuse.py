@@ -302,3 +302,27 @@ def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path
     assert done.read_bytes() == before
     # the batch runner lists such a run as failed with the same line, instead of "reused"
     assert "keys otherwise (stage 2: 0123456789ab" in P.stale_message(cfg, done.parent, tmp_path / "out")
+
+
+def test_a_rule_that_moves_a_shard_key_moves_the_keys_of_the_stages_that_read_it(monkeypatch):
+    """Shard-key markers (val read shuffled, C4's validation folder) used to stop at the shard:
+    a stage trained on the old shard was reused. Now hub/local stage keys carry the keys of the
+    shards they read; offline keys (fixed generators) are unchanged."""
+    from pathlib import Path
+
+    from eelib import config as C
+    from eelib import stages
+    from eelib.corpora import hub
+    fx = Path(__file__).parent / "fixtures" / "hub"
+    raw = json.loads(json.dumps(TINY))
+    raw["data"] |= {"source": "local", "data_files": {c: str(fx / c) for c in ("c4", "musicpile", "chempile")}}
+    local = C.from_dict(raw)
+    offline = C.from_dict(json.loads(json.dumps(TINY)))
+    keys = lambda cfg: [stages.stage_dir(cfg, 1).name, stages.stage_dir(cfg, 2).name,
+                        stages.stage_dir(cfg, 3, cfg.stage3.lrs[0]).name]
+    before, off = keys(local), keys(offline)
+    monkeypatch.setattr(hub, "VAL_SEED", 7)  # a rule for how held-out sets are read
+    after = keys(local)
+    assert after[0] == before[0]  # stage 1 reads no held-out set
+    assert after[1] != before[1] and after[2] != before[2]  # stage 2 stops on D_post's val; 3 measures
+    assert keys(offline) == off
