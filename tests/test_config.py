@@ -3,6 +3,7 @@ the fix, exit code 2, no traceback, and nothing written."""
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -277,3 +278,16 @@ def test_workers_below_one_are_refused_before_anything_is_written(tmp_path, cmd,
                        env=child_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr == f"eelib: error: --workers: must be >= 1 (runs at once), got {n}\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_a_lambda_that_mixes_in_no_window_is_refused():
+    """round(λ·N) windows of D_post go into stage 1: a λ > 0 that rounds to none would be labelled
+    'mixed' while training exactly the unmixed run (a review found it)."""
+    raw = json.loads(json.dumps(TINY))
+    raw["stage1"]["lam"] = 0.003  # 125 windows: round(0.375) = 0
+    with pytest.raises(C.ConfigError, match=r"stage1.lam: λ=0.003 .* mixes in no window .* λ ≥ 0.008"):
+        C.from_dict(raw)
+    raw["grid"] = {"stage1.lam": [0.0, 0.003]}
+    raw["stage1"]["lam"] = 0.0
+    with pytest.raises(C.ConfigError, match=r"grid \(stage1.lam=0.003\): stage1.lam"):
+        C.from_dict(raw)
