@@ -273,10 +273,6 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
             _check(any(os.path.getsize(f) for f in found), f"data.data_files.{k}",
                    f"every file matching {v!r} is empty; point it at files with records")
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
-    n_post = cfg.data.post_tokens // max(cfg.data.seq_len, 1)
-    _check(s1.lam == 0 or round(s1.lam * n_post) > 0, "stage1.lam",
-           f"λ={s1.lam:g} of |D_post| ({n_post:,} windows) mixes in no window at all (stage 1 takes "
-           f"round(λ·N)), so this 'mixed' run would be the unmixed one; use 0, or λ ≥ {1 / max(n_post, 1):.3g}")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
         if not getattr(st, "min_lr_ratio", 0):  # else a min_lr at or above the peak falls back to the ratio
@@ -337,6 +333,12 @@ def _check_model(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.model in PRESETS, "model", f"unknown preset {cfg.model!r}; use one of {sorted(PRESETS)}")
     max_pos = PRESETS[cfg.model]["max_position_embeddings"]
     _check(d.seq_len <= max_pos, "data.seq_len", f"must be <= {max_pos} for model {cfg.model!r}")
+    # here, after the window length is known to fit, so a window too long is named first
+    n_post = d.post_tokens // d.seq_len
+    lam = cfg.stage1.lam
+    _check(lam == 0 or round(lam * n_post) > 0, "stage1.lam",
+           f"λ={lam:g} of |D_post| ({n_post:,} windows) mixes in no window at all (stage 1 takes "
+           f"round(λ·N)), so this 'mixed' run would be the unmixed one; use 0, or λ ≥ {1 / max(n_post, 1):.3g}")
     return cfg
 
 
