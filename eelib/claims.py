@@ -109,6 +109,7 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
         return {"missing": [], "no_common_lam": True, "per_seed": {}, "skipped": {}, "summary": paired_summary([])}
     by_method = {m: set(pts.loc[pts.method == m, "seed"]) for m in (base, other)}
     seeds = sorted(by_method[base] & by_method[other])
+    xcol, ycol = F.view_axes(view)
     # sweep points per seed (final points: one per run and stage-3 LR), the most any seed has
     final = pts[pts["step"] == -1]
     sweep = {}
@@ -126,7 +127,6 @@ def frontier_gap_test(rows: pd.DataFrame, base: str, other: str, view: str,
             if g.empty:
                 empty.append(f"no {m} rows at λ={lams[m]:g}")
                 continue
-            xcol, ycol = F.view_axes(view)
             bad = g[~np.isfinite(g[[xcol, ycol]].astype(float)).all(axis=1)]
             if len(bad):  # a diverged run: this seed cannot be compared; the reason names the run
                 who = sorted(set(bad["run"])) if "run" in bad.columns else f"{len(bad)} point(s)"

@@ -119,6 +119,11 @@ def record_text(spec: CorpusSpec, record: dict) -> str | None:
     return render(inputs, targets) if spec.text_field == INPUTS_TARGETS else values[spec.text_field]
 
 
+def _open_text(f: str):
+    """A JSON data file as text, gzip or not (a BOM, as some exporters write, is dropped)."""
+    return gzip.open(f, "rt", encoding="utf-8-sig") if f.endswith(".gz") else open(f, encoding="utf-8-sig")
+
+
 def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str | None:
     """Where the first line a JSON reader would reject is ("part-001.jsonl line 701: Expecting
     ',' delimiter"), or None. Only called after a read failed: the reader's own message counts
@@ -128,9 +133,8 @@ def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str |
     for f in files:
         if not f.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")):
             continue
-        opener = gzip.open if f.endswith(".gz") else open
         try:
-            with opener(f, "rt", encoding="utf-8-sig") as fh:
+            with _open_text(f) as fh:
                 head = fh.read(1)
                 while head.isspace():
                     head = fh.read(1)
@@ -158,9 +162,8 @@ def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str |
 
 def _first_record(f: str) -> dict | None:
     """The first record of a JSON-lines or JSON-array file, or None (empty, or unreadable)."""
-    opener = gzip.open if f.endswith(".gz") else open
     try:
-        with opener(f, "rt", encoding="utf-8-sig") as fh:
+        with _open_text(f) as fh:
             text = fh.read(1 << 20)
     except (OSError, UnicodeDecodeError, EOFError, zlib.error):
         return None
