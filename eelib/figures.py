@@ -290,7 +290,8 @@ def all_figures(rows, trajectory: bool = True) -> dict[str, alt.TopLevelMixin]:
     for pipe in sorted(set(added["pipeline"])):
         tag = pipe.replace("->", "-")
         by = [k for k in ("model", "post_tokens") if k in added.columns]
-        groups = added[added["pipeline"] == pipe].groupby(by, dropna=False) if by else [((), added)]
+        rows_p = added[added["pipeline"] == pipe]
+        groups = rows_p.groupby(by, dropna=False) if by else [((), rows_p)]
         several = len(groups) > 1
         for values, g in groups:
             values = values if isinstance(values, tuple) else (values,)

@@ -84,18 +84,17 @@ def stale_stages(cfg: C.ExperimentConfig, rows: list[dict], root: Path | None = 
     rule, preset or data marker changed since they were computed ("stage 2: d857… -> fc81…").
     A λ = 0 stage 1 finished under the older key it is adopted from counts as the same."""
     from eelib import stages
-    now = {1: {stages.stage_dir(cfg, 1, root=root).name}, 2: {stages.stage_dir(cfg, 2, root=root).name}}
-    if cfg.stage1.lam == 0:
-        now[1].add(C.digest(stages._stage1_identity(cfg)))
+    now = {1: stages.stage_dir(cfg, 1, root=root).name, 2: stages.stage_dir(cfg, 2, root=root).name}
+    also = {C.digest(stages._stage1_identity(cfg))} if cfg.stage1.lam == 0 else set()
     out = []
     for r in rows:
         dirs = r.get("stage_dirs")
         if not dirs:  # rows written before they named their stages: nothing to compare
             continue
-        want = {**now, 3: {stages.stage_dir(cfg, 3, r["stage3_lr"], root=root).name}}
+        want = {**now, 3: stages.stage_dir(cfg, 3, r["stage3_lr"], root=root).name}
         for k, d in enumerate(dirs, start=1):
-            if Path(d).name not in want[k]:
-                out.append(f"stage {k}: {Path(d).name} -> {sorted(want[k])[0]}")
+            if Path(d).name != want[k] and not (k == 1 and Path(d).name in also):
+                out.append(f"stage {k}: {Path(d).name} -> {want[k]}")
     return sorted(set(out))
 
 
