@@ -127,5 +127,7 @@ def init_from_env(backend: str | None = None) -> Dist | None:
 def shutdown() -> None:
     global _CURRENT
     if tdist.is_initialized():
+        import gc
+        gc.collect()  # a DDP wrapper left in a cycle (an exception's frames) goes before its group
         tdist.destroy_process_group()
     _CURRENT = None
