@@ -167,12 +167,13 @@ def test_tokenizer_over_uint16_is_refused_by_the_config(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     from eelib import config as C
+    from eelib.validate import validate
     vocab = {f"w{i}": i for i in range(70_000)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1").save_pretrained(tmp_path / "big")
     cfg = C.ExperimentConfig(data=DataConfig(tokenizer=str(tmp_path / "big")))
     with pytest.raises(C.ConfigError, match="data.tokenizer: .* has 70,000 ids; tokens are stored as uint16"):
-        C.validate(cfg, models=False)
+        validate(cfg, models=False)
 
 
 def test_three_stages_on_hub_format_files_with_a_saved_tokenizer(tmp_path, bpe_dir):
@@ -180,8 +181,9 @@ def test_three_stages_on_hub_format_files_with_a_saved_tokenizer(tmp_path, bpe_d
     saved Hugging Face tokenizer, as on a cluster that holds downloaded corpora and SmolLM2's files.
     About 3 s: test-micro, a few steps per stage."""
     from eelib import config as C, stages
+    from eelib.validate import validate
     files = {c: str(FIXTURES / c) for c in ("c4", "musicpile", "chempile")}
-    cfg = C.validate(C.ExperimentConfig(
+    cfg = validate(C.ExperimentConfig(
         name="local-bpe", model="test-micro", threads=1, pipeline="music->chem",
         data=DataConfig(source="local", tokenizer=str(bpe_dir), data_files=files, seq_len=32,
                         general_tokens=1024, post_tokens=512, val_tokens=256,

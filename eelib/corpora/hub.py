@@ -242,7 +242,7 @@ def _load_local(spec: CorpusSpec, files: list[str], where: str):
     import datasets
 
     kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files}
-    if len(kinds) > 1:  # config.validate refuses this first, naming the field
+    if len(kinds) > 1:  # validate.validate refuses this first, naming the field
         raise RecordFormatError(f"data_files mixes parquet and JSON files ({files[:3]} …); "
                                 "give one format per corpus")
     kind, kw = kinds.pop(), {}
