@@ -40,11 +40,8 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def _report(experiment: str, out: str) -> None:
-    """Figures + claims report for an experiment (issue 4), if that module is installed."""
-    try:
-        from eelib.claims import report
-    except ImportError:
-        return
+    """Figures + claims report for an experiment (issue 4)."""
+    from eelib.report import report
     paths = report(experiment, root=out)
     print(f"report: {paths}")
 
@@ -146,7 +143,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "plan":
         return _plan(args)
     if args.cmd == "report":
-        from eelib.claims import main_report
+        from eelib.report import main_report
         return main_report([args.experiment, "--root", args.out]
                            + ["--no-figures"] * args.no_figures + ["--final-only"] * args.final_only)
     try:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from eelib import frontier as F
-from eelib.claims import FIG3_SETTING
+from eelib.claims_fig3 import FIG3_SETTING
 from eelib.io import atomic_path
 
 PAPER_LABEL = "paper (digitized, {scale})"

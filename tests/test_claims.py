@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from eelib import claims as CL
+from eelib import report as RP
 from eelib import stats as ST
+from eelib.claims_fig3 import FLAT_RATIO
 
 LRS = (1e-3, 3e-3)
 
@@ -47,28 +49,28 @@ def test_clear_effect_holds():
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0.0, 0.01)
             + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == CL.HOLDS
+    assert c["a"]["verdict"] == ST.HOLDS
     assert c["a"]["numbers"]["mean"] == pytest.approx(0.3, abs=0.05)
-    assert c["b"]["verdict"] == CL.HOLDS
-    assert c["d"]["verdict"] == CL.INCONCLUSIVE and "split" in c["d"]["reason"]
-    assert c["e"]["verdict"] == CL.INCONCLUSIVE and c["f"]["verdict"] == CL.INCONCLUSIVE
+    assert c["b"]["verdict"] == ST.HOLDS
+    assert c["d"]["verdict"] == ST.INCONCLUSIVE and "split" in c["d"]["reason"]
+    assert c["e"]["verdict"] == ST.INCONCLUSIVE and c["f"]["verdict"] == ST.INCONCLUSIVE
 
 
 def test_no_effect_is_not_shown():
     rows = [r for s in range(4) for r in frontier_rows("unmixed", 0.0, s) + frontier_rows("mixed", 1.0, s)]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == CL.NOT_SHOWN  # tested, neither direction significant
+    assert c["a"]["verdict"] == ST.NOT_SHOWN  # tested, neither direction significant
     assert c["a"]["numbers"]["mean"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_holds_needs_p_below_alpha_not_two_standard_errors():
     """t = 2.89 on 3 seeds passed the old 2·SE bar but is p = 0.051 one-sided: not shown."""
-    s = CL.paired_summary([1.0, 2.0, 3.0])  # mean 2, SE 0.577: t = 3.46
-    assert CL.verdict_of(s) == CL.HOLDS
+    s = ST.paired_summary([1.0, 2.0, 3.0])  # mean 2, SE 0.577: t = 3.46
+    assert ST.verdict_of(s) == ST.HOLDS
     d = [0.2, 0.5, 0.8]
-    s = CL.paired_summary(d)  # mean 0.5, SE 0.173: t = 2.89 < 2.92
-    assert s["t"] > 2 and CL.verdict_of(s) == CL.NOT_SHOWN
-    assert CL.verdict_of(CL.paired_summary([-x for x in (1.0, 2.0, 3.0)])) == CL.NOT_HOLD
+    s = ST.paired_summary(d)  # mean 0.5, SE 0.173: t = 2.89 < 2.92
+    assert s["t"] > 2 and ST.verdict_of(s) == ST.NOT_SHOWN
+    assert ST.verdict_of(ST.paired_summary([-x for x in (1.0, 2.0, 3.0)])) == ST.NOT_HOLD
 
 
 def test_pipelines_are_tested_apart_not_pooled():
@@ -81,8 +83,8 @@ def test_pipelines_are_tested_apart_not_pooled():
         rows += frontier_rows("mixed", 1.0, s, -0.7, 0.01, pipeline="flan->chem")
     a = by_id(CL.evaluate(rows))["a"]
     parts = {p["part"]: p["verdict"] for p in a["parts"]}
-    assert parts == {"music->chem": CL.HOLDS, "flan->chem": CL.NOT_HOLD}
-    assert a["verdict"] == CL.NOT_HOLD and "music->chem: holds" in a["reason"]
+    assert parts == {"music->chem": ST.HOLDS, "flan->chem": ST.NOT_HOLD}
+    assert a["verdict"] == ST.NOT_HOLD and "music->chem: holds" in a["reason"]
 
 
 def test_split_runs_are_not_a_frontier_comparison():
@@ -90,7 +92,7 @@ def test_split_runs_are_not_a_frontier_comparison():
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01, allocation="split")
             + frontier_rows("mixed", 1.0, s, -0.3, 0.01, allocation="split")]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == c["b"]["verdict"] == CL.INCONCLUSIVE
+    assert c["a"]["verdict"] == c["b"]["verdict"] == ST.INCONCLUSIVE
     assert "allocation=added" in c["a"]["reason"]
 
 
@@ -102,25 +104,25 @@ def test_replay_is_compared_with_mixed_at_a_common_lambda():
     e = by_id(CL.evaluate(rows))["e"]
     replay = next(p for p in e["parts"] if p["id"] == "e.replay")
     assert replay["numbers"]["lam"] == {"mixed": 0.5, "mixed+replay": 0.5}
-    assert replay["verdict"] == CL.HOLDS  # at λ = 1 mixed alone would have looked better
+    assert replay["verdict"] == ST.HOLDS  # at λ = 1 mixed alone would have looked better
 
 
 def test_opposite_effect_does_not_hold():
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, 0.2, 0.01)]
-    assert by_id(CL.evaluate(rows))["a"]["verdict"] == CL.NOT_HOLD
+    assert by_id(CL.evaluate(rows))["a"]["verdict"] == ST.NOT_HOLD
 
 
 def test_too_few_seeds_inconclusive():
     rows = [r for s in range(2) for r in frontier_rows("unmixed", 0.0, s) + frontier_rows("mixed", 1.0, s, -0.3)]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == CL.INCONCLUSIVE and "2 seed" in c["a"]["reason"]
+    assert c["a"]["verdict"] == ST.INCONCLUSIVE and "2 seed" in c["a"]["reason"]
 
 
 def test_mixed_uses_largest_lambda():
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01)
             + frontier_rows("mixed", 0.5, s, +0.5, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
     c = by_id(CL.evaluate(rows))
-    assert c["a"]["verdict"] == CL.HOLDS and c["a"]["numbers"]["lam"]["mixed"] == 1.0
+    assert c["a"]["verdict"] == ST.HOLDS and c["a"]["numbers"]["lam"]["mixed"] == 1.0
 
 
 def test_replay_dropout_and_lora():
@@ -130,10 +132,10 @@ def test_replay_dropout_and_lora():
         rows += frontier_rows("mixed+dropout", 1.0, s, -0.1, 0.01)
         rows += frontier_rows("LoRA-unmixed", 0.0, s, 0, 0.01) + frontier_rows("LoRA-mixed", 1.0, s, -0.2, 0.01)
     c = by_id(CL.evaluate(rows))
-    assert c["e"]["verdict"] == CL.HOLDS and len(c["e"]["parts"]) == 2
-    assert c["f"]["verdict"] == CL.HOLDS
+    assert c["e"]["verdict"] == ST.HOLDS and len(c["e"]["parts"]) == 2
+    assert c["f"]["verdict"] == ST.HOLDS
     rows = [r for r in rows if r["method"] != "mixed+dropout"]
-    assert by_id(CL.evaluate(rows))["e"]["verdict"] == CL.INCONCLUSIVE
+    assert by_id(CL.evaluate(rows))["e"]["verdict"] == ST.INCONCLUSIVE
 
 
 def fig3_rows(allocation, curve_ret, curve_im, seeds=3, noise=0.005):
@@ -150,11 +152,11 @@ def fig3_rows(allocation, curve_ret, curve_im, seeds=3, noise=0.005):
 
 def test_fig3a_flat_im_improving_ret():
     rows = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.80, 1.79, 1.80, 1.79, 1.795])
-    assert by_id(CL.evaluate(rows))["c"]["verdict"] == CL.HOLDS
+    assert by_id(CL.evaluate(rows))["c"]["verdict"] == ST.HOLDS
     rows = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.06], [1.80, 1.75, 1.70, 1.65, 1.60])  # L_im moves too
     c = by_id(CL.evaluate(rows))["c"]
-    assert c["verdict"] == CL.NOT_HOLD and "not flat" in c["reason"]
-    assert by_id(CL.evaluate(fig3_rows("added", [2.2] * 5, [1.8] * 5, seeds=2)))["c"]["verdict"] == CL.INCONCLUSIVE
+    assert c["verdict"] == ST.NOT_HOLD and "not flat" in c["reason"]
+    assert by_id(CL.evaluate(fig3_rows("added", [2.2] * 5, [1.8] * 5, seeds=2)))["c"]["verdict"] == ST.INCONCLUSIVE
 
 
 def test_paper_fig3a_numbers_pass_flat_rule():
@@ -162,30 +164,30 @@ def test_paper_fig3a_numbers_pass_flat_rule():
     from eelib.figures import paper_values
     for d in paper_values()["fig3a"]["by_post_size"].values():
         d_ret, d_im = d["L_ret"][0] - d["L_ret"][-1], d["L_im"][0] - d["L_im"][-1]
-        assert d_ret > 0 and abs(d_im) <= CL.FLAT_RATIO * d_ret
+        assert d_ret > 0 and abs(d_im) <= FLAT_RATIO * d_ret
 
 
 def test_fig3b_interior_optimum():
     rows = fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.33], [2.0, 2.03, 2.1, 2.2, 2.1])
     c = by_id(CL.evaluate(rows))["d"]
-    assert c["verdict"] == CL.HOLDS and c["parts"][0]["lam_star"] == 0.25
+    assert c["verdict"] == ST.HOLDS and c["parts"][0]["lam_star"] == 0.25
     rows = fig3_rows("split", [2.3, 2.25, 2.2, 2.15, 2.1], [2.0] * 5)   # monotone: optimum at the end
-    assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.NOT_HOLD
+    assert by_id(CL.evaluate(rows))["d"]["verdict"] == ST.NOT_HOLD
     rows = fig3_rows("split", [2.3, 2.2, 2.2, 2.2, 2.2], [2.0] * 5)   # flat after λ=0: no interior optimum shown
-    assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.NOT_SHOWN
+    assert by_id(CL.evaluate(rows))["d"]["verdict"] == ST.NOT_SHOWN
     # a grid without λ = 1 (or 0) cannot show an interior optimum of [0, 1]
     rows = [r for r in fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.33], [2.0] * 5) if r["lam"] < 1]
     d = by_id(CL.evaluate(rows))["d"]
-    assert d["verdict"] == CL.INCONCLUSIVE and "λ = 1" in d["reason"]
+    assert d["verdict"] == ST.INCONCLUSIVE and "λ = 1" in d["reason"]
 
 
 def test_empty_rows_all_inconclusive():
-    assert {c["verdict"] for c in CL.evaluate([])} == {CL.INCONCLUSIVE}
+    assert {c["verdict"] for c in CL.evaluate([])} == {ST.INCONCLUSIVE}
 
 
 def test_written_files(tmp_path):
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
-    paths = CL.write(CL.evaluate(rows), tmp_path, "syn", len(rows))
+    paths = RP.write(CL.evaluate(rows), tmp_path, "syn", len(rows))
     md = paths["claims_md"].read_text()
     js = json.loads(paths["claims_json"].read_text())
     assert "| a. Mixing improves" in md and "**holds**" in md
@@ -198,9 +200,9 @@ def test_report_end_to_end(tmp_path):
     rdir = tmp_path / "syn" / "runs" / "all"
     rdir.mkdir(parents=True)
     (rdir / "result.json").write_text(json.dumps({"rows": rows}))
-    paths = CL.report("syn", tmp_path, figures=False)
+    paths = RP.report("syn", tmp_path, figures=False)
     assert paths["claims_json"].exists()
-    assert CL.main_report(["nope", "--root", str(tmp_path)]) == 2
+    assert RP.main_report(["nope", "--root", str(tmp_path)]) == 2
 
 
 def test_settings_edge_cases():
@@ -212,30 +214,30 @@ def test_settings_edge_cases():
         r.update(pipeline="flan->chem", stage3_lr=3e-4)
     c = by_id(CL.evaluate(music + flan))["c"]
     assert {p["part"]: p["stage3_lr"] for p in c["parts"]} == {"music->chem": 1e-3, "flan->chem": 3e-4}
-    assert c["verdict"] == CL.HOLDS
+    assert c["verdict"] == ST.HOLDS
     # rows without a stage-2 LR are a setting of their own, not dropped
     for r in flan:
         r.update(pipeline="music->chem", stage2_lr=None, L_ret=5.0 - 0.1 * r["lam"])
     c = by_id(CL.evaluate(music + flan))["c"]
-    assert len(c["parts"]) == 2 and c["verdict"] == CL.HOLDS
+    assert len(c["parts"]) == 2 and c["verdict"] == ST.HOLDS
     # a NaN loss makes its setting inconclusive, never a significant effect
     bad = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.3], [1.8] * 5)
     bad[-1]["L_ret"] = float("nan")  # (evaluate refuses it in the frontier claims; claim c on its own)
     c = CL.claim_fig3a(pd.DataFrame(bad))
-    assert c["verdict"] == CL.INCONCLUSIVE and "non-finite" in c["reason"]
-    assert CL.verdict_of(CL.paired_summary([-0.1, float("nan"), -0.2])) == CL.INCONCLUSIVE
+    assert c["verdict"] == ST.INCONCLUSIVE and "non-finite" in c["reason"]
+    assert ST.verdict_of(ST.paired_summary([-0.1, float("nan"), -0.2])) == ST.INCONCLUSIVE
     # replay run for music->chem only: flan->chem (no replay runs at all) is not part of claim e
     rows = []
     for s in range(3):
         rows += frontier_rows("mixed", 1.0, s, 0, 0.01) + frontier_rows("mixed+replay", 1.0, s, -0.2, 0.01)
         rows += frontier_rows("mixed+dropout", 1.0, s, -0.1, 0.01)
         rows += frontier_rows("mixed", 1.0, s, 0, 0.01, pipeline="flan->chem")
-    assert by_id(CL.evaluate(rows))["e"]["verdict"] == CL.HOLDS
+    assert by_id(CL.evaluate(rows))["e"]["verdict"] == ST.HOLDS
     # a λ grid written as a float sum still has its end at 1
     rows = fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.33], [2.0] * 5)
     for r in rows:
         r["lam"] = sum([r["lam"] / 10] * 10)
-    assert by_id(CL.evaluate(rows))["d"]["verdict"] == CL.HOLDS
+    assert by_id(CL.evaluate(rows))["d"]["verdict"] == ST.HOLDS
 
 
 def _fake_run(root, name, cfg, rows, swept=None, data_digest=None):
@@ -279,7 +281,7 @@ def test_pooled_runs_that_differ_outside_the_grid_are_reported(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "stage3.tokens" in err and "lam0.9" in err and "threads" not in err
     assert len(P.collect("syn", tmp_path)) == 3 * len(_rows(0.0))  # pooled, never dropped
-    paths = CL.report("syn", tmp_path, figures=False)
+    paths = RP.report("syn", tmp_path, figures=False)
     md = paths["claims_md"].read_text()
     assert "## Runs pooled here" in md and "**Differ beyond what the grids" in md
     assert f"stage3.tokens: {base.stage3.tokens} (lam0.0, lam1.0), {2 * base.stage3.tokens} (lam0.9)" in md
@@ -307,7 +309,7 @@ def test_fields_a_grid_swept_are_not_flagged_and_duplicates_are(tmp_path, capsys
     _fake_run(tmp_path, "lam0.5", one, _rows(0.5), swept=["stage1.lam"])
     assert P.warn_unswept(C.from_dict({**C.to_dict(base), "grid": {"stage1.lam": [0.5]}}), tmp_path) == {}
     assert capsys.readouterr().err == ""
-    md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
+    md = RP.report("syn", tmp_path, figures=False)["claims_md"].read_text()
     assert "Swept by the grid that made the runs" in md and "`stage2.lora_dropout` (2 values)" in md
     assert "Differ beyond" not in md and "Duplicates" not in md
     # the same config again under another name
@@ -315,7 +317,7 @@ def test_fields_a_grid_swept_are_not_flagged_and_duplicates_are(tmp_path, capsys
     assert P.duplicate_runs("syn", tmp_path) == [["lam0.5", "lam0.5-seed0"]]
     P.warn_unswept(base, tmp_path)
     assert "lam0.5, lam0.5-seed0" in capsys.readouterr().err
-    md = CL.report("syn", tmp_path, figures=False)["claims_md"].read_text()
+    md = RP.report("syn", tmp_path, figures=False)["claims_md"].read_text()
     assert "Duplicates: runs `lam0.5`, `lam0.5-seed0`" in md and "equal rows change nothing" in md
 
 
@@ -367,7 +369,7 @@ def test_runs_from_different_local_files_are_told_apart(tmp_path):
     assert P.duplicate_runs("syn", tmp_path) == []
     # and a report over no finished run says so
     (tmp_path / "empty" / "runs").mkdir(parents=True)
-    assert "No finished runs." in CL.report("empty", tmp_path, figures=False)["claims_md"].read_text()
+    assert "No finished runs." in RP.report("empty", tmp_path, figures=False)["claims_md"].read_text()
 
 
 def test_cli_outputs_root_defaults_to_eelib_outputs_as_the_notebooks_do(tmp_path):

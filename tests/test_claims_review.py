@@ -11,13 +11,14 @@ import pytest
 from test_claims import by_id, frontier_rows
 
 from eelib import claims as CL
+from eelib import stats as ST
 
 
 def _null_parts(rng, k):
     parts = []
     for i in range(k):
-        s = CL.paired_summary(rng.normal(0, 1, 3))
-        parts.append({"part": str(i), "verdict": CL.verdict_of(s), "reason": "",
+        s = ST.paired_summary(rng.normal(0, 1, 3))
+        parts.append({"part": str(i), "verdict": ST.verdict_of(s), "reason": "",
                       "p_reverse": None if s["p_t"] is None else 1 - s["p_t"]})
     return parts
 
@@ -28,19 +29,19 @@ def test_does_not_hold_over_several_settings_keeps_its_level_under_no_effect():
     setting must hold) stays far below it."""
     rng = np.random.default_rng(0)
     n = 3000
-    got = [CL._combine("a", "", "", _null_parts(rng, 4), "", {})["verdict"] for _ in range(n)]
-    assert got.count(CL.NOT_HOLD) / n < 0.07
-    assert got.count(CL.HOLDS) / n < 0.01
+    got = [ST.combine("a", "", "", _null_parts(rng, 4), "", {})["verdict"] for _ in range(n)]
+    assert got.count(ST.NOT_HOLD) / n < 0.07
+    assert got.count(ST.HOLDS) / n < 0.01
 
 
 def test_a_strongly_reversed_setting_still_does_not_hold():
-    parts = [{"part": "a", "verdict": CL.NOT_HOLD, "reason": "r", "p_reverse": 0.001},
-             {"part": "b", "verdict": CL.NOT_SHOWN, "reason": "r", "p_reverse": 0.4}]
-    assert CL._combine("a", "", "", parts, "", {})["verdict"] == CL.NOT_HOLD
-    weak = [{"part": "a", "verdict": CL.NOT_HOLD, "reason": "r", "p_reverse": 0.04},
-            {"part": "b", "verdict": CL.NOT_SHOWN, "reason": "r", "p_reverse": 0.4}]
-    c = CL._combine("a", "", "", weak, "", {})
-    assert c["verdict"] == CL.NOT_SHOWN and "Bonferroni over 2 settings" in c["reason"]
+    parts = [{"part": "a", "verdict": ST.NOT_HOLD, "reason": "r", "p_reverse": 0.001},
+             {"part": "b", "verdict": ST.NOT_SHOWN, "reason": "r", "p_reverse": 0.4}]
+    assert ST.combine("a", "", "", parts, "", {})["verdict"] == ST.NOT_HOLD
+    weak = [{"part": "a", "verdict": ST.NOT_HOLD, "reason": "r", "p_reverse": 0.04},
+            {"part": "b", "verdict": ST.NOT_SHOWN, "reason": "r", "p_reverse": 0.4}]
+    c = ST.combine("a", "", "", weak, "", {})
+    assert c["verdict"] == ST.NOT_SHOWN and "Bonferroni over 2 settings" in c["reason"]
 
 
 def test_the_lambda_mixed_was_read_at_is_stated():
@@ -48,7 +49,7 @@ def test_the_lambda_mixed_was_read_at_is_stated():
     rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01)
             + frontier_rows("mixed", 0.75, s, -0.3, 0.01)]
     a = by_id(CL.evaluate(rows))["a"]
-    assert a["verdict"] == CL.HOLDS and "mixed at λ = 0.75" in a["reason"]
+    assert a["verdict"] == ST.HOLDS and "mixed at λ = 0.75" in a["reason"]
 
 
 def test_unequal_sweeps_are_flagged():
@@ -73,8 +74,8 @@ def test_models_are_tested_apart():
              frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, 0.3, 0.01)]
     a = by_id(CL.evaluate(rows))["a"]
     assert {p["part"] for p in a["parts"]} == {"model=cpu-tiny", "model=smollm2-135m"}
-    assert {p["part"]: p["verdict"] for p in a["parts"]} == {"model=cpu-tiny": CL.HOLDS,
-                                                              "model=smollm2-135m": CL.NOT_HOLD}
+    assert {p["part"]: p["verdict"] for p in a["parts"]} == {"model=cpu-tiny": ST.HOLDS,
+                                                              "model=smollm2-135m": ST.NOT_HOLD}
 
 
 def test_a_diverged_run_skips_its_seed_and_is_named():
@@ -83,14 +84,14 @@ def test_a_diverged_run_skips_its_seed_and_is_named():
     bad = next(r for r in rows if r["method"] == "mixed" and r["seed"] == 3)
     bad["L_ret"] = float("nan")
     a = by_id(CL.evaluate(rows))["a"]  # before, evaluate() raised and every claim was lost
-    assert a["verdict"] == CL.HOLDS and a["numbers"]["n"] == 3
+    assert a["verdict"] == ST.HOLDS and a["numbers"]["n"] == 3
     assert f"non-finite L_ft/L_ret in mixed run(s) ['{bad['run']}']" in a["numbers"]["skipped"][3]
 
 
 def test_rows_without_allocation_are_full_post_training_runs():
     rows = [{k: v for k, v in r.items() if k != "allocation"} for s in range(3)
             for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
-    assert by_id(CL.evaluate(pd.DataFrame(rows)))["a"]["verdict"] == CL.HOLDS
+    assert by_id(CL.evaluate(pd.DataFrame(rows)))["a"]["verdict"] == ST.HOLDS
 
 
 def test_the_report_lists_runs_without_results_and_the_cli_takes_its_flags(tmp_path, capsys):

@@ -15,7 +15,7 @@ claims_cells = [
     new_markdown_cell("""\
 # Claims report: does a run reproduce the paper?
 
-For one experiment (a folder under `outputs/`), `eelib.claims.report` collects the finished runs'
+For one experiment (a folder under `outputs/`), `eelib.report.report` collects the finished runs'
 rows, tests the paper's six claims and draws its figures next to the run:
 
 * **a, b**: mixing improves the L_ret-vs-L_ft and L_pre-vs-L_ret frontiers (§4.3, Fig 2);
@@ -32,7 +32,7 @@ pipeline and |D_post| is tested on its own. The definitions are in
                   metadata={"tags": ["parameters"]}),
     new_code_cell("""\
 from IPython.display import Image, Markdown, display
-from eelib import claims, notebook as nb
+from eelib import notebook as nb, report
 
 root = nb.outputs(out_dir)   # the other notebooks' root ($EELIB_OUTPUTS, else the repo's outputs/)
 have_runs = (root / experiment / "runs").is_dir()
@@ -40,7 +40,7 @@ print(f"experiment {experiment!r} under {root}: " + ("found runs" if have_runs e
       "no results yet: make some with `make run` or `eelib run params/quick.yaml`"))"""),
     new_markdown_cell("## Verdicts\n\nComputed from the rows, written to `claims.md` / `claims.json` beside the run."),
     new_code_cell("""\
-paths = claims.report(experiment, root) if have_runs else {}
+paths = report.report(experiment, root) if have_runs else {}
 display(Markdown(paths["claims_md"].read_text()) if paths else Markdown("*(no claims: no results)*"))"""),
     new_markdown_cell("""\
 ## Figures
