@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from eelib import theory as th
+from eelib import theory_assumptions as ta
+from eelib import theory_explorer as tx
 
 # (n, k, seed, basis): the singular basis is the theorems' exact setting; the random one runs the
 # same dynamics as full matrices, where roundoff seeds the absent features (still below ZERO here).
@@ -62,7 +64,7 @@ def test_population_mixture_reading():
 
 def test_matrix_gd_matches_scalar_update():
     """The full n x n GD equals Thm 5.2's per-feature recursion (aligned init keeps it diagonal)."""
-    cfg = th.validate(th.TheoryConfig(n=6, k=1, seed=7, basis="random"))
+    cfg = ta.validate(th.TheoryConfig(n=6, k=1, seed=7, basis="random"))
     tasks = th.Tasks(cfg)
     a0 = np.array([1.2, 0.3, 0.8, 0.05, 0.6, 0.0])
     W1, W2 = tasks.U * a0, (tasks.V * a0).T
@@ -98,7 +100,7 @@ def test_refused_assumptions(kwargs, name):
 
 def test_c6_message_is_actionable():
     with pytest.raises(ValueError, match=r"alpha\*beta=0\.225 must exceed .*raise alpha or beta"):
-        th.validate(th.TheoryConfig(alpha=0.5))
+        ta.validate(th.TheoryConfig(alpha=0.5))
 
 
 def test_deterministic_and_seed_dependent():
@@ -125,7 +127,7 @@ def test_sweep_alpha():
 
 
 def test_widget_callback_headless():
-    ex = th.Explorer(th.TheoryConfig())
+    ex = tx.Explorer(th.TheoryConfig())
     first = ex.last
     assert first["ok"] and first["records"]
     ex.sliders["alpha"].value = 1.0          # fires the observer as a front-end would
@@ -167,7 +169,7 @@ def test_no_small_enough_init_is_a_refusal_not_a_crash(kw):
 
 
 def test_widget_shows_refusal_where_no_init_fits():
-    ex = th.Explorer(th.TheoryConfig())
+    ex = tx.Explorer(th.TheoryConfig())
     ex.sliders["alpha"].value = 0.8          # used to raise OverflowError out of the callback
     assert not ex.last["ok"] and "C.8 cannot be met" in ex.label.value
 
@@ -208,8 +210,8 @@ def test_settings_short_of_the_theorems_are_refused(kw, refusal):
 
 def test_stage1_steps_follow_the_discrete_recursion():
     cfg = th.TheoryConfig()
-    k = th._stage1_steps(cfg, 91.0)
-    assert k > th._stage1_time(cfg, 91.0)  # GD grows at 2 ln(1 + 2ηs) < 4ηs per step
+    k = ta._stage1_steps(cfg, 91.0)
+    assert k > ta._stage1_time(cfg, 91.0)  # GD grows at 2 ln(1 + 2ηs) < 4ηs per step
     w = math.exp(-91.0)
     s = cfg.alpha * cfg.beta
     for _ in range(k):

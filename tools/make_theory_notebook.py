@@ -37,7 +37,7 @@ What §5 claims:
 * **Thm 5.3 / C.17**: after plain GD on D_ft, forgetting Δ = L_post(θ_ft) − L_post(θ_post) is 0 for
   the mixed model and at least k[c_mis² − 4βε − 2c_mis·ε] for the unmixed one.
 
-How each assumption is read is written in `eelib/theory.py`'s docstring; settings outside them are
+How each assumption is read is written in `eelib/theory_assumptions.py`'s docstring; settings outside them are
 refused with a `ValueError` naming the assumption. `run` also measures the premise: the features
 the theorems say are absent must stay below ε after every stage ("C.8 violated numerically")."""),
     new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
@@ -45,9 +45,9 @@ the theorems say are absent must stay below ε after every stage ("C.8 violated 
 from dataclasses import replace
 
 import pandas as pd
-from eelib import theory as th
+from eelib import theory as th, theory_assumptions as ta, theory_explorer as tx
 
-cfg = th.validate(th.TheoryConfig(n=n, k=k, alpha=alpha, beta=beta, c_mis=c_mis, lam=lam, lr=lr,
+cfg = ta.validate(th.TheoryConfig(n=n, k=k, alpha=alpha, beta=beta, c_mis=c_mis, lam=lam, lr=lr,
                                   seed=seed, mixture=mixture, basis=basis))
 cfg  # auto fields resolved: init scale exp(-T), steps per stage"""),
     new_markdown_cell("""\
@@ -60,7 +60,7 @@ post-training, where the unmixed run can only move its inconsistent features."""
 res = th.run(cfg)
 pd.DataFrame({f"{run}/{stage}": rec["features"][stage] for run, rec in res["runs"].items()
               for stage in th.STAGES}, index=res["blocks"]).round(4)"""),
-    new_code_cell("th.plot_trajectories(res)"),
+    new_code_cell("tx.plot_trajectories(res)"),
     new_markdown_cell("""\
 ## Forgetting (Thm 5.3)
 
@@ -100,7 +100,7 @@ and drawn with a different marker."""),
 rows = th.sweep_alpha(cfg, [i / (sweep_points - 1) for i in range(sweep_points)])
 pd.DataFrame(rows)[["alpha", "assumptions_ok", "forgetting_mixed", "forgetting_unmixed", "bound",
                     "L_im_mixed", "L_ft_mixed", "spec_pretrain_mixed", "inco_pretrain_mixed"]].round(4)"""),
-    new_code_cell("th.plot_sweep(rows)"),
+    new_code_cell("tx.plot_sweep(rows)"),
     new_markdown_cell("""\
 ## Sampled data instead of population losses
 
@@ -117,9 +117,9 @@ sampled = th.summary(th.run(replace(cfg, n_samples=n_samples), check=False))
 ## Explore (needs a live front-end to interact; runs headless too)
 
 Move α, β, c_mis, k: the label shows Δ mixed / unmixed / bound, or which assumption the setting
-breaks. The callback is `eelib.theory.explore`."""),
+breaks. The callback is `eelib.theory_explorer.explore`."""),
     new_code_cell("""\
-explorer = th.Explorer(cfg)
+explorer = tx.Explorer(cfg)
 explorer.widget"""),
 ]
 
