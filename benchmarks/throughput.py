@@ -13,12 +13,12 @@ Modes (pick with --modes; the default depends on the device):
   plain-eager / plain-compiled
                            LlamaForCausalLM(input_ids, labels=) (HF's own loss) + AdamW (fused on
                            CUDA) + bf16 autocast on CUDA; -compiled wraps the model in torch.compile.
-                           No grad clipping (the baseline of /work/shared/feasibility.md).
+                           No grad clipping (as the issue's baseline was measured).
 
 FLOPs per token = 6·N + 12·L·d·T (forward + backward; PaLM appendix B, no causal discount), with
 N the parameters that take part in matmuls (all parameters, minus the input embedding when it is
 not tied to the head), L layers, d hidden size, T sequence length. MFU = tokens/s · FLOPs/token /
-peak; the default peak is 790 TFLOP/s (dense bf16 measured on an H100, feasibility.md). On CPU MFU
+peak; the default peak is 790 TFLOP/s (dense bf16 as measured on an H100 before the build). On CPU MFU
 is shown only when --peak-tflops is given. Peak memory: torch.cuda.max_memory_allocated per mode
 on CUDA; on CPU the process's peak RSS so far (monotone across modes, so only the first mode's
 number is that mode's own, unless --isolate runs each mode in its own process).

@@ -35,7 +35,7 @@ Claims (paper section -> statistic per seed, then the threshold across seeds):
     f  mixing helps LoRA too (App., Fig 7): as (a) for LoRA-unmixed vs LoRA-mixed
 
 "Mixed" means the largest λ among the mixed runs (the paper's mixed pretraining is very likely
-λ = 1, paper-notes §3), so both frontiers come from the same number of sweep points: pooling all
+λ = 1: the main text names no λ for it, and the 1B dropout ablation mixes at λ ∈ {0, 1}), so both frontiers come from the same number of sweep points: pooling all
 λ > 0 would give the mixed frontier more points and bias it downward. Fig 3 claims read one
 stage-3 LR (the smallest swept, as the paper uses one small LR, 5e-5), unless told otherwise.
 """

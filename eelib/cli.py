@@ -119,7 +119,7 @@ def _main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--out", "--root", dest="out", default=OUT, help=OUT_HELP)
     p_rep.add_argument("--no-figures", action="store_true", help="the claims report only")
     p_rep.add_argument("--final-only", action="store_true", help="frontiers from final points only")
-    p_one = sub.add_parser("run-one", help=argparse.SUPPRESS)  # a batch worker: one resolved config
+    p_one = sub.add_parser("run-one", help="one run from a run's stored config.yaml: what batch workers, torchrun and accelerate launch (docs/scaling.md)")
     p_one.add_argument("params")
     # --run-name: torchrun's own parser would take a bare --run as an abbreviation of --run-path.
     p_one.add_argument("--run", "--run-name", dest="run", required=True)

@@ -22,7 +22,7 @@ Design (what stays identical between 1 and N processes):
   * Evaluation (early stopping, trajectories) runs on rank 0 and its result is broadcast, so
     every rank takes the same early-stopping decision.
   * Files: checkpoints, final weights and stage.json are written by rank 0 only; stage
-    directories are locked by rank 0 and the other ranks wait at a barrier (eelib.stages).
+    directories are locked by rank 0 and the other ranks wait at a barrier (eelib.stagedir).
   * The global batch size is the config's batch_size; micro_batch is per rank.
 Several machines: the same command under torchrun's multi-node flags; the outputs directory
 must be on a filesystem all nodes share (resume reads rank 0's checkpoints).

@@ -6,8 +6,10 @@
 Controls: pipeline, λ (a SelectionSlider over the λ values that were run; it sets the λ at which
 the mixed methods are read, unmixed ones are λ = 0), methods (those present), view (the paper's two
 frontier views, eelib.frontier.VIEWS) and whether stage-3 trajectory points count. A "run λ now"
-button starts a small offline run of this experiment's own config at a new λ in a background
-subprocess (`python -m eelib run <config> --set stage1.lam=X ...`), shows progress from the
+button starts a run of this experiment's own config at a new λ, at that config's scale (minutes on
+a CPU offline, a GPU job at 135M), in a background subprocess (`python -m eelib run <config>
+--set name=<experiment> --set grid={"stage1.lam": [X]} ...`: the grid's λ axis, since a λ swept
+by the grid cannot be set alone), shows progress from the
 stage.json / result.json files it writes, and adds its points when it finishes.
 
 State and logic (`chart_data`, `table`, `start_run`, `poll`) are separate from display so tests

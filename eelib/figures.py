@@ -10,7 +10,7 @@
 
 Each figure is two rows: our run on top, and below it a separate panel titled
 "paper (digitized, 135M/1B)" drawn from eelib/paper_values.json (values read off the paper's
-vector figures; shared/paper_digitized.json). The panels keep their own axes because the paper's
+vector figures in the project's paper notes, which the repository does not ship). The panels keep their own axes because the paper's
 models (135M/1B, SmolLM2 tokenizer) and a CPU run's losses are on different scales: compare
 shapes and orderings, not numbers. Frontier lines are Pareto sets (eelib.frontier); in the paper
 panel the digitized matched-x readings are joined by lines.
@@ -53,7 +53,7 @@ W, H = 260, 200
 
 @lru_cache(maxsize=1)
 def paper_values() -> dict:
-    """The digitized numbers (eelib/paper_values.json, copied from shared/paper_digitized.json)."""
+    """The digitized numbers of the paper's figures (eelib/paper_values.json)."""
     return json.loads((Path(__file__).with_name("paper_values.json")).read_text())
 
 

@@ -2,7 +2,7 @@
 
 It serves three uses with one rule:
   * stage-1 λ-mixing: D_pre once + the first round(λ·N_post) windows of D_post once, spread
-    uniformly through the stage (Fig 3a "added" semantics; paper-notes §3);
+    uniformly through the stage (Fig 3a "added" semantics, §4.1);
   * stage-2 replay: D_post repeated for as many epochs as early stopping asks, plus a fraction
     `replay` of D_pre windows (paper: 1%, after Bethune et al. 2025);
   * the compute-matched split (Fig 3b): stage 1 takes the first λ of one pass, stage 2 the rest,

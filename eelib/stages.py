@@ -46,7 +46,16 @@ def _stage1_identity(cfg: C.ExperimentConfig) -> dict:
     data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, d.post_tokens, files]
     data += _shards(cfg, [("c4", "train"), (cfg.post_corpus, "train")])
     return {"model": preset_key(cfg.model), "seed": cfg.seed, "post": cfg.post_corpus, "data": data,
-            "stage1": dataclasses.asdict(cfg.stage1)}
+            "stage1": _stage1_fields(cfg)}
+
+
+def _stage1_fields(cfg: C.ExperimentConfig) -> dict:
+    """stage1's fields as its key holds them. How often it checkpoints changes no number (a resumed
+    stage is bit-identical), so the key holds the default interval whatever is set: stages that
+    differ only in it are shared, and keys made before this rule stay valid."""
+    s1 = dataclasses.asdict(cfg.stage1)
+    s1["ckpt_interval"] = C.Stage1Config().ckpt_interval
+    return s1
 
 
 def _shards(cfg: C.ExperimentConfig, reads: list[tuple[str, str]]) -> list:
@@ -74,7 +83,7 @@ def _stage1_key(cfg: C.ExperimentConfig) -> dict:
     files = {"c4": files_identity(d.data_files["c4"])} if d.source == "local" else {}
     data = [d.source, tokenizer_id(d.tokenizer), d.seq_len, d.general_tokens, files] + _shards(cfg, [("c4", "train")])
     return {"model": preset_key(cfg.model), "seed": cfg.seed, "reads": PRE_ONLY, "data": data,
-            "stage1": dataclasses.asdict(cfg.stage1)}
+            "stage1": _stage1_fields(cfg)}
 
 
 SPLIT_WARMUP_RULE = "min(warmup_steps, steps // 3)"  # `_warmup` below; part of split stage-2 keys

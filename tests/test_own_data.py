@@ -223,3 +223,31 @@ def test_relative_data_files_are_read_from_the_params_folder(tmp_path):
     (elsewhere / "old.yaml").write_text(yaml.safe_dump(old))
     p = run_cli(tmp_path, "check", str(elsewhere / "old.yaml"))
     assert p.returncode == 0 and "is not beside the params file; reading it from the current" in p.stderr, p.stderr
+
+
+def test_the_readme_study_validates_with_the_main_jobs_stage_settings(tmp_path):
+    """README "Your own data": its study YAML validates once its files exist, and its stage
+    sections are params/quick.yaml's (a field left out would take config.py's dataclass default,
+    which is not the offline scale's value)."""
+    from pathlib import Path
+
+    from eelib import config as C
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = text.split("## Your own data", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    study = yaml.safe_load(block)
+    quick = yaml.safe_load((root / "params" / "quick.yaml").read_text())
+    for stage in ("stage1", "stage2", "stage3"):
+        mine = {k: v for k, v in study[stage].items() if k != "lam"}
+        assert mine == {k: v for k, v in quick[stage].items() if k != "lam"}, stage
+    assert {k: study["data"][k] for k in ("seq_len", "general_tokens", "post_tokens", "val_tokens")} == \
+        {k: quick["data"][k] for k in ("seq_len", "general_tokens", "post_tokens", "val_tokens")}
+    _corpora(tmp_path)
+    (tmp_path / "general").mkdir()
+    shutil.move(tmp_path / "general.jsonl", tmp_path / "general" / "part-0.jsonl")
+    (tmp_path / "medical").mkdir()
+    import pandas as pd
+    pd.read_json(tmp_path / "medical.jsonl", lines=True).to_parquet(tmp_path / "medical" / "part-0.parquet")
+    (tmp_path / "study.yaml").write_text(block)
+    cfg = C.load(tmp_path / "study.yaml")
+    assert len(C.expand(cfg)) == 9 and cfg.stage1.lr == 2e-3 and cfg.stage3.lrs == [3e-4, 1e-3, 3e-3]

@@ -1,4 +1,4 @@
-"""The paper-scale params files hold the paper's values (Tables 2, 6-10; /work/shared/paper-notes.md).
+"""The paper-scale params files hold the paper's values (Tables 2, 6-10 of the paper).
 
 A wrong value there costs hundreds of GPU-hours before anyone sees it, and nothing at CPU scale
 runs these files, so their values are checked here against the paper, run by run as `expand`

@@ -326,3 +326,24 @@ def test_a_rule_that_moves_a_shard_key_moves_the_keys_of_the_stages_that_read_it
     assert after[0] == before[0]  # stage 1 reads no held-out set
     assert after[1] != before[1] and after[2] != before[2]  # stage 2 stops on D_post's val; 3 measures
     assert keys(offline) == off
+
+
+def test_the_checkpoint_interval_changes_no_number_and_keys_no_stage(tmp_path):
+    """stage1.ckpt_interval only says how often stage 1 writes a resume point: two intervals train
+    bit-identical weights, so they share one stage directory (decisions.md)."""
+    import torch
+
+    from eelib import config as C
+    from eelib import stages
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["stage1"]["lam"] = 0.5
+    weights = []
+    for i, interval in enumerate((2, 1000)):
+        cfg = C.from_dict(dict(raw, stage1=dict(raw["stage1"], ckpt_interval=interval)))
+        assert stages.stage_dir(cfg, 1, root=tmp_path / "shared") == \
+            stages.stage_dir(C.from_dict(raw), 1, root=tmp_path / "shared")
+        res = stages.pretrain(cfg, root=tmp_path / f"out{i}", progress=False)
+        weights.append(torch.load(res.dir / "final" / "model.pt", weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
