@@ -46,7 +46,7 @@ def _gpu_count() -> int:
         return 0
 
 
-def default_workers(cfg: C.ExperimentConfig) -> int:
+def default_workers() -> int:
     """One per GPU when GPUs are visible; else one per core (each run then uses one thread)."""
     n_gpu = _gpu_count()
     if n_gpu:
@@ -196,15 +196,16 @@ def _ray_workers() -> int:
 
 
 def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: int | None = None,
-            root: str | Path = "outputs", progress: bool = True, rerun_failed: bool = True) -> dict:
-    """Run every run of the grid; returns (and writes) the summary. Never raises for a failed run."""
+            root: str | Path = "outputs", progress: bool = True) -> dict:
+    """Run every run of the grid; returns (and writes) the summary. Never raises for a failed run;
+    a failed run (no result.json) is run again by the next call."""
     root = Path(root).resolve()
     runs = grid_runs(cfg)
     ray_task = None
     if executor == "ray":
         ray_task = _ray_task()
         workers = workers or _ray_workers()
-    workers = workers or default_workers(cfg)
+    workers = workers or default_workers()
     # Claim every run directory first (refusing ones made by a different config), so workers only
     # ever write inside their own, pre-claimed directory; they stay held until the batch ends.
     claimed = []

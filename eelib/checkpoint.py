@@ -1,8 +1,8 @@
 """Checkpoints that survive kill -9: written to a temp dir, fsynced, renamed into place.
 
 Layout of a stage directory:
-    ckpt/step-000120/state.pt       model, optimizer, mixture, RNG, early-stopping state
-    ckpt/step-000120/manifest.json  sha256 + size of state.pt, the step, the config digest
+    ckpt/step-0000120/state.pt       model, optimizer, mixture, RNG, early-stopping state
+    ckpt/step-0000120/manifest.json  sha256 + size of state.pt, the step, the config digest
     final/model.pt + manifest.json  the stage's output weights (what the next stage starts from)
 
 A checkpoint is verified against its manifest on load; a corrupt or partial one is reported and

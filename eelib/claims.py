@@ -182,10 +182,7 @@ def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory) -> di
 
 
 # ---------------------------------------------------------------------------------------------
-# Fig 3 claims (c, d)
-
-
-# ---------------------------------------------------------------------------------------------
+# All claims (Fig 3's, c and d, in eelib/claims_fig3.py)
 
 def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
              stage3_lr: float | None = None) -> list[dict]:

@@ -14,6 +14,14 @@ OUT = os.environ.get("EELIB_OUTPUTS") or "outputs"
 OUT_HELP = f"outputs root (default: $EELIB_OUTPUTS if set, else outputs; now {OUT})"
 
 
+def report_arguments(ap) -> None:
+    """`eelib report`'s arguments: this subcommand's, and eelib.report.main_report's own parser."""
+    ap.add_argument("experiment")
+    ap.add_argument("--root", "--out", dest="root", default=OUT, help=OUT_HELP)
+    ap.add_argument("--no-figures", action="store_true", help="the claims report only")
+    ap.add_argument("--final-only", action="store_true", help="frontiers from final points only")
+
+
 def _overrides(pairs: list[str]) -> dict:
     from eelib.config import ConfigError
     out = {}
@@ -114,11 +122,7 @@ def _main(argv: list[str] | None = None) -> int:
     for p in (p_run, p_bat, p_chk):
         p.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="the grid's seed axis: added, or replacing a seed axis it has (e.g. --seeds 0 1 2)")
-    p_rep = sub.add_parser("report", help="figures + claims report for an experiment's results")
-    p_rep.add_argument("experiment")
-    p_rep.add_argument("--out", "--root", dest="out", default=OUT, help=OUT_HELP)
-    p_rep.add_argument("--no-figures", action="store_true", help="the claims report only")
-    p_rep.add_argument("--final-only", action="store_true", help="frontiers from final points only")
+    report_arguments(sub.add_parser("report", help="figures + claims report for an experiment's results"))
     p_one = sub.add_parser("run-one", help="one run from a run's stored config.yaml: what batch workers, torchrun and accelerate launch (docs/scaling.md)")
     p_one.add_argument("params")
     # --run-name: torchrun's own parser would take a bare --run as an abbreviation of --run-path.
@@ -143,9 +147,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.cmd == "plan":
         return _plan(args)
     if args.cmd == "report":
-        from eelib.report import main_report
-        return main_report([args.experiment, "--root", args.out]
-                           + ["--no-figures"] * args.no_figures + ["--final-only"] * args.final_only)
+        from eelib.report import run_report
+        return run_report(args)
     try:
         if getattr(args, "workers", None) is not None and args.workers < 1:
             raise C.ConfigError(f"--workers: must be >= 1 (runs at once), got {args.workers}")

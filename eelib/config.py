@@ -285,12 +285,18 @@ def _absolute_data_files(raw: dict, base: Path) -> None:
     """Relative data.data_files become absolute, so a run's stored config.yaml reads the same
     files from any working directory (papermill, the explorer's runs, `eelib run-one`)."""
     from eelib.validate import data_files_found
+
+    def found(pattern: str) -> bool:
+        try:
+            return bool(data_files_found(pattern))
+        except ImportError:  # there, but needs a package: validate names it
+            return True
     files = (raw.get("data") or {}).get("data_files") if isinstance(raw.get("data"), dict) else None
     if isinstance(files, dict):
         for k, v in files.items():
             if isinstance(v, str) and v.strip() and not Path(v).expanduser().is_absolute():
                 here = str(base / v)
-                if not data_files_found(here) and data_files_found(v):
+                if not found(here) and found(v):
                     # written for the working directory (eelib before 2026-11-27, or a run's
                     # stored config.yaml from then): still found, with a word
                     print(f"[eelib] data.data_files.{k}: {v!r} is not beside the params file; "

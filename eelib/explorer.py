@@ -31,7 +31,7 @@ import pandas as pd
 from IPython.display import HTML, display
 
 from eelib import frontier as F
-from eelib.figures import COLORS, mixed_at_max_lam  # noqa: F401  (re-exported for notebooks)
+from eelib.figures import COLORS
 
 NO_RESULTS = ("No results under <code>{edir}</code> yet. Make some with <code>make run</code> "
               "(or <code>eelib run params/quick.yaml</code>), or press <b>run λ now</b> below "

@@ -67,12 +67,18 @@ def _df(rows) -> pd.DataFrame:
 
 
 def mixed_at_max_lam(pts: pd.DataFrame) -> pd.DataFrame:
-    """Keep, for each method with λ > 0, only its largest λ (the paper's 'mixed' is λ = 1, notes §3)."""
+    """Keep each mixed method (λ > 0) at one λ, as the claims read it (claims._lam_of): the largest
+    λ every mixed method drawn has, so mixed and mixed+X differ only in the method; else (no λ
+    shared) each at its own largest. The paper's 'mixed' is very likely λ = 1 (docs/decisions.md)."""
     if pts.empty:
         return pts
+    mixed = {m: set(g.loc[g["lam"] > 0, "lam"]) for m, g in pts.groupby("method") if (g["lam"] > 0).any()}
+    common = set.intersection(*mixed.values()) if mixed else set()
     keep = []
     for m, g in pts.groupby("method"):
-        keep.append(g[g["lam"] == g["lam"].max()] if (g["lam"] > 0).any() else g)
+        if m in mixed:
+            g = g[g["lam"] == (max(common) if common else max(mixed[m]))]
+        keep.append(g)
     return pd.concat(keep, ignore_index=True)
 
 
@@ -183,7 +189,7 @@ def paper_frontier_panel(fig: str, methods: list[str], view: tuple[str, str],
                  width=W, height=H)
 
 
-PAPER_FIG3_PIPELINE = "music->chem"  # Fig 3a/3b are MusicPile -> ChemPile at 135M (notes §6.1-6.2)
+PAPER_FIG3_PIPELINE = "music->chem"  # Fig 3a/3b are MusicPile -> ChemPile at 135M (§4.1-4.2)
 
 
 def paper_fig3_panel(which: str) -> alt.Chart:
@@ -256,10 +262,11 @@ def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.V
     return _stack(ours, paper, titles[fig])
 
 
-def methods_figures(rows, figs: tuple[str, ...]) -> alt.VConcatChart | None:
-    """Figs 4–7 for every pipeline in the rows, stacked (None if no figure applies)."""
-    pipes = sorted(set(_df(rows)["pipeline"])) if len(rows) else []
-    charts = [c for p in pipes for f in figs if (c := fig_methods(rows, f, p)) is not None]
+def methods_figures(rows, figs: tuple[str, ...], trajectory: bool = True) -> alt.VConcatChart | None:
+    """Frontier figures (those of "fig2", "fig4" … "fig7" named in `figs`) stacked, drawn as
+    `all_figures` draws them and the claims test them: allocation=added runs, one pipeline,
+    |D_post| and model at a time (None if no figure applies). What the experiment notebooks show."""
+    charts = list(all_figures(rows, trajectory, only=figs).values())
     return alt.vconcat(*charts) if charts else None
 
 
@@ -277,8 +284,10 @@ def save(chart: alt.TopLevelMixin, stem: str | Path) -> dict[str, Path]:
     return out
 
 
-def all_figures(rows, trajectory: bool = True) -> dict[str, alt.TopLevelMixin]:
-    """Every figure the rows allow, keyed by file stem (e.g. 'fig2_music-chem', 'fig3a')."""
+def all_figures(rows, trajectory: bool = True, only: tuple[str, ...] | None = None) -> dict[str, alt.TopLevelMixin]:
+    """Every figure the rows allow, keyed by file stem (e.g. 'fig2_music-chem', 'fig3a'); `only`:
+    just these figures ("fig2", "fig3a", ...)."""
+    want = set(only or ("fig2", "fig3a", "fig3b", "fig4", "fig5", "fig6", "fig7"))
     df = _df(rows)
     figs: dict[str, alt.TopLevelMixin | None] = {}
     if df.empty:
@@ -296,11 +305,13 @@ def all_figures(rows, trajectory: bool = True) -> dict[str, alt.TopLevelMixin]:
         for values, g in groups:
             values = values if isinstance(values, tuple) else (values,)
             suffix = "".join(f"_{'post' if k == 'post_tokens' else ''}{v}" for k, v in zip(by, values)) if several else ""
-            figs[f"fig2_{tag}{suffix}"] = fig2(g, pipe, trajectory)
-            for f in ("fig4", "fig5", "fig6", "fig7"):
+            if "fig2" in want:
+                figs[f"fig2_{tag}{suffix}"] = fig2(g, pipe, trajectory)
+            for f in sorted(want & {"fig4", "fig5", "fig6", "fig7"}):
                 figs[f"{f}_{tag}{suffix}"] = fig_methods(g, f, pipe, trajectory)
-    figs["fig3a"] = fig3(df, "added")
-    figs["fig3b"] = fig3(df, "split")
+    for f, alloc in (("fig3a", "added"), ("fig3b", "split")):
+        if f in want:
+            figs[f] = fig3(df, alloc)
     return {k: v for k, v in figs.items() if v is not None}
 
 

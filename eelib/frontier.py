@@ -12,7 +12,7 @@ Design choices (docs/frontiers.md):
 * Ties: two points with the same x and different y -> only the lower y survives (it dominates).
   Exact duplicates (same x and y) dominate neither; the frontier keeps them once.
 * A frontier is a sequence sorted by x with strictly decreasing y. The paper joins frontier points
-  with straight lines and reads values off those lines (§6.3 of our notes), so `interpolate` is
+  with straight lines and reads values off those lines (Fig 2), so `interpolate` is
   linear between frontier points and undefined (NaN) outside the frontier's x-range; `as_steps`
   gives the staircase (attainable region) for plots that prefer it.
 * Comparisons happen only where both frontiers are defined: `compare_at` returns NaN outside the

@@ -1,7 +1,9 @@
 """Atomic file writes: temp file in the same directory, fsync, rename (issue 7).
 
 A reader (or a rerun after kill -9) sees either the old file or the new one, never half of one.
-Everything eelib writes under outputs/ and the cache goes through these helpers.
+Every result, record, config and manifest eelib writes under outputs/ and the cache goes
+through these helpers; appended logs, lock files and the token shards' memmaps (built under a
+temporary name and renamed when complete) do not.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from typing import Iterable
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
-from eelib.rundir import _comparable, _flat, _stored_config, claim_run_dir, release_run  # noqa: F401 (re-exported)
+from eelib.rundir import _comparable, _flat, _stored_config, claim_run_dir, release_run
 from eelib.stages import OUTPUTS, finetune, posttrain, pretrain
 
 
@@ -237,7 +237,7 @@ def pooled_runs(experiment: str, root: Path | None = None) -> dict:
 
 
 def unrecorded(spread: dict[str, dict[str, list[str]]], by_design: Iterable[str] = ()) -> dict:
-    """The part of config_spread that the rows do not record, no grid made (`by_design`: fields
+    """The part of a spread (pooled_runs' "spread", config_spread) that the rows do not record, no grid made (`by_design`: fields
     whose spread a grid swept), and that changes what a run computes: runs differing only there
     share one frontier."""
     skip = set(ROW_FIELDS) | set(HOW_FIELDS) | set(by_design)
@@ -274,12 +274,32 @@ def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     return odd
 
 
-def collect(experiment: str, root: Path | None = None) -> list[dict]:
-    """Every finished run's rows, in run-name order; rewrites results.jsonl atomically."""
+def stale_runs(experiment: str, root: Path | None = None) -> dict[str, str]:
+    """Finished runs whose rows came from stages this code keys otherwise: {run: why}. `eelib run`
+    refuses them and `batch` lists them as failed; `collect` leaves their rows out, so results.jsonl,
+    the claims and the figures never mix them with rows of the stages a rerun trains. A run whose
+    stored config this eelib cannot read (a field of an older version) is not checked."""
     edir = Path(root or OUTPUTS) / experiment
-    rows = []
+    out = {}
+    for done in sorted((edir / "runs").glob("*/result.json")):
+        try:
+            cfg = C.load(done.parent / "config.yaml")
+        except (C.ConfigError, OSError):
+            continue
+        why = stale_message(cfg, done.parent, root)
+        if why:
+            out[done.parent.name] = why
+    return out
+
+
+def collect(experiment: str, root: Path | None = None) -> list[dict]:
+    """Every finished run's rows, in run-name order, but those of stale runs (`stale_runs`);
+    rewrites results.jsonl atomically."""
+    edir = Path(root or OUTPUTS) / experiment
+    rows, stale = [], stale_runs(experiment, root)
     for p in sorted((edir / "runs").glob("*/result.json")):
-        rows.extend(json.loads(p.read_text())["rows"])
+        if p.parent.name not in stale:
+            rows.extend(json.loads(p.read_text())["rows"])
     atomic_write_text(edir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

@@ -7,7 +7,6 @@ the Markdown and JSON reports atomically beside the runs, with what was pooled a
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -56,9 +55,9 @@ def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
 
 
 def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict | None = None,
-                unfinished: list[str] | None = None) -> str:
+                unfinished: list[str] | None = None, stale: dict[str, str] | None = None) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
-             f"Computed by `eelib.claims` from {n_rows} row(s) of outputs/{experiment}/results.jsonl. "
+             f"Computed by `eelib.claims` from {n_rows} row(s) of the experiment's results.jsonl (beside this report). "
              f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
              f"≥ {MIN_SEEDS} seeds at p < {ALPHA:g}; **does not hold** = significantly the opposite way; "
              "**not shown** = tested, neither direction significant (3 seeds have little power); "
@@ -85,6 +84,14 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict |
                   "were tested without them: " + ", ".join(f"`{r}`" for r in unfinished[:20])
                   + (f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else "")
                   + ". Rerun the params file to finish them (finished runs are reused)."]
+    if stale:  # finished, but by stages this eelib keys otherwise: never pooled with today's rows
+        lines += ["", "## Runs left out: computed by stages keyed otherwise now", "",
+                  f"{len(stale)} finished run{'' if len(stale) == 1 else 's'} came from stages this eelib keys "
+                  "otherwise (a rule, a model preset or a data marker changed since), so their rows are not in "
+                  "results.jsonl nor in the claims above: " + ", ".join(f"`{r}`" for r in list(stale)[:20])
+                  + (f" and {len(stale) - 20} more" if len(stale) > 20 else "")
+                  + ". Rerun the params file under a new experiment name (`--set name=...`) to recompute them. "
+                  "First: " + next(iter(stale.values()))]
     return "\n".join(lines) + "\n"
 
 
@@ -102,16 +109,19 @@ def _jsonable(o):
 
 
 def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int,
-          pooled: dict | None = None, unfinished: list[str] | None = None) -> dict[str, Path]:
+          pooled: dict | None = None, unfinished: list[str] | None = None,
+          stale: dict[str, str] | None = None) -> dict[str, Path]:
     """claims.md and claims.json in out_dir, written atomically; returns their paths.
     `pooled`: pipeline.pooled_runs of the runs, reported when given; `unfinished`: run
-    directories without a result.json."""
+    directories without a result.json; `stale`: pipeline.stale_runs, left out of the rows."""
     out_dir = Path(out_dir)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
-    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled, unfinished))
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled, unfinished, stale))
     extra = {} if pooled is None else {"pooled_runs": pooled}
     if unfinished is not None:
         extra["unfinished_runs"] = unfinished
+    if stale is not None:
+        extra["stale_runs"] = stale
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
                            "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims), **extra})
     return {"claims_md": md, "claims_json": js}
@@ -123,34 +133,28 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
 
     Returns {name: path} of everything written under <root>/<experiment>/ (figures in figures/).
     """
-    from eelib.pipeline import collect, pooled_runs
+    from eelib.pipeline import collect, pooled_runs, stale_runs
     root = Path(root)
     if not (root / experiment / "runs").is_dir():
         raise FileNotFoundError(f"no runs under {root / experiment}: run its params file first "
                                 f"(`eelib run <params.yaml> --out {root}`), or name the outputs root it "
                                 "was run with (--out, or $EELIB_OUTPUTS)")
-    rows = collect(experiment, root)
+    rows = collect(experiment, root)  # stale runs' rows left out
     claims = evaluate(rows, trajectory=trajectory)
     unfinished = sorted(d.name for d in (root / experiment / "runs").iterdir()
                         if d.is_dir() and not (d / "result.json").exists())
-    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root), unfinished)
+    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root), unfinished,
+                  stale_runs(experiment, root))
     if figures and rows:
         from eelib import figures as FG
-        paths |= FG.save_all(rows, root / experiment / "figures")
+        paths |= FG.save_all(rows, root / experiment / "figures", trajectory=trajectory)
     return paths
 
 
-def main_report(argv: list[str] | None = None) -> int:
-    """CLI hook: `eelib report <experiment> [--root outputs] [--no-figures] [--final-only]`."""
-    import argparse
-    ap = argparse.ArgumentParser(prog="eelib report", description=report.__doc__)
-    ap.add_argument("experiment")
-    ap.add_argument("--root", "--out", dest="root", default=os.environ.get("EELIB_OUTPUTS") or "outputs")
-    ap.add_argument("--no-figures", action="store_true")
-    ap.add_argument("--final-only", action="store_true", help="frontiers from final points only")
-    a = ap.parse_args(argv)
+def run_report(args) -> int:
+    """Write the report of parsed `cli.report_arguments` args; print it. Exit status: 0, or 2 without runs."""
     try:
-        paths = report(a.experiment, a.root, figures=not a.no_figures, trajectory=not a.final_only)
+        paths = report(args.experiment, args.root, figures=not args.no_figures, trajectory=not args.final_only)
     except FileNotFoundError as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2
@@ -158,3 +162,12 @@ def main_report(argv: list[str] | None = None) -> int:
     for k, p in paths.items():
         print(f"{k}: {p}")
     return 0
+
+
+def main_report(argv: list[str] | None = None) -> int:
+    """CLI hook: `eelib report <experiment> [--root outputs] [--no-figures] [--final-only]`."""
+    import argparse
+    from eelib.cli import report_arguments
+    ap = argparse.ArgumentParser(prog="eelib report", description=report.__doc__)
+    report_arguments(ap)
+    return run_report(ap.parse_args(argv))

@@ -167,7 +167,7 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
     "Different" is judged on the stored config.yaml read with today's defaults, so a run written
     by an older eelib (before a field was added) or whose local files moved is re-entered, and
     its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
-    to, recorded once in swept.json (what config_spread takes as varying by design).
+    to, recorded once in swept.json (what pooled_runs takes as varying by design).
     Under torchrun rank 0 claims and holds it for the group; the others get its outcome."""
     from eelib import distributed
     rdir = Path(os.path.abspath(run_dir(cfg, run, root)))

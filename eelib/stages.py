@@ -278,7 +278,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
         if s2.replay:
             sources.append(Source("c4", general.tokens, s2.replay, once=False))
     record = {"allocation": cfg.allocation, "lam": cfg.stage1.lam}
-    if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (notes §5)
+    if not sources:  # λ = 1 under the split: nothing left for stage 2; θ_post = θ_pre (§4.2: λ = 1 puts all of D_post in stage 1)
         save_final(sdir, model, {"stage": 2, "skipped": True})
         losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM)
         return finish(2, sdir, key, dict(record, skipped=True, steps=0, mixture={}, losses=losses,

@@ -133,7 +133,7 @@ def combine(cid, text, paper, parts, test, numbers) -> dict:
     ALPHA; the chance that all do under no effect is at most ALPHA). "Does not hold in some part"
     does: with K tested parts, a part's reversed test counts only at p < ALPHA / K (Bonferroni),
     else that part reads "not shown" here (without this, 4 settings under no effect gave "does
-    not hold" 19% of the time, not 5%; tests/test_claims.py). Parts whose "does not hold" comes
+    not hold" 19% of the time, not 5%; tests/test_claims_review.py). Parts whose "does not hold" comes
     from a rule rather than a test (claim c's flatness) count as they are."""
     k = sum(p["verdict"] != INCONCLUSIVE for p in parts)
     for p in parts:

@@ -157,7 +157,6 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
           config_digest: str, device: torch.device, seed: int,
           evaluator: Callable[[torch.nn.Module], dict] | None = None,
           compile: bool = False, desc: str = "train", progress: bool = True,
-          on_eval: Callable[[dict], None] | None = None,
           dist: distributed.Dist | None = None) -> dict:
     """Train in place; resume from the newest good checkpoint in `stage_dir` if one exists.
 
@@ -227,8 +226,6 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
             raise NonFiniteLoss(f"{desc}: evaluation at step {step_now} gave {bad}; "
                                 "lower the learning rate or check the data")
         trajectory.append(row)
-        if on_eval:
-            on_eval(row)
         if spec.patience:
             v = row[spec.early_stop_key]
             if v < best:

@@ -18,7 +18,8 @@ from eelib.config import (CORPUS_CAPACITY, CORPUS_NAMES, OWN_CORPUS_NAME, PIPELI
 
 
 def data_files_found(pattern: str) -> list[str]:
-    """The files the reader would open (eelib/corpora/hub.py), so a config that passes can be read."""
+    """The files the reader would open (eelib/corpora/hub.py), so a config that passes can be read;
+    [] when none match. An ImportError (.zst files without zstandard) passes through."""
     from eelib.corpora.hub import resolve_files
     try:
         return resolve_files(pattern)
@@ -127,7 +128,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                    f"name the paper's pipelines); call your corpus something else (e.g. {k + '_own'!r})")
             _check(isinstance(v, str) and bool(v.strip()), f"data.data_files.{k}",
                    "give a file path or glob as a string")
-            found = data_files_found(v)
+            try:
+                found = data_files_found(v)
+            except ImportError as e:  # found, but unreadable without a package: say which
+                raise ConfigError(f"data.data_files.{k}: {e}") from None
             _check(bool(found), f"data.data_files.{k}",
                    f"no .json/.jsonl(.gz)/.parquet file matches {v!r}; fix the path (eelib reads "
                    "JSON lines, JSON and parquet files; relative paths are read from the params "

@@ -205,6 +205,20 @@ def test_report_end_to_end(tmp_path):
     assert RP.main_report(["nope", "--root", str(tmp_path)]) == 2
 
 
+def test_report_final_only_reaches_the_figures_too(tmp_path, monkeypatch):
+    """`eelib report --final-only` draws the frontiers from final points, as its claims use them
+    (the figures were drawn with trajectory points whatever the flag said)."""
+    from eelib import figures as FG
+    rows = [r for s in range(3) for r in frontier_rows("unmixed", 0.0, s, 0, 0.01) + frontier_rows("mixed", 1.0, s, -0.3, 0.01)]
+    (tmp_path / "syn" / "runs" / "all").mkdir(parents=True)
+    (tmp_path / "syn" / "runs" / "all" / "result.json").write_text(json.dumps({"rows": rows}))
+    seen = []
+    monkeypatch.setattr(FG, "save_all", lambda rows, out, trajectory=True: seen.append(trajectory) or {})
+    assert RP.main_report(["syn", "--root", str(tmp_path), "--final-only"]) == 0
+    RP.report("syn", tmp_path)
+    assert seen == [False, True]
+
+
 def test_settings_edge_cases():
     """Per-setting stage-3 LR, a missing setting value, replay run for one pipeline only, a NaN."""
     # two pipelines sweeping different stage-3 LRs: each read at its own smallest

@@ -52,3 +52,22 @@ def test_methods_figures_cover_every_pipeline():
     spec = json.dumps(FG.methods_figures(two, ("fig4",)).to_dict())
     assert "ours: music->chem" in spec and "ours: music->flan" in spec
     assert FG.methods_figures([], ("fig4",)) is None
+    # the notebooks' frontier figures are all_figures': added runs only, one |D_post| at a time
+    two_sizes = two + [dict(r, post_tokens=2 * r.get("post_tokens", 1)) for r in two]
+    assert len(FG.methods_figures(two_sizes, ("fig2",)).vconcat) == len(FG.all_figures(two_sizes, only=("fig2",))) == 4
+
+
+def test_mixed_methods_are_drawn_at_the_lambda_the_claims_compare_them_at():
+    """Fig 4 draws mixed and mixed+replay at the largest λ both have, as claim e compares them;
+    it drew each at its own largest (mixed at 1 beside mixed+replay at 0.5)."""
+    import pandas as pd
+    pts = pd.DataFrame([{"method": m, "lam": lam, "x": 1.0, "y": 1.0}
+                        for m, lams in (("unmixed", [0.0]), ("mixed", [0.5, 1.0]), ("mixed+replay", [0.5]))
+                        for lam in lams])
+    got = FG.mixed_at_max_lam(pts).groupby("method")["lam"].apply(set).to_dict()
+    assert got == {"unmixed": {0.0}, "mixed": {0.5}, "mixed+replay": {0.5}}
+    alone = FG.mixed_at_max_lam(pts[pts["method"] != "mixed+replay"])  # one mixed method: its largest
+    assert set(alone.loc[alone["method"] == "mixed", "lam"]) == {1.0}
+    apart = pts.assign(lam=[0.0, 0.5, 1.0, 0.25])  # no λ shared: each at its own largest
+    got = FG.mixed_at_max_lam(apart).groupby("method")["lam"].apply(set).to_dict()
+    assert got == {"unmixed": {0.0}, "mixed": {1.0}, "mixed+replay": {0.25}}

@@ -64,8 +64,13 @@ def test_zst_files_without_zstandard_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
                         if name == "zstandard" else real(name, *a, **k))
     (tmp_path / "a.jsonl.zst").write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match="need the zstandard package: pip install zstandard"):
+    with pytest.raises(ImportError, match="need the zstandard package: pip install zstandard"):
         hub.resolve_files(str(tmp_path))
+    # and a params file naming them gets that line, not "no file matches; fix the path"
+    from eelib import config as C
+    files = {"c4": str(tmp_path), "musicpile": str(tmp_path), "chempile": str(tmp_path)}
+    with pytest.raises(C.ConfigError, match=r"^data\.data_files\.c4: .*pip install zstandard"):
+        C.from_dict({"data": {"source": "local", "data_files": files}}, models=False)
 
 
 def test_c4_validation_in_its_own_folder_is_the_held_out_set(tmp_path):

@@ -302,6 +302,11 @@ def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path
     assert done.read_bytes() == before
     # the batch runner lists such a run as failed with the same line, instead of "reused"
     assert "keys otherwise (stage 2: 0123456789ab" in P.stale_message(cfg, done.parent, tmp_path / "out")
+    # and its rows stay out of results.jsonl and the claims, which name it (they pooled it before)
+    from eelib import report as RP
+    assert P.collect(cfg.name, tmp_path / "out") == [] and list(P.stale_runs(cfg.name, tmp_path / "out")) == ["r"]
+    md = RP.report(cfg.name, tmp_path / "out", figures=False)["claims_md"].read_text()
+    assert "## Runs left out" in md and "`r`" in md and "0123456789ab" in md
 
 
 def test_a_rule_that_moves_a_shard_key_moves_the_keys_of_the_stages_that_read_it(monkeypatch):

@@ -175,8 +175,7 @@ NOTEBOOKS.update({
         "shows no gain in the first view.",
         "λ ∈ {0, 1} × the stage-2 LR grid × the stage-3 LRs, per pipeline; trajectory points included.",
         "params/ci/frontiers.yaml",
-        "charts = [figures.fig2(rows, p) for p in sorted({r['pipeline'] for r in rows})]\n"
-        "charts[0] if len(charts) == 1 else figures.alt.vconcat(*charts)",
+        "figures.methods_figures(rows, (\"fig2\",))   # every pipeline, |D_post| and model in the rows",
         "Claims (a) and (b) compare the mixed and unmixed frontiers at matched x, per seed."),
     "replay_dropout.ipynb": experiment(
         "Figs 4–6 (and 10–12 at 1B) — replay and dropout add to mixing (§4.4)",

@@ -223,9 +223,9 @@ def resolve_files(data_files: str) -> list[str]:
     if any(f.endswith(".zst") for f in files):
         try:
             import zstandard  # noqa: F401  (what the JSON reader decompresses .zst with)
-        except ImportError:
-            raise FileNotFoundError(f"data_files={data_files!r} holds .zst files, which need the zstandard "
-                                    "package: pip install zstandard (or decompress them)") from None
+        except ImportError:  # ImportError, not FileNotFoundError: the files are there, a package is not
+            raise ImportError(f"data_files={data_files!r} holds .zst files, which need the zstandard "
+                              "package: pip install zstandard (or decompress them)") from None
     return files
 
 
@@ -264,7 +264,7 @@ def _load_local(spec: CorpusSpec, files: list[str], where: str):
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     try:  # the JSON reader reads the first file here, for its columns
         return datasets.load_dataset(kind, data_files=files, split="train", streaming=True, **kw)
-    except OSError:
+    except (OSError, ImportError, MemoryError):  # the machine's, not the file's: as they are
         raise
     except Exception as e:
         raise _unreadable(spec, where, files, e) from e
@@ -304,7 +304,7 @@ def input_files(data_files: str) -> list[dict]:
     return [{"path": f, "bytes": os.path.getsize(f)} for f in resolve_files(data_files)]
 
 
-def _stream(spec: CorpusSpec, split: str, source: str, seed: int, data_files: str | None,
+def _stream(spec: CorpusSpec, split: str, source: str, data_files: str | None,
             revision: str | None = None):
     """(IterableDataset, hash_filter) for one corpus/split/source."""
     import datasets
@@ -346,7 +346,7 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
     Not a generator function: the hub check and the file lookup run at call time, so a missing
     hub or a bad `data_files` fails where `documents(...)` is called, not at the first `next`.
     """
-    ds, hash_split = _stream(spec, split, source, seed, data_files, revision)
+    ds, hash_split = _stream(spec, split, source, data_files, revision)
     if split == "train":
         ds = ds.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER)
     elif hash_split:  # val drawn across the files like train, and fixed (module docstring)
@@ -366,8 +366,8 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
                     raise RecordFormatError(f"corpus {spec.name!r}: all {n:,} records of {where} have "
                                             f"an empty {field!r}; put the documents' text there") from None
                 return
-            except OSError:  # disk or network: not the file's content; the CLI prints it in one line
-                raise
+            except (OSError, ImportError, MemoryError):  # disk, network, a missing package, memory:
+                raise                                       # not the file's content; as they are
             except Exception as e:  # a local file the reader cannot parse: name the corpus, one line
                 if source != "local":
                     raise
