@@ -305,6 +305,23 @@ def test_hub_blocked_socket_fails_fast(monkeypatch):
     assert time.monotonic() - t0 < 5
 
 
+def test_an_unresolved_revision_is_recorded_and_said(monkeypatch, capsys):
+    """The hub answers but its API does not: the build goes on (a multi-hour tokenization is not
+    failed over metadata), records the requested name with the reason, and says what it risks."""
+    import huggingface_hub
+
+    from eelib.corpora import CORPORA
+
+    class Api:
+        def dataset_info(self, *a, **k):
+            raise TimeoutError("api down")
+    monkeypatch.setattr(hub_mod, "ensure_hub_reachable", lambda spec: None)
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    assert hub_mod.resolve_revision(CORPORA["musicpile"]) == "main (unresolved: TimeoutError)"
+    err = capsys.readouterr().err
+    assert "not resolved to a commit (TimeoutError)" in err and "pin data.revisions.musicpile" in err
+
+
 def test_hub_hanging_connect_is_bounded(monkeypatch):
     _no_flags(monkeypatch)
     monkeypatch.setattr(hub_mod, "_connect", lambda host, port, timeout: time.sleep(60))
