@@ -406,3 +406,33 @@ def test_check_takes_seeds_like_run_and_batch(tmp_path):
     assert p.returncode == 0, p.stderr
     runs = [l.strip() for l in p.stdout.splitlines()[1:]]
     assert len(runs) == 10 and all(r.endswith(("-seed3", "-seed4")) for r in runs), runs
+
+
+def test_fig3_claims_catch_what_a_looser_rule_would_pass():
+    """Cases a review's mutations passed: an L_im that worsens with λ is not "flat" (|ΔL_im|,
+    not ΔL_im); an interior λ* needs both endpoint gaps significant, not one; Fig 3 reads one
+    stage-3 LR (the smallest), never pooling the others; +replay/+dropout/LoRA rows stay out."""
+    ret, flat = [2.2, 2.1, 2.08, 2.07, 2.06], [1.80, 1.79, 1.80, 1.79, 1.795]
+    worse_im = fig3_rows("added", ret, [1.80, 1.85, 1.90, 1.95, 2.00])
+    c = by_id(CL.evaluate(worse_im))["c"]
+    assert c["verdict"] == ST.NOT_HOLD and "not flat" in c["reason"]
+    one_end = fig3_rows("split", [2.3, 2.2, 2.25, 2.35, 2.205], [2.0] * 5)  # λ = 1 within noise of λ*
+    d = by_id(CL.evaluate(one_end))["d"]
+    assert d["parts"][0]["lam_star"] == 0.25 and d["verdict"] != ST.HOLDS
+    good = fig3_rows("added", ret, flat)
+    other_lr = [dict(r, stage3_lr=3e-3, L_ret=r["L_ret"] + 2 * r["lam"]) for r in good]  # reversed there
+    c = by_id(CL.evaluate(good + other_lr))["c"]
+    assert c["verdict"] == ST.HOLDS and c["numbers"]["stage3_lr"] == [1e-3]
+    replay = [dict(r, method="mixed+replay", L_ret=3.0, run=r["run"] + "-replay") for r in good if r["lam"] == 1.0]
+    assert by_id(CL.evaluate(good + replay))["c"]["verdict"] == ST.HOLDS
+
+
+def test_mixed_vs_mixed_plus_x_is_read_at_the_largest_lambda_both_have():
+    """Replay helps at λ = 1 and not at 0.5: claim e.replay compares the two at λ = 1."""
+    rows = [r for s in range(3) for lam, shift in ((0.0, 0.0), (0.5, -0.1), (1.0, -0.2))
+            for r in frontier_rows("mixed" if lam else "unmixed", lam, s, shift, 0.01)]
+    rows += [dict(r, run=r["run"] + "r") for s in range(3) for lam, shift in ((0.5, -0.1), (1.0, -0.5))
+             for r in frontier_rows("mixed+replay", lam, s, shift, 0.01)]
+    e = by_id(CL.evaluate(rows))["e"]
+    part = next(p for p in e["parts"] if p["id"] == "e.replay")
+    assert part["verdict"] == ST.HOLDS and "λ = 1" in part["reason"]
