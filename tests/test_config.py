@@ -82,6 +82,12 @@ BAD = [
         **{c: str(ROOT / "tests/fixtures/hub" / c) for c in ("c4", "musicpile", "chempile")}, "My Corpus": "x"}),
      "data.data_files.My Corpus: not a corpus name"),
     ("bad-allocation", _with(allocation="both"), "allocation"),
+    # rules no case exercised (a review removed each and no test failed)
+    ("replay-one", _with(stage2__replay=1.0), "stage2.replay: must lie in [0, 1)"),
+    ("patience-zero", _with(stage2__patience=0), "stage2.patience: must be > 0"),
+    ("batch-zero", _with(stage3__batch_size=0), "stage3.batch_size: must be > 0"),
+    ("min-lr-above-lr", _with(stage1__lr=0.001, stage1__min_lr=0.01), "stage1.min_lr: must lie in [0, stage1.lr]"),
+    ("duplicate-lrs", _with(stage3__lrs=[0.001, 0.001]), "stage3.lrs: remove the duplicate"),
     ("split-replay-too-big", _with(allocation="split", stage2__replay=0.9, data__general_tokens=640),
      "stage2.replay"),
     ("split-replay-rounds-to-none", _with(allocation="split", stage1__lam=0.95, stage2__replay=0.01),
