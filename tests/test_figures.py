@@ -71,3 +71,21 @@ def test_mixed_methods_are_drawn_at_the_lambda_the_claims_compare_them_at():
     apart = pts.assign(lam=[0.0, 0.5, 1.0, 0.25])  # no λ shared: each at its own largest
     got = FG.mixed_at_max_lam(apart).groupby("method")["lam"].apply(set).to_dict()
     assert got == {"unmixed": {0.0}, "mixed": {1.0}, "mixed+replay": {0.25}}
+
+
+def test_the_drawn_frontier_is_the_pareto_set_of_the_points_drawn():
+    """The line's data is each method's Pareto frontier in the panel's (x, y): lower is better in
+    both, so every drawn point is undominated and every other point is dominated by one of them."""
+    from eelib import frontier as F
+    rs = [r for s in range(2) for r in frontier_rows("unmixed", 0.0, s, 0.0, 0.05) + frontier_rows("mixed", 1.0, s, -0.3, 0.05)]
+    chart = FG.frontier_panel(rs, ["unmixed", "mixed"], "L_ft", "L_ret", "t")
+    line = chart.layer[1].data
+    pts = F.points(FG._df(rs), trajectory=True)
+    for m, g in line.groupby("method"):
+        mine = pts[pts["method"] == m]
+        drawn = list(zip(g["x"], g["y"]))
+        for x, y in zip(mine["L_ft"], mine["L_ret"]):
+            assert any(dx <= x and dy <= y for dx, dy in drawn)  # on or behind the line
+        for dx, dy in drawn:  # nothing in the cloud beats a drawn point in both coordinates
+            assert not ((mine["L_ft"] < dx) & (mine["L_ret"] < dy)).any()
+        assert sorted(drawn) == drawn and all(a[1] > b[1] for a, b in zip(drawn, drawn[1:]))

@@ -204,3 +204,39 @@ def test_every_field_keys_the_stages_that_depend_on_it(tmp_path, field, value, m
     got = {s for s in (1, 2, 3) if stages.stage_dir(base, s, lr if s == 3 else None).name
            != stages.stage_dir(other, s, lr if s == 3 else None).name}
     assert got == moves
+
+
+@pytest.mark.parametrize("variant", ["split+replay+dropout", "lora"])
+def test_same_params_and_seed_give_identical_rows_on_every_stage2_path(tmp_path, variant):
+    """Determinism beyond the plain path the reliability suite runs: dropout masks, replay draws,
+    the split's one-pass draws and LoRA's adapter init all come from the seed, so two fresh runs
+    in two outputs roots agree bit for bit on CPU."""
+    from conftest import compared
+
+    from eelib import pipeline as P
+    if variant == "lora":
+        pytest.importorskip("peft")
+        kw = {"stage2": {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1}}
+    else:
+        kw = {"allocation": "split", "stage2": {"replay": 0.1, "dropout": 0.1}}
+    rows = [P.run_pipeline(_cfg(tmp_path / str(i), **kw), "r", root=tmp_path / str(i) / "out", progress=False)
+            for i in (0, 1)]
+    assert compared(rows[0]) == compared(rows[1])
+
+
+def test_a_run_taken_over_while_it_trained_does_not_write_its_result(tmp_path, monkeypatch):
+    """Another config took the (unfinished) run directory over mid-run: this run's stages are kept
+    but its result.json is not written there, so the directory never holds a config and a result
+    from two different configs."""
+    from eelib import pipeline as P
+    cfg = _cfg(tmp_path)
+    real = P.finetune
+
+    def finetune_then_taken_over(c, s2, lr, **kw):
+        out = real(c, s2, lr, **kw)
+        (tmp_path / "out" / cfg.name / "runs" / "r" / "config.digest").write_text("another config\n")
+        return out
+    monkeypatch.setattr(P, "finetune", finetune_then_taken_over)
+    with pytest.raises(RuntimeError, match="taken over by another config"):
+        P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / cfg.name / "runs" / "r" / "result.json").exists()
