@@ -109,3 +109,20 @@ def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path):
     assert p.returncode == 2 and p.stderr.strip().splitlines() == ["eelib: error: --tok-s: must be > 0 (training tokens per second)"]
     p = run_cli(tmp_path, "plan", "tiny.yaml", "--throughput", "tp.json", "--mode", "plain-eager")
     assert p.returncode == 2 and "no successful result for mode plain-eager" in p.stderr
+
+
+def test_plan_counts_equal_a_split_runs_tokens_with_replay(tmp_path):
+    """The split's stage-2 arithmetic (the remaining 1−λ once, replay at r/(1−r) of it) is written
+    in the stages, the validation and the plan: here the plan is held to what a run trains."""
+    from eelib import pipeline as P
+    raw = json.loads(json.dumps(TINY))
+    raw.update(allocation="split", name="split")
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw["stage2"]["replay"] = 0.2
+    cfg = C.from_dict(raw)
+    P.run_pipeline(cfg, "r", root=tmp_path / "outputs", progress=False)
+    stages = {(s["stage"], s["key"]): s for s in plan.run_stages(cfg)}
+    recs = _stage_records(tmp_path, "split")
+    assert set(stages) == set(recs)
+    for k, s in stages.items():
+        assert not s["upper_bound"] and _trained(recs[k]) == s["train_tokens"], k

@@ -33,8 +33,7 @@ run: str = "run"  # run name: outputs/<name>/runs/<run>/
 out_dir: str = "outputs"  # outputs root ($EELIB_OUTPUTS overrides)'''
 PARAMS = PARAMS.replace("PRESET_LIST", ", ".join(PRESETS))  # eelib/model.py's, so they never drift
 
-SETUP = '''from pathlib import Path
-from eelib import config as C, notebook as nb, stages
+SETUP = '''from eelib import config as C, notebook as nb, stages
 from eelib.pipeline import run_pipeline
 cfg = nb.config(globals(), lam=lam)
 root = nb.outputs(out_dir)
