@@ -222,10 +222,12 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     ray_run, ray = ray_task or (None, None)
     n_gpu = _gpu_count()
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
-    summary_runs = {}
+    summary_runs, stale_here = {}, []
     for run, c, d in claimed:
         if (d / "result.json").exists():  # reused, unless its stages are keyed otherwise now
             stale = stale_message(c, d, root)
+            if stale:
+                stale_here.append(run)
             summary_runs[run] = {"run": run, "status": "failed" if stale else "reused", "seconds": 0.0,
                                  "log": None, "error": stale}
     slots: queue.Queue = queue.Queue()
@@ -275,7 +277,7 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    warn_unswept(cfg, root)
+    warn_unswept(cfg, root, skip=stale_here)  # their rows are left out of the results too
     rows = collect(cfg.name, root)
     summary = {"experiment": cfg.name, "executor": executor, "workers": workers,
                "seconds": round(time.time() - t_start, 1),

@@ -67,18 +67,21 @@ def _df(rows) -> pd.DataFrame:
 
 
 def mixed_at_max_lam(pts: pd.DataFrame) -> pd.DataFrame:
-    """Keep each mixed method (λ > 0) at one λ, as the claims read it (claims._lam_of): the largest
-    λ every mixed method drawn has, so mixed and mixed+X differ only in the method; else (no λ
-    shared) each at its own largest. The paper's 'mixed' is very likely λ = 1 (docs/decisions.md)."""
+    """Keep each mixed method (λ > 0) at one λ: within a family (full fine-tuning: mixed,
+    mixed+replay, mixed+dropout; LoRA: LoRA-mixed), the largest λ every mixed method of the family
+    drawn has, so they differ only in the method, as claim e compares mixed with mixed+X (the claims
+    pair methods: a figure draws one λ per method); with none shared, each at its own largest.
+    The paper's 'mixed' is very likely λ = 1 (docs/decisions.md)."""
     if pts.empty:
         return pts
+    pts = pts.assign(lam=pts["lam"].astype(float).round(9))  # as claims.evaluate: 0.1·3 meets 0.3
     mixed = {m: set(g.loc[g["lam"] > 0, "lam"]) for m, g in pts.groupby("method") if (g["lam"] > 0).any()}
-    common = set.intersection(*mixed.values()) if mixed else set()
-    keep = []
-    for m, g in pts.groupby("method"):
-        if m in mixed:
-            g = g[g["lam"] == (max(common) if common else max(mixed[m]))]
-        keep.append(g)
+    at = {}
+    for family in (True, False):
+        ms = [m for m in mixed if m.startswith("LoRA-") == family]
+        common = set.intersection(*(mixed[m] for m in ms)) if ms else set()
+        at |= {m: max(common) if common else max(mixed[m]) for m in ms}
+    keep = [g[g["lam"] == at[m]] if m in at else g for m, g in pts.groupby("method")]
     return pd.concat(keep, ignore_index=True)
 
 
@@ -223,14 +226,16 @@ def _stack(ours: list, paper: list, title: str) -> alt.VConcatChart | None:
         title=alt.TitleParams(title, anchor="start"))
 
 
-def fig2(rows, pipeline: str, trajectory: bool = True) -> alt.VConcatChart | None:
-    """Fig 2: unmixed vs mixed frontiers in both views for one pipeline."""
+def fig2(rows, pipeline: str, trajectory: bool = True, setting: str = "") -> alt.VConcatChart | None:
+    """Fig 2: unmixed vs mixed frontiers in both views for one pipeline (`setting`: which |D_post|
+    and model, in the title, where a pipeline has several)."""
     df = _df(rows)
     df = df[df["pipeline"] == pipeline] if len(df) else df
     ms = FIG_METHODS["fig2"]
     ours = [frontier_panel(df, ms, *F.view_axes(v), f"ours: {pipeline}, {v}", trajectory) for v in F.VIEWS]
     paper = [paper_frontier_panel("fig2", ms, F.view_axes(v), pipeline) for v in F.VIEWS]
-    return _stack(ours, paper, f"Fig 2: mixing and the frontiers ({pipeline}); lower-left is better")
+    where = f"{pipeline}, {setting}" if setting else pipeline
+    return _stack(ours, paper, f"Fig 2: mixing and the frontiers ({where}); lower-left is better")
 
 
 def fig3(rows, allocation: str = "added") -> alt.VConcatChart | None:
@@ -246,7 +251,7 @@ def fig3(rows, allocation: str = "added") -> alt.VConcatChart | None:
     return alt.vconcat(ours, paper_fig3_panel(which)).resolve_scale(color="independent").properties(title=title)
 
 
-def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.VConcatChart | None:
+def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True, setting: str = "") -> alt.VConcatChart | None:
     """Figs 4–7: several methods' frontiers; x = L_ret, y = L_ft (Fig 5: y = L_pre)."""
     view = ("L_ret", "L_pre") if fig == "fig5" else F.FIG4_VIEW
     ms = FIG_METHODS[fig]
@@ -259,7 +264,7 @@ def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True) -> alt.V
     paper = [paper_frontier_panel(fig, ms, view, pipeline)]
     titles = {"fig4": "Fig 4: replay and dropout on top of mixing", "fig5": "Fig 5: C4 retention",
               "fig6": "Fig 6: dropout / replay without mixing", "fig7": "Fig 7: full fine-tuning vs LoRA"}
-    return _stack(ours, paper, titles[fig])
+    return _stack(ours, paper, f"{titles[fig]} ({setting})" if setting else titles[fig])
 
 
 def methods_figures(rows, figs: tuple[str, ...], trajectory: bool = True) -> alt.VConcatChart | None:
@@ -305,10 +310,11 @@ def all_figures(rows, trajectory: bool = True, only: tuple[str, ...] | None = No
         for values, g in groups:
             values = values if isinstance(values, tuple) else (values,)
             suffix = "".join(f"_{'post' if k == 'post_tokens' else ''}{v}" for k, v in zip(by, values)) if several else ""
+            setting = ", ".join(f"{'|D_post|' if k == 'post_tokens' else k} {v}" for k, v in zip(by, values)) if several else ""
             if "fig2" in want:
-                figs[f"fig2_{tag}{suffix}"] = fig2(g, pipe, trajectory)
+                figs[f"fig2_{tag}{suffix}"] = fig2(g, pipe, trajectory, setting)
             for f in sorted(want & {"fig4", "fig5", "fig6", "fig7"}):
-                figs[f"{f}_{tag}{suffix}"] = fig_methods(g, f, pipe, trajectory)
+                figs[f"{f}_{tag}{suffix}"] = fig_methods(g, f, pipe, trajectory, setting)
     for f, alloc in (("fig3a", "added"), ("fig3b", "split")):
         if f in want:
             figs[f] = fig3(df, alloc)

@@ -226,11 +226,13 @@ def _by_design(field: str, by_value: dict[str, list[str]], swept: dict[str, set[
     return bool(swept_values) and others <= swept_values
 
 
-def pooled_runs(experiment: str, root: Path | None = None) -> dict:
+def pooled_runs(experiment: str, root: Path | None = None, skip: Iterable[str] = ()) -> dict:
     """What the claims report says of the runs it pools: {"spread", "by_design", "duplicates"};
-    `by_design`: the fields of the spread that a grid swept (`_by_design`)."""
+    `by_design`: the fields of the spread that a grid swept (`_by_design`); `skip`: runs left out
+    of the rows (stale ones), so left out here too."""
     edir = Path(root or OUTPUTS) / experiment
     configs, swept = _run_configs(edir), _run_swept(edir)  # read once
+    configs = {r: c for r, c in configs.items() if r not in set(skip)}
     spread = _spread(configs)
     return {"spread": spread, "by_design": [f for f, v in spread.items() if _by_design(f, v, swept)],
             "duplicates": _duplicates(configs)}
@@ -255,12 +257,12 @@ def spread_line(fields: dict[str, dict[str, list[str]]], limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
+def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None, skip: Iterable[str] = ()) -> dict:
     """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
     the rows do not record beyond what the grids that made them swept (e.g. runs a previous version
     of the params file made under other names), and a note if two runs were made by the same config.
     They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
-    pooled = pooled_runs(cfg.name, root)
+    pooled = pooled_runs(cfg.name, root, skip)
     odd = unrecorded(pooled["spread"], pooled["by_design"])
     runs = Path(root or OUTPUTS) / cfg.name / "runs"
     if odd:
@@ -274,29 +276,40 @@ def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None) -> dict:
     return odd
 
 
-def stale_runs(experiment: str, root: Path | None = None) -> dict[str, str]:
-    """Finished runs whose rows came from stages this code keys otherwise: {run: why}. `eelib run`
-    refuses them and `batch` lists them as failed; `collect` leaves their rows out, so results.jsonl,
-    the claims and the figures never mix them with rows of the stages a rerun trains. A run whose
-    stored config this eelib cannot read (a field of an older version) is not checked."""
+def run_checks(experiment: str, root: Path | None = None) -> dict[str, dict[str, str]]:
+    """The experiment's finished runs this code cannot pool as they are: {"stale": {run: why},
+    "unchecked": {run: why}}. Stale: its rows came from stages this code keys otherwise
+    (`stale_message`); `eelib run` refuses it, `batch` lists it as failed, `collect` leaves its rows
+    out. Unchecked: its stored config does not load here (its local files moved, a field of an
+    older eelib, a tokenizer that no longer reads), so its keys cannot be recomputed; its rows are
+    pooled as before and the claims report names it, with the reason."""
     edir = Path(root or OUTPUTS) / experiment
-    out = {}
+    out: dict[str, dict[str, str]] = {"stale": {}, "unchecked": {}}
     for done in sorted((edir / "runs").glob("*/result.json")):
+        run = done.parent.name
         try:
             cfg = C.load(done.parent / "config.yaml")
-        except (C.ConfigError, OSError):
+            why = stale_message(cfg, done.parent, root)
+        except Exception as e:  # noqa: BLE001 -- reported, never silent: the report names the run and why
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            out["unchecked"][run] = f"{type(e).__name__}: {first}"[:300]
             continue
-        why = stale_message(cfg, done.parent, root)
         if why:
-            out[done.parent.name] = why
+            out["stale"][run] = why
     return out
 
 
-def collect(experiment: str, root: Path | None = None) -> list[dict]:
-    """Every finished run's rows, in run-name order, but those of stale runs (`stale_runs`);
-    rewrites results.jsonl atomically."""
+def stale_runs(experiment: str, root: Path | None = None) -> dict[str, str]:
+    """{run: why} of the finished runs computed by stages this code keys otherwise (`run_checks`)."""
+    return run_checks(experiment, root)["stale"]
+
+
+def collect(experiment: str, root: Path | None = None, checks: dict | None = None) -> list[dict]:
+    """Every finished run's rows, in run-name order, but those of stale runs (`run_checks`, or the
+    `checks` given); rewrites results.jsonl atomically."""
     edir = Path(root or OUTPUTS) / experiment
-    rows, stale = [], stale_runs(experiment, root)
+    stale = (checks if checks is not None else run_checks(experiment, root))["stale"]
+    rows = []
     for p in sorted((edir / "runs").glob("*/result.json")):
         if p.parent.name not in stale:
             rows.extend(json.loads(p.read_text())["rows"])

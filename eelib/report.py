@@ -55,7 +55,8 @@ def pooled_markdown(pooled: dict, n_rows: int) -> list[str]:
 
 
 def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict | None = None,
-                unfinished: list[str] | None = None, stale: dict[str, str] | None = None) -> str:
+                unfinished: list[str] | None = None, stale: dict[str, str] | None = None,
+                unchecked: dict[str, str] | None = None) -> str:
     lines = [f"# Claims report: `{experiment}`", "",
              f"Computed by `eelib.claims` from {n_rows} row(s) of the experiment's results.jsonl (beside this report). "
              f"Verdicts: **holds** = the effect in the claimed direction, one-sided paired t-test across "
@@ -92,6 +93,14 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict |
                   + (f" and {len(stale) - 20} more" if len(stale) > 20 else "")
                   + ". Rerun the params file under a new experiment name (`--set name=...`) to recompute them. "
                   "First: " + next(iter(stale.values()))]
+    if unchecked:  # pooled as before, but nobody could confirm their stages are today's
+        lines += ["", "## Runs pooled unchecked", "",
+                  f"{len(unchecked)} finished run{'' if len(unchecked) == 1 else 's'} could not be checked against "
+                  "today's stage keys, because the stored config does not load here (moved local files, a field "
+                  "of an older eelib, an unreadable tokenizer); their rows are in the claims above: "
+                  + "; ".join(f"`{r}` ({why})" for r, why in list(unchecked.items())[:10])
+                  + (f" and {len(unchecked) - 10} more" if len(unchecked) > 10 else "")
+                  + ". Restore what the config names to check them, or move them out of `runs/`."]
     return "\n".join(lines) + "\n"
 
 
@@ -110,18 +119,20 @@ def _jsonable(o):
 
 def write(claims: list[dict], out_dir: str | Path, experiment: str, n_rows: int,
           pooled: dict | None = None, unfinished: list[str] | None = None,
-          stale: dict[str, str] | None = None) -> dict[str, Path]:
+          stale: dict[str, str] | None = None, unchecked: dict[str, str] | None = None) -> dict[str, Path]:
     """claims.md and claims.json in out_dir, written atomically; returns their paths.
     `pooled`: pipeline.pooled_runs of the runs, reported when given; `unfinished`: run
-    directories without a result.json; `stale`: pipeline.stale_runs, left out of the rows."""
+    directories without a result.json; `stale`, `unchecked`: pipeline.run_checks."""
     out_dir = Path(out_dir)
     md, js = out_dir / "claims.md", out_dir / "claims.json"
-    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled, unfinished, stale))
+    atomic_write_text(md, to_markdown(claims, experiment, n_rows, pooled, unfinished, stale, unchecked))
     extra = {} if pooled is None else {"pooled_runs": pooled}
     if unfinished is not None:
         extra["unfinished_runs"] = unfinished
     if stale is not None:
         extra["stale_runs"] = stale
+    if unchecked is not None:
+        extra["unchecked_runs"] = unchecked
     atomic_write_json(js, {"experiment": experiment, "n_rows": n_rows, "min_seeds": MIN_SEEDS,
                            "alpha": ALPHA, "flat_ratio": FLAT_RATIO, "claims": _jsonable(claims), **extra})
     return {"claims_md": md, "claims_json": js}
@@ -133,18 +144,19 @@ def report(experiment: str, root: str | Path = "outputs", figures: bool = True,
 
     Returns {name: path} of everything written under <root>/<experiment>/ (figures in figures/).
     """
-    from eelib.pipeline import collect, pooled_runs, stale_runs
+    from eelib.pipeline import collect, pooled_runs, run_checks
     root = Path(root)
     if not (root / experiment / "runs").is_dir():
         raise FileNotFoundError(f"no runs under {root / experiment}: run its params file first "
                                 f"(`eelib run <params.yaml> --out {root}`), or name the outputs root it "
                                 "was run with (--out, or $EELIB_OUTPUTS)")
-    rows = collect(experiment, root)  # stale runs' rows left out
+    checks = run_checks(experiment, root)
+    rows = collect(experiment, root, checks)  # stale runs' rows left out
     claims = evaluate(rows, trajectory=trajectory)
     unfinished = sorted(d.name for d in (root / experiment / "runs").iterdir()
                         if d.is_dir() and not (d / "result.json").exists())
-    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root), unfinished,
-                  stale_runs(experiment, root))
+    paths = write(claims, root / experiment, experiment, len(rows), pooled_runs(experiment, root, checks["stale"]),
+                  unfinished, checks["stale"], checks["unchecked"])
     if figures and rows:
         from eelib import figures as FG
         paths |= FG.save_all(rows, root / experiment / "figures", trajectory=trajectory)

@@ -52,7 +52,9 @@ def _stage1_identity(cfg: C.ExperimentConfig) -> dict:
 def _stage1_fields(cfg: C.ExperimentConfig) -> dict:
     """stage1's fields as its key holds them. How often it checkpoints changes no number (a resumed
     stage is bit-identical), so the key holds the default interval whatever is set: stages that
-    differ only in it are shared, and keys made before this rule stay valid."""
+    differ only in it are shared (the interval that ran is in stage.json). Keys made before this
+    rule (2026-11-27) stay valid where the interval was the default, 50 (every offline config);
+    those of params/135m and params/1b (1000) moved once, before any such stage had been trained."""
     s1 = dataclasses.asdict(cfg.stage1)
     s1["ckpt_interval"] = C.Stage1Config().ckpt_interval
     return s1
@@ -238,7 +240,8 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     losses = _losses(model, val, device, cfg.ce_chunk, UPSTREAM if s1.lam else ("pre",))
     return finish(1, sdir, key, {"lam": s1.lam, "steps": out["steps"], "mixture": audit,
                                   "losses": losses, "val_tokens": d.val_tokens, "n_params": n_params(model),
-                                  "seconds": time.time() - t0, "computed": out["computed"]})
+                                  "seconds": time.time() - t0, "computed": out["computed"],
+                                  "ckpt_interval": s1.ckpt_interval})  # the key holds the default
 
 
 # ---------------------------------------------------------------------------------------------

@@ -320,6 +320,9 @@ def test_an_unresolved_revision_is_recorded_and_said(monkeypatch, capsys):
     assert hub_mod.resolve_revision(CORPORA["musicpile"]) == "main (unresolved: TimeoutError)"
     err = capsys.readouterr().err
     assert "not resolved to a commit (TimeoutError)" in err and "pin data.revisions.musicpile" in err
+    sha = "0123456789abcdef0123456789abcdef01234567"  # pinned: streamed as asked, nothing to warn of
+    assert hub_mod.resolve_revision(CORPORA["musicpile"], sha) == f"{sha} (unresolved: TimeoutError)"
+    assert capsys.readouterr().err == ""
 
 
 def test_hub_hanging_connect_is_bounded(monkeypatch):

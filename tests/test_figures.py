@@ -55,6 +55,8 @@ def test_methods_figures_cover_every_pipeline():
     # the notebooks' frontier figures are all_figures': added runs only, one |D_post| at a time
     two_sizes = two + [dict(r, post_tokens=2 * r.get("post_tokens", 1)) for r in two]
     assert len(FG.methods_figures(two_sizes, ("fig2",)).vconcat) == len(FG.all_figures(two_sizes, only=("fig2",))) == 4
+    titles = json.dumps(FG.methods_figures(two_sizes, ("fig2",)).to_dict())
+    assert "|D_post| 1000" in titles and "|D_post| 2000" in titles  # the stacked charts say which
 
 
 def test_mixed_methods_are_drawn_at_the_lambda_the_claims_compare_them_at():
@@ -71,6 +73,13 @@ def test_mixed_methods_are_drawn_at_the_lambda_the_claims_compare_them_at():
     apart = pts.assign(lam=[0.0, 0.5, 1.0, 0.25])  # no λ shared: each at its own largest
     got = FG.mixed_at_max_lam(apart).groupby("method")["lam"].apply(set).to_dict()
     assert got == {"unmixed": {0.0}, "mixed": {1.0}, "mixed+replay": {0.25}}
+    lora = pd.concat([pts[pts["method"] != "mixed+replay"],   # Fig 7: LoRA-mixed only at 0.5
+                      pd.DataFrame([{"method": "LoRA-mixed", "lam": 0.5, "x": 1.0, "y": 1.0}])])
+    got = FG.mixed_at_max_lam(lora).groupby("method")["lam"].apply(set).to_dict()
+    assert got["mixed"] == {1.0} and got["LoRA-mixed"] == {0.5}  # each family on its own, as claims a and f
+    sums = pd.DataFrame([{"method": "mixed", "lam": 0.1 * 3, "x": 1.0, "y": 1.0},
+                         {"method": "mixed+replay", "lam": 0.3, "x": 1.0, "y": 1.0}])
+    assert set(FG.mixed_at_max_lam(sums)["lam"]) == {0.3}  # λ written as a sum meets its value
 
 
 def test_the_drawn_frontier_is_the_pareto_set_of_the_points_drawn():

@@ -291,6 +291,7 @@ def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path
     monkeypatch.setattr(stages, "train", lambda *a, **k: pytest.fail("trained again"))
     assert P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False) == rows  # reused
     done = tmp_path / "out" / cfg.name / "runs" / "r" / "result.json"
+    shutil.copytree(done.parent, done.parent.with_name("twin"))  # the same config, today's stages
     stored = json.loads(done.read_text())
     for r in stored["rows"]:  # as if stage 2 had been computed under an older rule's key
         r["stage_dirs"][1] = str(tmp_path / "out" / cfg.name / "stage2" / "0123456789ab")
@@ -304,9 +305,18 @@ def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path
     assert "keys otherwise (stage 2: 0123456789ab" in P.stale_message(cfg, done.parent, tmp_path / "out")
     # and its rows stay out of results.jsonl and the claims, which name it (they pooled it before)
     from eelib import report as RP
-    assert P.collect(cfg.name, tmp_path / "out") == [] and list(P.stale_runs(cfg.name, tmp_path / "out")) == ["r"]
+    assert P.collect(cfg.name, tmp_path / "out") == rows and list(P.stale_runs(cfg.name, tmp_path / "out")) == ["r"]
     md = RP.report(cfg.name, tmp_path / "out", figures=False)["claims_md"].read_text()
     assert "## Runs left out" in md and "`r`" in md and "0123456789ab" in md
+    assert "Duplicates" not in md  # nor counted among the pooled runs (twin and r share a config)
+    # a run that cannot be checked (its stored config no longer loads) is pooled as before, and named
+    shutil.copytree(done.parent, done.parent.with_name("old"))
+    (done.parent.with_name("old") / "config.yaml").write_text("stage1: {lamda: 0.5}\n")  # a field since renamed
+    checks = P.run_checks(cfg.name, tmp_path / "out")
+    assert list(checks["stale"]) == ["r"] and "stage1.lamda" in checks["unchecked"]["old"]
+    assert len(P.collect(cfg.name, tmp_path / "out")) == 2 * len(rows)
+    md = RP.report(cfg.name, tmp_path / "out", figures=False)["claims_md"].read_text()
+    assert "## Runs pooled unchecked" in md and "`old` (ConfigError: stage1.lamda: unknown field" in md
 
 
 def test_a_rule_that_moves_a_shard_key_moves_the_keys_of_the_stages_that_read_it(monkeypatch):

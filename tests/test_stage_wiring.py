@@ -240,3 +240,45 @@ def test_a_run_taken_over_while_it_trained_does_not_write_its_result(tmp_path, m
     with pytest.raises(RuntimeError, match="taken over by another config"):
         P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / cfg.name / "runs" / "r" / "result.json").exists()
+
+
+# More fields: gradient accumulation is keyed with its stage (it changes numbers at float level);
+# LoRA's alpha and dropout key nothing while LoRA is off; min_lr_ratio keys only when > 0.
+KEYED_MORE = [
+    ("stage1.micro_batch", 4, {1, 2, 3}), ("stage2.micro_batch", 4, {2, 3}), ("stage3.micro_batch", 4, {3}),
+    ("stage2.min_lr_ratio", 0.1, {2, 3}), ("stage2.lora_alpha", 64, set()), ("stage2.lora_dropout", 0.1, set()),
+    ("data.cache_dir", "elsewhere", set()),
+]
+
+
+@pytest.mark.parametrize("field,value,moves", KEYED_MORE, ids=[k[0] for k in KEYED_MORE])
+def test_more_fields_key_the_stages_that_depend_on_them(tmp_path, field, value, moves):
+    test_every_field_keys_the_stages_that_depend_on_it(tmp_path, field, value, moves)
+
+
+def test_a_stage1_resumes_under_another_checkpoint_interval(tmp_path, monkeypatch):
+    """The interval keys no stage, so a stage 1 killed at interval 7 resumes from its step-28
+    checkpoint when rerun at interval 1000, in the same directory, and ends bit-identical to one
+    never interrupted; stage.json records the interval that finished it."""
+    every7, every1000 = (_cfg(tmp_path, stage1={"lam": 0.5, "batch_size": 8, "ckpt_interval": k}) for k in (7, 1000))
+    whole = stages.pretrain(every1000, root=tmp_path / "a", progress=False)
+
+    class Killed(Exception):
+        pass
+    real = checkpoint.save_checkpoint
+
+    def save_then_die(stage_dir, step, state, meta, **kw):
+        out = real(stage_dir, step, state, meta, **kw)
+        if step == 28:
+            raise Killed
+        return out
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        stages.pretrain(every7, root=tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    resumed = stages.pretrain(every1000, root=tmp_path / "b", progress=False)
+    assert resumed.dir.name == whole.dir.name and resumed.record["ckpt_interval"] == 1000
+    assert [s["from_step"] for s in resumed.record["computed"]] == [0, 28]
+    a = torch.load(whole.dir / "final" / "model.pt", weights_only=True)
+    b = torch.load(resumed.dir / "final" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -297,10 +297,12 @@ def resolve_revision(spec: CorpusSpec, revision: str | None = None) -> str:
         from huggingface_hub import HfApi
         return HfApi().dataset_info(spec.hub_id, revision=revision).sha
     except Exception as exc:  # network or API error: keep going, say so in the manifest and here
-        print(f"[eelib] {spec.hub_id}: revision {revision or 'main'!r} not resolved to a commit "
-              f"({type(exc).__name__}); streaming it as the hub serves it now. A resumed or extended build "
-              "may then read another commit (it stops with StreamChanged where the documents differ): pin "
-              f"data.revisions.{spec.name} to a commit sha to be sure", file=sys.stderr)
+        pinned = revision is not None and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+        if not pinned:  # a commit sha is streamed as requested: nothing can move under it
+            print(f"[eelib] {spec.hub_id}: revision {revision or 'main'!r} not resolved to a commit "
+                  f"({type(exc).__name__}); streaming it as the hub serves it now. A resumed or extended build "
+                  "may then read another commit (it stops with StreamChanged where the documents differ): pin "
+                  f"data.revisions.{spec.name} to a commit sha to be sure", file=sys.stderr)
         return f"{revision or 'main'} (unresolved: {type(exc).__name__})"
 
 
