@@ -282,3 +282,26 @@ def test_a_stage1_resumes_under_another_checkpoint_interval(tmp_path, monkeypatc
     a = torch.load(whole.dir / "final" / "model.pt", weights_only=True)
     b = torch.load(resumed.dir / "final" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# At λ = 0 stage 1 reads C4 only, so its key (stages._stage1_key, apart from _stage1_identity)
+# leaves D_post out: one θ_pre serves every D_post and |D_post|; what it does read still keys it.
+KEYED_LAM0 = [
+    ("data.post_tokens", 6400, {2, 3}), ("pipeline", "flan->chem", {2, 3}),
+    ("seed", 1, {1, 2, 3}), ("model", "cpu-tiny", {1, 2, 3}), ("data.seq_len", 32, {1, 2, 3}),
+    ("data.general_tokens", 30000, {1, 2, 3}), ("stage1.lr", 1e-3, {1, 2, 3}),
+    ("stage1.batch_size", 4, {1, 2, 3}), ("stage1.micro_batch", 4, {1, 2, 3}),
+    ("stage1.ckpt_interval", 7, set()), ("stage2.lr", 2e-3, {2, 3}),
+]
+
+
+@pytest.mark.parametrize("field,value,moves", KEYED_LAM0, ids=[k[0] for k in KEYED_LAM0])
+def test_every_field_keys_the_stages_that_depend_on_it_at_lambda_0(tmp_path, field, value, moves):
+    base = _cfg(tmp_path, stage1={"lam": 0.0, "batch_size": 8})
+    raw = C.to_dict(base)
+    C.set_dotted(raw, field, value)
+    other = C.from_dict(raw, models=False)
+    lr = base.stage3.lrs[0]
+    got = {s for s in (1, 2, 3) if stages.stage_dir(base, s, lr if s == 3 else None).name
+           != stages.stage_dir(other, s, lr if s == 3 else None).name}
+    assert got == moves
