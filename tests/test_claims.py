@@ -201,7 +201,12 @@ def test_report_end_to_end(tmp_path):
     rdir.mkdir(parents=True)
     (rdir / "result.json").write_text(json.dumps({"rows": rows}))
     paths = RP.report("syn", tmp_path, figures=False)
-    assert paths["claims_json"].exists()
+    js = json.loads(paths["claims_json"].read_text())
+    want = {c["id"]: c["verdict"] for c in CL.evaluate(rows)}
+    assert {c["id"]: c["verdict"] for c in js["claims"]} == want and want["a"] == ST.HOLDS
+    md = paths["claims_md"].read_text()
+    assert all(f"| {k}. " in md and f"**{v}**" in md for k, v in want.items())
+    assert js["n_rows"] == len(rows) == len((tmp_path / "syn" / "results.jsonl").read_text().splitlines())
     assert RP.main_report(["nope", "--root", str(tmp_path)]) == 2
 
 
