@@ -182,7 +182,7 @@ def _main(argv: list[str] | None = None) -> int:
             from eelib import batch, pipeline
             executor = "python" if args.cmd == "run" else args.executor
             summary = batch.execute(cfg, executor=executor, workers=args.workers, root=args.out)
-            rows = pipeline.collect(cfg.name, Path(args.out))
+            rows = pipeline.read_results(cfg.name, Path(args.out))  # what execute just collected
             _print_table(rows)
             if args.cmd == "batch" and not args.no_report:
                 _report(cfg.name, args.out)

@@ -317,6 +317,12 @@ def collect(experiment: str, root: Path | None = None, checks: dict | None = Non
     return rows
 
 
+def read_results(experiment: str, root: Path | None = None) -> list[dict]:
+    """The rows `collect` last wrote to results.jsonl (no check of the runs again)."""
+    path = Path(root or OUTPUTS) / experiment / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def run_experiment(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool = True) -> list[dict]:
     """Every run of the grid, one after another, in this process (`eelib run`)."""
     for run, c in grid_runs(cfg):
