@@ -162,6 +162,11 @@ def _main(argv: list[str] | None = None) -> int:
                 print(f"  {name}")
             return 0
         if args.cmd == "run-one":
+            if cfg.grid:  # it would run the base config under a grid run's name, silently
+                raise C.ConfigError(
+                    f"grid: run-one runs one config, and {args.params} sweeps {sorted(cfg.grid)}; pass a run's "
+                    "stored outputs/<exp>/runs/<run>/config.yaml (eelib run/batch write it), or set the "
+                    "run's values and drop the grid: --set grid={} --set stage1.lam=0.5 ...")
             from eelib import distributed, pipeline
             # torchrun / accelerate launch: one DDP group (no-op alone); gloo for a device: cpu
             # run even on a GPU host (nccl cannot reduce CPU tensors)

@@ -193,7 +193,8 @@ def _claim(cfg: C.ExperimentConfig, rdir: Path, run: str, swept: list[str] | Non
     identity = _data_identity(cfg)
     dig, data = C.digest(C.to_dict(cfg)), identity and C.digest(identity)
     stamp, dstamp = rdir / "config.digest", rdir / "data.digest"
-    fix = "Rename the experiment (name:) or move the run directory away."
+    fix = ("Rename the experiment (name:), give the run another name (eelib run-one --run-name; a stage "
+           "notebook's -p run <name>), or move the run directory away.")
     edir = _experiment(rdir)
     edir.mkdir(parents=True, exist_ok=True)
     claim = _lock_fd(edir / ".claim")

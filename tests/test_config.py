@@ -297,3 +297,12 @@ def test_a_lambda_that_mixes_in_no_window_is_refused():
     raw["stage1"]["lam"] = 0.0
     with pytest.raises(C.ConfigError, match=r"grid \(stage1.lam=0.003\): stage1.lam"):
         C.from_dict(raw)
+
+
+def test_run_one_refuses_a_params_file_with_a_grid(tmp_path):
+    """run-one runs one config; given a grid's params file it ran the base config under a grid
+    run's name (λ = 0 labelled lam0.5), which the next `eelib run` then refused as another config."""
+    p = subprocess.run(eelib_cmd("run-one", str(ROOT / "params/ci/fig3a.yaml"), "--run-name", "post6000-lam0.5",
+                                 "--out", "o"), cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "run-one runs one config" in p.stderr and "--set grid={}" in p.stderr
+    assert not (tmp_path / "o").exists()
