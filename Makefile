@@ -18,10 +18,12 @@ setup: $(STAMP)
 # (constraints.txt, `make lock`), so a later release cannot change them; PIN=0, or a Python
 # for which a pinned version has no wheel, installs the newest within pyproject's ranges.
 PIN     ?= 1
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU torch where PyPI's default is CUDA
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q "torch>=2.4"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) || $(BIN)/pip install -q "torch>=2.4"
 	$(if $(filter 1,$(PIN)),$(BIN)/pip install -q -c constraints.txt -e ".[test]" || \
 	  { echo "make setup: the pinned versions (constraints.txt) did not install here; installing the newest within pyproject's ranges" >&2; \
 	    $(BIN)/pip install -q -e ".[test]"; },$(BIN)/pip install -q -e ".[test]")
