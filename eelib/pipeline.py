@@ -239,9 +239,9 @@ def pooled_runs(experiment: str, root: Path | None = None, skip: Iterable[str] =
 
 
 def unrecorded(spread: dict[str, dict[str, list[str]]], by_design: Iterable[str] = ()) -> dict:
-    """The part of a spread (pooled_runs' "spread", config_spread) that the rows do not record, no grid made (`by_design`: fields
-    whose spread a grid swept), and that changes what a run computes: runs differing only there
-    share one frontier."""
+    """The part of a spread (pooled_runs' "spread", config_spread) that the rows do not record, no
+    grid made (`by_design`: fields whose spread a grid swept), and that changes what a run
+    computes: runs differing only there share one frontier."""
     skip = set(ROW_FIELDS) | set(HOW_FIELDS) | set(by_design)
     return {f: v for f, v in spread.items() if f not in skip}
 
@@ -261,7 +261,8 @@ def warn_unswept(cfg: C.ExperimentConfig, root: Path | None = None, skip: Iterab
     """After a grid ran: one warning on stderr if the experiment's finished runs differ in a field
     the rows do not record beyond what the grids that made them swept (e.g. runs a previous version
     of the params file made under other names), and a note if two runs were made by the same config.
-    They are kept and pooled, never dropped; the claims report lists them too. Returns the fields."""
+    They are kept and pooled (stale runs in `skip` excepted: their rows are left out); the claims
+    report lists them too. Returns the fields."""
     pooled = pooled_runs(cfg.name, root, skip)
     odd = unrecorded(pooled["spread"], pooled["by_design"])
     runs = Path(root or OUTPUTS) / cfg.name / "runs"
