@@ -261,6 +261,9 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
         raise ConfigError(f"params file {str(path)!r}: not valid YAML ({e.__class__.__name__}); fix the syntax") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"params file {str(path)!r}: top level must be a mapping of fields")
+    if {"alpha", "beta", "c_mis"} <= set(raw):  # params/theory.yaml's fields (eelib/theory.py)
+        raise ConfigError(f"params file {str(path)!r} holds the §5 theory notebook's parameters, not an "
+                          f"experiment's: run it with papermill notebooks/theory.ipynb out.ipynb -f {path}")
     raw.setdefault("name", path.stem)
     _absolute_data_files(raw, path.resolve().parent)  # a file's paths are read from its folder
     for key, value in (overrides or {}).items():

@@ -306,3 +306,8 @@ def test_run_one_refuses_a_params_file_with_a_grid(tmp_path):
                                  "--out", "o"), cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "run-one runs one config" in p.stderr and "--set grid={}" in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_theory_notebooks_params_are_named_as_such():
+    with pytest.raises(C.ConfigError, match="theory notebook's parameters.*papermill notebooks/theory.ipynb"):
+        C.load(ROOT / "params" / "theory.yaml")
