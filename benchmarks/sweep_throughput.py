@@ -83,14 +83,19 @@ def time_grid(cfg, workers: int, root: Path) -> dict:
     seconds = time.time() - t0
     n = len(summary["runs"])
     failed = summary["failed"]
-    return {"workers": workers, "runs": n, "failed": failed, "seconds": round(seconds, 2),
-            "runs_per_hour": round(3600 * (n - len(failed)) / seconds, 1)}
+    done = sum(r["status"] == "done" for r in summary["runs"])  # reused runs took no time: not counted
+    devices = sorted({seg.get("device", "?") for p in root.glob("*/stage*/*/stage.json")
+                      for seg in json.loads(p.read_text()).get("computed", [])})
+    return {"workers": workers, "runs": n, "failed": failed, "trained": done, "devices": devices,
+            "seconds": round(seconds, 2), "runs_per_hour": round(3600 * done / seconds, 1)}
 
 
 def run(args) -> dict:
     import torch
     n_gpu = torch.cuda.device_count()
     work = Path(args.work or tempfile.mkdtemp(prefix="eelib-sweep-"))
+    if any((work / d).exists() for d in ("sequential", "concurrent")):  # reused runs would read as free
+        raise SystemExit(f"{work} holds an earlier sweep's runs; give a new --work directory or remove it")
     cache = str((work / "cache").resolve())
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     cfg = make_config(args.scale, args.runs, cache, threads)

@@ -226,7 +226,8 @@ def run(args) -> dict:
         args.peak_tflops = H100_BF16_DENSE_TFLOPS
     modes = args.modes or (["eelib-compiled", "plain-eager", "plain-compiled"] if device.type == "cuda"
                            else ["eelib", "plain-eager"])
-    probe = build_model(args.preset, args.vocab, seed=0)
+    with torch.device("meta"):  # counts only: no 4 GB of 1B weights to initialise per piece
+        probe = build_model(args.preset, args.vocab, seed=0)
     cfg = llama_config(args.preset, args.vocab)
     out = {"preset": args.preset, "batch": args.batch, "seq": args.seq, "steps": args.steps,
            "warmup": args.warmup, "device": str(device),

@@ -221,6 +221,8 @@ def execute(cfg: C.ExperimentConfig, *, executor: str = "papermill", workers: in
 def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     ray_run, ray = ray_task or (None, None)
     n_gpu = _gpu_count()
+    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    gpu_ids = given if len(given) == n_gpu else [str(i) for i in range(n_gpu)]
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
     summary_runs, stale_here = {}, []
     for run, c, d in claimed:
@@ -242,8 +244,8 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
         slot = slots.get()
         env = dict(os.environ)
         env.pop("EELIB_OUTPUTS", None)  # the batch passes its outputs root explicitly (-p out_dir)
-        if n_gpu:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % n_gpu)
+        if n_gpu:  # one of the GPUs this process was given (a scheduler's "4,5,6,7", UUIDs), not "0".."n-1"
+            env["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
         elif not c.threads:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(".cache/inductor").resolve()))

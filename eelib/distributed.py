@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -119,7 +120,10 @@ def init_from_env(backend: str | None = None) -> Dist | None:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)  # so device "cuda" is this rank's GPU everywhere
     if not tdist.is_initialized():
-        tdist.init_process_group(backend=backend, rank=rank, world_size=world)
+        # Rank 0 works alone while the others wait in a collective: a 1B checkpoint (~16 GB, fsync,
+        # sha256), an evaluation, the lock of a stage another run trains. NCCL's default watchdog
+        # (10 min) would abort such a wait; 2 h covers them.
+        tdist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(hours=2))
     _CURRENT = Dist(rank=rank, world=world, local_rank=local_rank)
     return _CURRENT
 

@@ -157,12 +157,12 @@ def stage_dir(cfg: C.ExperimentConfig, stage: int, lr: float | None = None, root
 # Shared set-up.
 
 def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
+    if cfg.threads:  # on a GPU too: several runs sharing one GPU share the host's cores as well
+        torch.set_num_threads(cfg.threads)
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise RuntimeError("device: cuda was asked for but no CUDA device is visible; use device: auto")
         return torch.device("cuda")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     return torch.device("cpu")
 
 

@@ -59,7 +59,12 @@ def test_sweep_throughput_two_runs(tmp_path):
     assert d["sequential"]["runs"] == 1 and d["concurrent"]["runs"] == 3
     for mode in ("sequential", "concurrent"):
         assert d[mode]["failed"] == [] and d[mode]["runs_per_hour"] > 0
+        assert d[mode]["trained"] == d[mode]["runs"] and [x.split()[0] for x in d[mode]["devices"]] == ["cpu"]
     assert d["ratio"] > 0
+    # the same --work again would reuse its finished runs (0 s each) and read them as free: refused
+    again = subprocess.run([sys.executable, "benchmarks/sweep_throughput.py", "--work", str(tmp_path / "w")],
+                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "holds an earlier sweep's runs" in again.stderr
     assert "runs/hour" in p.stdout
     # Both modes wrote full results into their own outputs roots.
     for mode, n in (("sequential", 1), ("concurrent", 3)):
