@@ -32,7 +32,7 @@ from pathlib import Path
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
-from eelib.pipeline import claim_run_dir, collect, grid_runs, release_run, stale_message, warn_unswept
+from eelib.pipeline import claim_run_dir, collect, grid_runs, release_run, run_checks, warn_unswept
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 STAGE_NOTEBOOKS = ("pretrain.ipynb", "posttrain.ipynb", "finetune.ipynb")
@@ -224,12 +224,13 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     gpu_ids = given if len(given) == n_gpu else [str(i) for i in range(n_gpu)]
     todo = [(run, c, d) for run, c, d in claimed if not (d / "result.json").exists()]
-    summary_runs, stale_here = {}, []
+    # The experiment's finished runs, checked once: a run this batch trains cannot be stale, so the
+    # same checks serve the results collected at the end.
+    checks = run_checks(cfg.name, root)
+    summary_runs = {}
     for run, c, d in claimed:
         if (d / "result.json").exists():  # reused, unless its stages are keyed otherwise now
-            stale = stale_message(c, d, root)
-            if stale:
-                stale_here.append(run)
+            stale = checks["stale"].get(run)
             summary_runs[run] = {"run": run, "status": "failed" if stale else "reused", "seconds": 0.0,
                                  "log": None, "error": stale}
     slots: queue.Queue = queue.Queue()
@@ -279,8 +280,8 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    warn_unswept(cfg, root, skip=stale_here)  # their rows are left out of the results too
-    rows = collect(cfg.name, root)
+    warn_unswept(cfg, root, skip=checks["stale"])  # their rows are left out of the results too
+    rows = collect(cfg.name, root, checks)
     summary = {"experiment": cfg.name, "executor": executor, "workers": workers,
                "seconds": round(time.time() - t_start, 1),
                "runs": [summary_runs[r] for r, _, _ in claimed],
