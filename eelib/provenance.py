@@ -68,6 +68,9 @@ def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: in
         "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         "compile": bool(compile), "ce_chunk": int(ce_chunk),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        # CPU kernels differ by instruction set (AVX2, AVX-512), and so does their rounding:
+        # same params + seed give the same numbers on CPUs of the same capability only.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
         "host": socket.gethostname(),
     }
 

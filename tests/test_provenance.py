@@ -28,6 +28,8 @@ def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
         assert (seg["from_step"], seg["to_step"]) == (0, rec["steps"]), path
         assert seg["world"] == 1 and seg["compile"] is False and seg["ce_chunk"] == 0
         assert seg["device"].startswith("cpu (") and seg["precision"] == "fp32" and seg["threads"] == 1
+        # CPU numbers are reproducible within one instruction set only (docs/reliability.md)
+        assert seg["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert seg["torch"] == torch.__version__ and seg["eelib"] == "0.1.0"
         assert seg["seconds"] > 0 and seg["wall_tokens_per_s"] > 0
         head = _head()
