@@ -234,11 +234,13 @@ def test_settings_edge_cases():
     c = by_id(CL.evaluate(music + flan))["c"]
     assert {p["part"]: p["stage3_lr"] for p in c["parts"]} == {"music->chem": 1e-3, "flan->chem": 3e-4}
     assert c["verdict"] == ST.HOLDS
-    # rows without a stage-2 LR are a setting of their own, not dropped
+    # rows without a stage-2 LR are a setting of their own, not dropped; two stage-2 configs in one
+    # pipeline are a sweep, not Fig 3a's one fixed config: shown as extensions, not counted
     for r in flan:
         r.update(pipeline="music->chem", stage2_lr=None, L_ret=5.0 - 0.1 * r["lam"])
     c = by_id(CL.evaluate(music + flan))["c"]
-    assert len(c["parts"]) == 2 and c["verdict"] == ST.HOLDS
+    assert len(c["parts"]) == 2 and all(p["verdict"] == ST.HOLDS and p["counted"] is False for p in c["parts"])
+    assert c["verdict"] == ST.INCONCLUSIVE and "no part counts" in c["reason"]
     # a NaN loss makes its setting inconclusive, never a significant effect
     bad = fig3_rows("added", [2.2, 2.1, 2.08, 2.07, 2.3], [1.8] * 5)
     bad[-1]["L_ret"] = float("nan")  # (evaluate refuses it in the frontier claims; claim c on its own)
