@@ -66,12 +66,15 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "offline"          # offline (installs with eelib) | hub (real HF datasets) | local
     tokenizer: str = "bytes"         # bytes (offline, 258 ids) | smollm2 (HF, vocab 49,152) | a saved tokenizer dir
-    seq_len: int = 256               # training window; paper: 1,024 (Table 6)
+    seq_len: int = 256               # training window; paper: 1,024 (Table 2, 1B; 135M not stated)
     general_tokens: int = 1_000_000  # stage-1 D_pre (C4) budget; paper: 8.7B at 135M
     post_tokens: int = 200_000       # |D_post|; paper: 30M / 150M / 300M
     val_tokens: int = 32_768         # held-out tokens per corpus for L_im/L_ret/L_ft/L_pre
     data_files: dict = field(default_factory=dict)  # source=local: corpus name -> file glob
     revisions: dict = field(default_factory=dict)   # source=hub: corpus name -> dataset commit/tag to pin
+    # source=hub: corpus name -> {id, config, field} replacing eelib's guess of the dataset the
+    # paper read (it names none; corpora/registry.py), e.g. another ChemPile subset
+    hub_datasets: dict = field(default_factory=dict)
     cache_dir: str = ""              # tokenized corpora; "" = $EELIB_CACHE_DIR or ~/.cache/eelib
 
 

@@ -1,9 +1,9 @@
-"""Tokenized corpora: the token budgets of §3 turned into fixed windows (tokenizers: eelib/tokenizer.py).
+"""Tokenized corpora: the token budgets of the notes' §3 turned into fixed windows (tokenizers: eelib/tokenizer.py).
 
 A corpus split becomes a `Windows` array of shape [n, seq_len]: documents in their stream order,
 each followed by an end-of-document token, packed and cut at exactly n·seq_len tokens. So every
 budget is counted in whole windows and a budget of B tokens delivers exactly ⌊B/seq_len⌋·seq_len.
-Prefixes are nested by construction: the 30M D_post is the first 30M tokens of the 150M one (§4.1).
+Prefixes are nested by construction: the 30M D_post is the first 30M tokens of the 150M one (a project choice: docs/decisions.md).
 
 Token arrays are uint16 shards (both tokenizers have < 65,536 ids) cached under the cache root,
 keyed by everything that produced them, with a manifest; they are read back as memmaps.
@@ -235,6 +235,8 @@ def shard_key(corpus: str, split: str, data: DataConfig) -> list:
         key.append(f"val-order:shuffled:{VAL_SEED}")
     if data.source == "local":
         key += _val_files_mark(corpus, data)
+    if data.source == "hub" and data.hub_datasets.get(corpus):  # another dataset: other shards
+        key.append({"hub_dataset": dict(sorted(data.hub_datasets[corpus].items()))})
     revision = data.revisions.get(corpus)
     return key + [revision] if revision else key  # unpinned keys stay as they were before pinning existed
 
@@ -304,8 +306,9 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
         if (done := _cached(cache, corpus, split, key, n_exact)) is not None:
             _drop_leftovers(final)
             return done
-        spec = corpora.corpus_spec(corpus, data.source)
         hub = data.source == "hub"
+        hub_dataset = data.hub_datasets.get(corpus) if hub else None
+        spec = corpora.corpus_spec(corpus, data.source, hub_dataset)
         tok = get_tokenizer(data.tokenizer)
         # An interrupted build resumes with the metadata it started with, and a longer shard
         # takes that of the shorter one it extends: above all the dataset commit, so neither a
@@ -320,6 +323,7 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
                     "tokenizer": data.tokenizer, "tokenizer_id": tokenizer_id(data.tokenizer),
                     "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
                     "hub_id": spec.hub_id if hub else None, "hub_config": spec.hub_config if hub else None,
+                    "text_field": spec.text_field if hub else None,
                     "revision_requested": data.revisions.get(corpus),
                     "revision": corpora.resolve_revision(spec, data.revisions.get(corpus)) if hub else None,
                     "data_files": data.data_files.get(corpus),
@@ -334,7 +338,8 @@ def _build_locked(corpus: str, split: str, n_exact: int, key: str, cache: Path, 
         if hub and " (unresolved" not in meta["revision"]:
             revision = meta["revision"]  # stream the resolved commit: exactly what the manifest names
         docs = corpora.documents(corpus, split, source=data.source, seed=CORPUS_SEED,
-                                 data_files=data.data_files.get(corpus), revision=revision)
+                                 data_files=data.data_files.get(corpus), revision=revision,
+                                 hub_dataset=hub_dataset)
         _tokenize_to_shard(docs, tok, n_exact, final, meta)
     return final
 

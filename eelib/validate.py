@@ -15,6 +15,7 @@ from pathlib import Path
 
 from eelib.config import (CORPUS_CAPACITY, CORPUS_NAMES, OWN_CORPUS_NAME, PIPELINES, RESERVED_NAMES,
                           ConfigError, ExperimentConfig, pipeline_corpora)
+from eelib.corpora.registry import HUB_DATASET_FIELDS
 
 
 def data_files_found(pattern: str) -> list[str]:
@@ -92,6 +93,19 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         _check(k in CORPUS_NAMES, f"data.revisions.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
         _check(isinstance(v, str) and bool(v.strip()), f"data.revisions.{k}",
                "must be a commit sha, tag or branch of the dataset repository")
+    _check(isinstance(d.hub_datasets, dict), "data.hub_datasets",
+           "must map corpus names to {id: <dataset id>, config: <name>, field: <text field>}")
+    _check(d.source == "hub" or not d.hub_datasets, "data.hub_datasets",
+           f"only used with data.source: hub (source is {d.source!r}); remove it or set source: hub")
+    for k, v in d.hub_datasets.items():
+        _check(k in CORPUS_NAMES, f"data.hub_datasets.{k}", f"unknown corpus; use {list(CORPUS_NAMES)}")
+        _check(isinstance(v, dict) and bool(v), f"data.hub_datasets.{k}",
+               "must be a mapping with some of id, config, field (e.g. {id: jablonkagroup/chempile-paper})")
+        for f, x in v.items():
+            _check(f in HUB_DATASET_FIELDS, f"data.hub_datasets.{k}.{f}",
+                   f"unknown field; use {list(HUB_DATASET_FIELDS)}")
+            _check(isinstance(x, str) and bool(x.strip()), f"data.hub_datasets.{k}.{f}",
+                   "must be a non-empty string (the dataset id, its config name, or the record's text field)")
     for f in ("seq_len", "general_tokens", "post_tokens", "val_tokens"):
         _check(getattr(d, f) > 0, f"data.{f}", "must be > 0")
     _check(d.seq_len >= 8, "data.seq_len", "must be >= 8")

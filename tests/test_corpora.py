@@ -325,6 +325,34 @@ def test_an_unresolved_revision_is_recorded_and_said(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_hub_datasets_replace_the_dataset_eelib_guessed(monkeypatch):
+    """The paper names no dataset (ChemPile is a family of subsets): data.hub_datasets streams the
+    one given, reads its field, and moves the shard key (so no stage trained on the guess is reused)."""
+    import datasets
+
+    from eelib.config import DataConfig
+    from eelib.data import shard_key
+    asked = []
+
+    def load_dataset(path, name=None, split=None, streaming=None, revision=None):
+        asked.append((path, name, split))
+        return datasets.Dataset.from_list([{"body": f"chemistry document {i}", "text": "not this field"}
+                                           for i in range(400)]).to_iterable_dataset()
+    monkeypatch.setattr(hub_mod, "ensure_hub_reachable", lambda spec: None)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    override = {"id": "jablonkagroup/chempile-paper", "config": "default", "field": "body"}
+    docs = list(documents("chempile", "train", source="hub", hub_dataset=override))
+    assert asked == [("jablonkagroup/chempile-paper", "default", "train")]
+    assert docs and all(d.startswith("chemistry document") for d in docs)
+    list(documents("chempile", "train", source="hub"))  # unset: eelib's guess, as before
+    assert asked[-1] == ("jablonkagroup/chempile-education", None, "train")
+    guess = DataConfig(source="hub", tokenizer="bytes")
+    other = DataConfig(source="hub", tokenizer="bytes", hub_datasets={"chempile": override})
+    assert shard_key("chempile", "train", guess) != shard_key("chempile", "train", other)
+    assert shard_key("musicpile", "train", guess) == shard_key("musicpile", "train", other)
+    assert shard_key("chempile", "train", guess) == ["chempile", "train", "hub", "bytes", None, 0]
+
+
 def test_hub_hanging_connect_is_bounded(monkeypatch):
     _no_flags(monkeypatch)
     monkeypatch.setattr(hub_mod, "_connect", lambda host, port, timeout: time.sleep(60))

@@ -22,10 +22,10 @@ from .hub import HubUnavailable, ensure_hub_reachable, hub_documents, input_file
 from .instruct import instruction_documents
 from .music import music_documents
 from .prose import KJVMissing, kjv_documents
-from .registry import CORPORA, CorpusSpec, corpus_spec, own_corpus
+from .registry import CORPORA, HUB_DATASET_FIELDS, CorpusSpec, corpus_spec, own_corpus
 from .split import GENERATED_HELDOUT_EVERY, in_split
 
-__all__ = ["CORPORA", "CorpusSpec", "HubUnavailable", "KJVMissing", "corpus_spec", "documents",
+__all__ = ["CORPORA", "HUB_DATASET_FIELDS", "CorpusSpec", "HubUnavailable", "KJVMissing", "corpus_spec", "documents",
            "ensure_hub_reachable", "input_files", "own_corpus", "resolve_revision"]
 
 SPLITS = ("train", "val")
@@ -43,7 +43,8 @@ def _generated(name: str, split: str, seed: int) -> Iterator[str]:
 
 
 def documents(name: str, split: str, source: str = "offline", seed: int = 0,
-              data_files: str | None = None, revision: str | None = None) -> Iterator[str]:
+              data_files: str | None = None, revision: str | None = None,
+              hub_dataset: dict | None = None) -> Iterator[str]:
     """Yield documents of corpus `name` for `split` ("train" or "val") in a deterministic order.
 
     Offline generated corpora are infinite; offline C4 (KJV) and the hub/local sources end when
@@ -53,7 +54,7 @@ def documents(name: str, split: str, source: str = "offline", seed: int = 0,
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    spec = corpus_spec(name, source)  # KeyError for an unknown name, unless source="local" (your own)
+    spec = corpus_spec(name, source, hub_dataset if source == "hub" else None)  # KeyError: unknown, unless local
     if source == "offline":
         return kjv_documents(split, seed) if name == "c4" else _generated(name, split, seed)
     return hub_documents(spec, split, source, seed, data_files, revision)

@@ -8,7 +8,7 @@ ids below are the likely public releases (see docs/corpora.md for the evidence a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .split import HUB_HELDOUT_EVERY
 
@@ -88,10 +88,17 @@ def own_corpus(name: str) -> CorpusSpec:
     )
 
 
-def corpus_spec(name: str, source: str) -> CorpusSpec:
-    """The paper's corpus `name`, or with source="local" a corpus of the user's own."""
+# What data.hub_datasets may replace in a paper corpus's spec (params field -> CorpusSpec field).
+HUB_DATASET_FIELDS = {"id": "hub_id", "config": "hub_config", "field": "text_field"}
+
+
+def corpus_spec(name: str, source: str, hub_dataset: dict | None = None) -> CorpusSpec:
+    """The paper's corpus `name`, or with source="local" a corpus of the user's own. `hub_dataset`
+    (data.hub_datasets[name]) replaces the dataset id, config or text field eelib guessed."""
     if name in CORPORA:
-        return CORPORA[name]
+        if not hub_dataset:
+            return CORPORA[name]
+        return replace(CORPORA[name], **{HUB_DATASET_FIELDS[k]: v for k, v in hub_dataset.items()})
     if source == "local":
         return own_corpus(name)
     raise KeyError(f"unknown corpus {name!r}; expected one of {sorted(CORPORA)}, or a corpus of your own "
