@@ -252,7 +252,7 @@ def fig3(rows, allocation: str = "added") -> alt.VConcatChart | None:
 
 
 def fig_methods(rows, fig: str, pipeline: str, trajectory: bool = True, setting: str = "") -> alt.VConcatChart | None:
-    """Figs 4–7: several methods' frontiers; x = L_ret, y = L_ft (Fig 5: y = L_pre)."""
+    """Figs 4–7 (at 1B: 10, 12): several methods' frontiers; x = L_ret, y = L_ft (Fig 5: y = L_pre)."""
     view = ("L_ret", "L_pre") if fig == "fig5" else F.FIG4_VIEW
     ms = FIG_METHODS[fig]
     df = _df(rows)

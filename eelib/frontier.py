@@ -1,10 +1,12 @@
-"""Pareto frontiers of (loss, loss) points and their comparison (paper §4.3, §5 "Frontiers").
+"""Pareto frontiers of (loss, loss) points and their comparison (paper §4.3; notes §5, "Evaluation").
 
 The paper plots, per method, the Pareto-optimal checkpoints of a sweep (stage-2 hyperparameters ×
 stage-3 learning rates) in two 2-D views, lower being better on both axes:
 
-    "L_ret vs L_ft"   x = L_ft  (downstream),  y = L_ret (retained post-training loss)   Figs 2, 4, 6–10
-    "L_pre vs L_ret"  x = L_ret,               y = L_pre (retained C4 loss)              Figs 2, 5, 11
+    "L_ret vs L_ft"   x = L_ft  (downstream),  y = L_ret (retained post-training loss)   Figs 2, 8, 9 (left)
+    "L_pre vs L_ret"  x = L_ret,               y = L_pre (retained C4 loss)              Figs 2, 9 (right), 5, 11
+
+Figs 4, 6, 7, 10 and 12 plot the first view with its axes swapped (x = L_ret, y = L_ft).
 
 Design choices (docs/frontiers.md):
 * Dominance: p dominates q if p.x <= q.x and p.y <= q.y with at least one strict. A point is on the
@@ -36,7 +38,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "L_ret vs L_ft": ("L_ft", "L_ret"),
     "L_pre vs L_ret": ("L_ret", "L_pre"),
 }
-# Figs 4–7 swap the axes of the first view (x = L_ret, y = L_ft); the Pareto *set* is the same.
+# Figs 4, 6, 7, 10 and 12 swap the axes of the first view (x = L_ret, y = L_ft); the Pareto *set* is the same.
 FIG4_VIEW = ("L_ret", "L_ft")
 
 ROW_KEYS = ("experiment", "run", "pipeline", "allocation", "method", "seed", "lam", "post_tokens",
@@ -213,7 +215,7 @@ def points(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = False) -> pd.
 
     `trajectory=False`: only each stage-3 run's final point (L_ft, L_ret, L_pre of the row; L_im is
     carried along). `trajectory=True`: also every evaluated stage-3 step (the paper's frontiers
-    use checkpoints along fine-tuning, §5); column `step` is -1 for the final point.
+    use checkpoints along fine-tuning, notes §5); column `step` is -1 for the final point.
     """
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if df.empty:

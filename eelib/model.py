@@ -1,6 +1,6 @@
 """SmolLM2-style models (transformers Llama) at the paper's scales and at CPU sizes.
 
-The paper trains everything from scratch (§2), so a preset is a `LlamaConfig`, never a hub
+The paper trains everything from scratch (notes §2), so a preset is a `LlamaConfig`, never a hub
 checkpoint. Dropout on embeddings / attention / residual / MLP is the paper's stage-2 intervention
 (§4.4); stock `LlamaConfig` has attention dropout only, so the other three are forward hooks that
 this module adds and removes (`set_dropout`).

@@ -178,7 +178,7 @@ def read_ahead(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
 
 
 def heldout(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
-    """Fixed held-out windows for D_pre (c4), D_post and D_ft (§5: loss on held-out splits)."""
+    """Fixed held-out windows for D_pre (c4), D_post and D_ft (notes §5: loss on held-out splits)."""
     names = {"pre": "c4", "post": cfg.post_corpus, "ft": cfg.ft_corpus}
     return {role: corpus_windows(c, "val", cfg.data.val_tokens, cfg.data).tokens for role, c in names.items()}
 

@@ -40,7 +40,7 @@ SCALES = {
         pipelines=["music->chem", "flan->chem"], dropouts=[0.0, 0.05], rd_pipelines=["music->chem"],
         rd_s2_lrs=[0.002], lora_s2_lrs=[0.002, 0.004]),
     "135m": dict(
-        note="paper scale (§2–4): SmolLM2-135M config, SmolLM2 tokenizer, real corpora; one GPU per run",
+        note="paper scale (notes §2–4): SmolLM2-135M config, SmolLM2 tokenizer, real corpora; one GPU per run",
         base=dict(model="smollm2-135m", compile=True, device="cuda", ce_chunk=0,
                   data=dict(source="hub", tokenizer="smollm2", seq_len=1024, general_tokens=8700000000,
                             post_tokens=300000000, val_tokens=2097152),
