@@ -73,7 +73,7 @@ def _autocast(device: torch.device):
 @torch.no_grad()
 def heldout_loss(model, windows: np.ndarray, device: torch.device, batch_size: int = 32,
                  chunk: int = 0) -> float:
-    """L(θ; D) of §1: mean token cross-entropy on the fixed held-out windows of one corpus.
+    """L(θ; D) of the notes' §1: mean token cross-entropy on the fixed held-out windows of one corpus.
 
     `chunk` > 0 (the config's ce_chunk) evaluates with the chunked loss too, so evaluation never
     builds the [32, T, 49152] fp32 logits (6.4 GB at seq 1024) that training was spared.
@@ -153,6 +153,74 @@ def _check_finite(losses: list[torch.Tensor], gnorm: torch.Tensor, where: str, d
     raise NonFiniteLoss(f"{desc}: {what} {where}; lower the learning rate or check the data")
 
 
+@dataclass
+class EarlyStopping:
+    """Stage 2 trains "until its validation loss stops improving" (§3): stop once `patience`
+    evaluations in a row have not beaten the best one, and keep the best evaluation's weights
+    (what stage 2 hands on). patience 0: no early stopping and no best kept (the stage hands on
+    its last weights)."""
+    patience: int = 0
+    key: str = ""            # the evaluator's key watched (a held-out loss on D_post)
+    best: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    best_state: dict | None = None
+    stopped: bool = False
+
+    def observe(self, row: dict, step: int, model: torch.nn.Module) -> None:
+        if not self.patience:
+            return
+        if row[self.key] < self.best:
+            self.best, self.best_step, self.bad_evals = row[self.key], step, 0
+            self.best_state = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+            self.stopped = self.bad_evals >= self.patience
+
+    # A checkpoint stores these five flat, under the names it always had, so older checkpoints resume.
+    _FIELDS = ("best", "best_step", "bad_evals", "best_state", "stopped")
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self._FIELDS}
+
+    def load_state_dict(self, st: dict) -> None:
+        for k in self._FIELDS:
+            setattr(self, k, st[k])
+
+
+def _accumulate(fwd, x_all: torch.Tensor, n_rows: int, micro: int, denom: float, device: torch.device,
+                dist: distributed.Dist | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Forward and backward over the micro-batches holding real rows (padding-only ones are not
+    run); each row's loss weighted 1/global rows, so the summed gradient is the global-batch mean.
+    Under DDP the all-reduce runs on the last micro-batch only. Returns (losses, last loss)."""
+    losses = []
+    n_micro = math.ceil(n_rows / micro)
+    for m in range(n_micro):
+        x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
+        real = min(micro, n_rows - m * micro)
+        with dist.no_sync(fwd, last=m == n_micro - 1) if dist is not None else nullcontext():
+            with _autocast(device):
+                loss = fwd(x, rows=real)
+            (loss * real / denom).backward()
+        losses.append(loss.detach())
+    return losses, losses[-1]
+
+
+def _step_rows(mixture: Mixture, spec: LoopSpec, dist: distributed.Dist | None, pad_to: int,
+               device: torch.device) -> tuple[torch.Tensor, int, float]:
+    """The next global batch, this rank's rows of it ([rank::world], eelib/distributed.py) padded
+    with zero rows up to `pad_to`, pinned on CUDA. Returns (rows, real rows, loss denominator)."""
+    batch, _ = mixture.next_batch(spec.batch_size)
+    batch, denom = dist.shard(batch) if dist is not None else (batch, len(batch))
+    x_all = torch.from_numpy(batch.astype(np.int64))
+    n_rows = x_all.size(0)
+    if n_rows < pad_to:
+        x_all = torch.cat([x_all, x_all.new_zeros(pad_to - n_rows, x_all.size(1))])
+    if device.type == "cuda":  # pinned pages let the copies to the GPU run asynchronously
+        x_all = x_all.pin_memory()
+    return x_all, n_rows, denom
+
+
 def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir: Path,
           config_digest: str, device: torch.device, seed: int,
           evaluator: Callable[[torch.nn.Module], dict] | None = None,
@@ -179,7 +247,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
     if dist is not None:
         fwd = dist.wrap(fwd, device)
     step, trajectory = 0, []
-    best, best_step, bad_evals, best_state, stopped = math.inf, -1, 0, None, False
+    stopping = EarlyStopping(spec.patience, spec.early_stop_key)
     # One stream per rank: with the same seed, ranks (same micro-batch shapes) would draw the same
     # dropout masks for their different rows. Rank 0 keeps `seed`, so one process is unchanged.
     torch.manual_seed(seed + (RANK_SEED_STRIDE * dist.rank if dist is not None else 0))
@@ -191,8 +259,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         mixture.load_state_dict(resumed["mixture"])
         _set_rng_state(resumed["rng"], dist)
         step, trajectory = resumed["step"], resumed["trajectory"]
-        best, best_step, bad_evals = resumed["best"], resumed["best_step"], resumed["bad_evals"]
-        best_state, stopped = resumed["best_state"], resumed["stopped"]
+        stopping.load_state_dict(resumed)
         print(f"[eelib] {desc}: resuming at step {step} from {Path(stage_dir) / 'ckpt'}", file=sys.stderr)
     # How this stage is computed, one segment per process that trains it (eelib/provenance.py).
     env = provenance.environment(device, world=dist.world if dist is not None else 1, compile=compile,
@@ -208,13 +275,10 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
             return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "mixture": mixture.state_dict(), "rng": rng, "step": step_now,
-                 "trajectory": trajectory, "best": best, "best_step": best_step,
-                 "bad_evals": bad_evals, "best_state": best_state, "stopped": stopped,
-                 "segments": segments.upto(step_now)}
+                 "trajectory": trajectory, **stopping.state_dict(), "segments": segments.upto(step_now)}
         checkpoint.save_checkpoint(stage_dir, step_now, state, {"config_digest": config_digest})
 
     def evaluate(step_now):
-        nonlocal best, best_step, bad_evals, best_state, stopped
         # tokens trained so far, as the mixture delivered them (a stage's last batch can be short)
         row = {"step": step_now, "tokens": mixture.n * mixture.seq_len}
         if dist is None:
@@ -226,15 +290,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
             raise NonFiniteLoss(f"{desc}: evaluation at step {step_now} gave {bad}; "
                                 "lower the learning rate or check the data")
         trajectory.append(row)
-        if spec.patience:
-            v = row[spec.early_stop_key]
-            if v < best:
-                best, best_step, bad_evals = v, step_now, 0
-                best_state = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
-            else:
-                bad_evals += 1
-                stopped = bad_evals >= spec.patience
-        return row
+        stopping.observe(row, step_now, model)
 
     micro = spec.micro_batch or spec.batch_size
     # Compiled graphs are static. A stage's last batch can be short (exact quotas), so it is
@@ -249,31 +305,12 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
     t0, tok0 = time.time(), step
     if step == 0 and evaluator is not None and spec.eval_interval and not trajectory:
         evaluate(0)
-    while step < spec.max_steps and not stopped:
-        if mixture.remaining() == 0:
-            break
+    while step < spec.max_steps and not stopping.stopped and mixture.remaining() != 0:  # None: unbounded
         lr = lr_at(step, spec)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch, _ = mixture.next_batch(spec.batch_size)
-        # Each row's loss is weighted 1/global rows; a rank's rows are [rank::world] (distributed.py).
-        batch, denom = dist.shard(batch) if dist is not None else (batch, len(batch))
-        x_all = torch.from_numpy(batch.astype(np.int64))
-        n_rows = x_all.size(0)
-        n_micro = math.ceil(n_rows / micro)  # micro-batches holding real rows; padding-only ones are not run
-        if n_rows < pad_to:
-            x_all = torch.cat([x_all, x_all.new_zeros(pad_to - n_rows, x_all.size(1))])
-        if device.type == "cuda":  # pinned pages let the copy below run asynchronously
-            x_all = x_all.pin_memory()
-        losses = []
-        for m in range(n_micro):
-            x = x_all[m * micro:(m + 1) * micro].to(device, non_blocking=True)
-            real = min(micro, n_rows - m * micro)
-            with dist.no_sync(fwd, last=m == n_micro - 1) if dist is not None else nullcontext():
-                with _autocast(device):
-                    loss = fwd(x, rows=real)
-                (loss * real / denom).backward()
-            losses.append(loss.detach())
+        x_all, n_rows, denom = _step_rows(mixture, spec, dist, pad_to, device)
+        losses, loss = _accumulate(fwd, x_all, n_rows, micro, denom, device, dist)
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
         _check_finite(losses, gnorm, f"at step {step} (lr {lr:.3g})", desc, dist)  # before the update
         opt.step()
@@ -283,7 +320,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         bar.update(1)
         if progress and step % 10 == 0:
             rate = (step - tok0) * spec.batch_size * mixture.seq_len / max(time.time() - t0, 1e-9)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}")
         at_end = step >= spec.max_steps or mixture.remaining() == 0
         if evaluator is not None and spec.eval_interval and (step % spec.eval_interval == 0 or at_end):
             evaluate(step)
@@ -291,7 +328,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         if ck and step % ck == 0 and not at_end:
             save(step)
     bar.close()
-    return {"steps": step, "tokens": mixture.n * mixture.seq_len,
-            "trajectory": trajectory, "best": best if best < math.inf else None,
-            "best_step": best_step, "stopped_early": stopped, "best_state": best_state,
+    return {"steps": step, "tokens": mixture.n * mixture.seq_len, "trajectory": trajectory,
+            "best": stopping.best if stopping.best < math.inf else None, "best_step": stopping.best_step,
+            "stopped_early": stopping.stopped, "best_state": stopping.best_state,
             "computed": segments.upto(step)}
