@@ -33,8 +33,8 @@ def _cfg(tmp_path, name="w", **sections) -> C.ExperimentConfig:
 # Stage 2 at this LR is too high for the tiny model: held-out loss bottoms out at step 10
 # (3.372), then rises clearly (3.390, 3.481), and with patience 2 (evaluations every 2 steps) the
 # stage stops at 14 (measured on an AVX2 CPU). The tests assert the structure, not these steps:
-# CPUs with other instruction sets round differently (docs/reliability.md). LR 0.01 stopped at
-# step 24 on an AVX-512 machine by 10⁻³-sized rises and ran to the cap on an AVX2 one.
+# another CPU rounds differently (docs/reliability.md). LR 0.01 stopped at step 24 on an earlier
+# machine by 10⁻³-sized rises and ran to the cap on an AVX2 one.
 EARLY = {"lr": 0.03, "eval_interval": 2, "patience": 2}
 
 
