@@ -29,6 +29,8 @@ def _overrides(pairs: list[str]) -> dict:
         if "=" not in p:
             raise ConfigError(f"--set {p!r}: use field=value, e.g. --set stage1.lam=0.5")
         k, v = p.split("=", 1)
+        if not k or not all(k.split(".")):
+            raise ConfigError(f"--set {p!r}: {k!r} is not a field name; use field=value, e.g. --set stage1.lam=0.5")
         try:
             out[k] = yaml.safe_load(v)
         except yaml.YAMLError:
@@ -71,9 +73,17 @@ def _plan(args) -> int:
         cfgs = [_load(path, [], args.seeds, models=False) for path in args.params]
         tok_s, source, warmup_s = args.tok_s, "", 0.0
         if args.throughput:
-            tok_s, source, warmup_s = plan.tok_s_from_throughput(args.throughput, args.mode)
+            try:
+                tok_s, source, warmup_s = plan.tok_s_from_throughput(args.throughput, args.mode)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise C.ConfigError(f"--throughput {args.throughput}: {type(e).__name__}: {e}; pass the JSON "
+                                    "that benchmarks/throughput.py --json wrote") from None
         if tok_s is not None and tok_s <= 0:
             raise C.ConfigError("--tok-s: must be > 0 (training tokens per second)")
+        if tok_s is not None and not tok_s < float("inf"):  # nan printed nan GPU-hours, inf 0.0
+            raise C.ConfigError(f"--tok-s: must be a finite number > 0 (training tokens per second), got {tok_s}")
+        if args.json:
+            _check_plan_json(args.json, args.params)
         stage_s = warmup_s if args.stage_s is None else args.stage_s
         if not 0 <= stage_s < float("inf"):
             raise C.ConfigError("--stage-s: must be a number >= 0 (fixed seconds per stage, e.g. compile warm-up)")
@@ -84,8 +94,33 @@ def _plan(args) -> int:
     print(plan.format_plan(p, source))
     if args.json:
         from eelib.io import atomic_write_json
-        atomic_write_json(Path(args.json), dict(p, source=source))
+        try:
+            atomic_write_json(Path(args.json), dict(p, source=source))
+        except OSError as e:
+            print(f"eelib: error: --json {args.json}: {e}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _check_plan_json(path: str, params: list[str]) -> None:
+    """`plan --json X` overwrites X: never a params file (`--json params/*.yaml` takes the first
+    file for the output), a directory, or a file that is not an earlier plan."""
+    from eelib import config as C
+    j = Path(path)
+    if j.suffix in (".yaml", ".yml") or any(j.resolve() == Path(p).resolve() for p in params):
+        raise C.ConfigError(f"--json {path}: that is a params file, which --json would overwrite; --json takes "
+                            "the file to write the plan to: --json plan.json params/135m/*.yaml")
+    if j.is_dir():
+        raise C.ConfigError(f"--json {path}: is a directory; give a file path, e.g. --json plan.json")
+    if j.exists():
+        try:
+            import json
+            earlier = json.loads(j.read_text())
+        except (ValueError, UnicodeDecodeError, OSError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "experiments" in earlier):
+            raise C.ConfigError(f"--json {path}: exists and is not an earlier plan; it is never overwritten, "
+                                "so give a new file name")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +188,11 @@ def _main(argv: list[str] | None = None) -> int:
         if getattr(args, "workers", None) is not None and args.workers < 1:
             raise C.ConfigError(f"--workers: must be >= 1 (runs at once), got {args.workers}")
         cfg = _load(args.params, args.set, getattr(args, "seeds", None))
+        out = getattr(args, "out", None)
+        if out is not None and args.cmd != "check" and (Path(out).exists() and not Path(out).is_dir()
+                                                        or (Path(out) / cfg.name).is_file()):
+            raise C.ConfigError(f"--out {out}: the outputs root must be a directory (it holds "
+                                f"<experiment>/runs, stage1, ...), and {out} or {Path(out) / cfg.name} is a file")
         if args.cmd == "check":
             from eelib.pipeline import grid_runs
             runs = grid_runs(cfg)

@@ -254,8 +254,13 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {str(path)!r}: not found; pass an existing YAML file (see params/)")
+    if path.is_dir():
+        raise ConfigError(f"params file {str(path)!r}: is a directory; pass one YAML file in it, e.g. "
+                          f"{str(path / 'fig3a.yaml')!r}")
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+        if raw is None:  # an empty file (or comments only) would run every default, named after the file
+            raise ConfigError("empty (no fields); write the experiment's fields, e.g. copy params/quick.yaml")
     except UnicodeDecodeError:
         raise ConfigError(f"params file {str(path)!r}: not UTF-8 text; save it as UTF-8 YAML") from None
     except ConfigError as e:
@@ -269,6 +274,8 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
                           f"experiment's: run it with papermill notebooks/theory.ipynb out.ipynb -f {path}")
     raw.setdefault("name", path.stem)
     _absolute_data_files(raw, path.resolve().parent)  # a file's paths are read from its folder
+    _absolute_grid_files(raw, path.resolve().parent)
+    _absolute_tokenizer(raw, path.resolve().parent)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
@@ -277,6 +284,7 @@ def load(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
             raise ConfigError(f"--set {key}: the grid sweeps {key}, so this value would be ignored; "
                               f"set the sweep instead, e.g. --set grid.{key}=[{value}]")
     _absolute_data_files(raw, Path.cwd())  # --set paths from where the command runs
+    _absolute_tokenizer(raw, Path.cwd())
     return from_dict(raw)
 
 
@@ -311,6 +319,41 @@ def _absolute_data_files(raw: dict, base: Path) -> None:
                 files[k] = here
             elif isinstance(v, str) and v.startswith("~"):
                 files[k] = str(Path(v).expanduser())
+
+
+def _absolute_tokenizer(raw: dict, base: Path) -> None:
+    """A tokenizer directory named relative to the params file is read from its folder, as data
+    files are (its key is its files' hash, so the path written changes no stage key). One found
+    only from the working directory (eelib before 2026-11-27 read it from there) still is, with a word."""
+    d = raw.get("data") if isinstance(raw.get("data"), dict) else None
+    tok = d.get("tokenizer") if d else None
+    if not isinstance(tok, str) or tok in ("bytes", "smollm2") or not tok.strip():
+        return
+    if Path(tok).expanduser().is_absolute():
+        d["tokenizer"] = str(Path(tok).expanduser())
+        return
+    if (base / tok / "tokenizer.json").is_file():
+        d["tokenizer"] = str(base / tok)
+    elif (Path.cwd() / tok / "tokenizer.json").is_file():
+        print(f"[eelib] data.tokenizer: {tok!r} is not beside the params file; reading it from the "
+              "current directory", file=sys.stderr)
+        d["tokenizer"] = str(Path.cwd() / tok)
+
+
+def _absolute_grid_files(raw: dict, base: Path) -> None:
+    """A grid that sweeps data.data_files.<corpus> reads its relative paths from `base` too."""
+    grid = raw.get("grid")
+    if not isinstance(grid, dict):
+        return
+    for key, values in grid.items():
+        if isinstance(key, str) and key.startswith("data.data_files.") and isinstance(values, list):
+            corpus = key[len("data.data_files."):]
+            out = []
+            for v in values:
+                fake = {"data": {"data_files": {corpus: v}}}
+                _absolute_data_files(fake, base)
+                out.append(fake["data"]["data_files"][corpus])
+            grid[key] = out
 
 
 def set_dotted(raw: dict, key: str, value) -> None:
@@ -366,7 +409,10 @@ RUN_NAME_SHORT = {"stage1.lam": "lam", "stage2.dropout": "drop", "stage2.replay"
 
 def run_name_part(key: str, value) -> str:
     """One swept field's part of a run name, e.g. 'lam0.25'."""
-    return f"{RUN_NAME_SHORT.get(key, key.split('.')[-1])}{value}"
+    text = f"{RUN_NAME_SHORT.get(key, key.split('.')[-1])}{value}"
+    # a path swept in the grid (data files, tokenizer): '/' would nest the run directory, where
+    # results.jsonl, the claims and the report never look (they read runs/*/result.json)
+    return text.replace("/", "_").replace("\0", "")
 
 
 def run_name(cfg: ExperimentConfig, grid_keys: list[str]) -> str:

@@ -113,6 +113,22 @@ def atomic_save_npy(path, array: np.ndarray) -> None:
             np.save(f, array)
 
 
+class CorruptRecord(RuntimeError):
+    """A JSON record eelib wrote (atomically) that no longer parses: cut or edited from outside."""
+
+
+def read_json(path, fix: str):
+    """json.loads of a record eelib wrote; one line naming the file and `fix` where it does not parse
+    (eelib's writes are atomic, so a cut file came from elsewhere: a copy, a sync, an edit)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        why = "empty" if not path.stat().st_size else f"not valid JSON ({str(e).splitlines()[0]})"
+        raise CorruptRecord(f"{path}: {why}; eelib writes it whole, so it was cut or edited since "
+                            f"(a copy, a sync, a full disk): {fix}") from None
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

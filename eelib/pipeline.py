@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from eelib import config as C
-from eelib.io import atomic_write_json, atomic_write_text
+from eelib.io import CorruptRecord, atomic_write_json, atomic_write_text, read_json
 from eelib.rundir import _comparable, _flat, _stored_config, claim_run_dir, release_run
 from eelib.stages import OUTPUTS, finetune, posttrain, pretrain
 
@@ -105,7 +105,7 @@ def stale_message(cfg: C.ExperimentConfig, rdir: Path, root: Path | None) -> str
     done = rdir / "result.json"
     if not done.exists():
         return None
-    stale = stale_stages(cfg, json.loads(done.read_text()).get("rows", []), root)
+    stale = stale_stages(cfg, read_json(done, "restore it from a copy, or move its run directory away to recompute the run").get("rows", []), root)
     if not stale:
         return None
     return (f"{done} was computed by stages this eelib keys otherwise ({'; '.join(stale[:3])}): a rule, "
@@ -305,15 +305,27 @@ def stale_runs(experiment: str, root: Path | None = None) -> dict[str, str]:
     return run_checks(experiment, root)["stale"]
 
 
+# What the claims and figures read of every row (rows_for writes more).
+ROW_REQUIRED = ("run", "method", "seed", "lam", "stage3_lr", "L_im", "L_ret", "L_ft", "L_pre")
+
+
 def collect(experiment: str, root: Path | None = None, checks: dict | None = None) -> list[dict]:
     """Every finished run's rows, in run-name order, but those of stale runs (`run_checks`, or the
     `checks` given); rewrites results.jsonl atomically."""
     edir = Path(root or OUTPUTS) / experiment
     stale = (checks if checks is not None else run_checks(experiment, root))["stale"]
     rows = []
+    fix = "restore it from a copy, or move its run directory away to recompute the run"
     for p in sorted((edir / "runs").glob("*/result.json")):
         if p.parent.name not in stale:
-            rows.extend(json.loads(p.read_text())["rows"])
+            got = read_json(p, fix)
+            got = got.get("rows") if isinstance(got, dict) else None
+            bad = "no list of rows" if not isinstance(got, list) else next(
+                (f"a row without {sorted(set(ROW_REQUIRED) - set(r))}" for r in got
+                 if not isinstance(r, dict) or not set(ROW_REQUIRED) <= set(r)), None)
+            if bad:
+                raise CorruptRecord(f"{p}: {bad}; eelib writes whole rows, so it was edited since: {fix}")
+            rows.extend(got)
     atomic_write_text(edir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

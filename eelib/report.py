@@ -14,7 +14,7 @@ import numpy as np
 
 from eelib.claims import evaluate
 from eelib.claims_fig3 import FLAT_RATIO
-from eelib.io import atomic_write_json, atomic_write_text
+from eelib.io import CorruptRecord, atomic_write_json, atomic_write_text
 from eelib.stats import ALPHA, MIN_SEEDS
 
 
@@ -170,6 +170,9 @@ def run_report(args) -> int:
     except FileNotFoundError as e:
         print(f"eelib: error: {e}", file=sys.stderr)
         return 2
+    except CorruptRecord as e:
+        print(f"eelib: error: {e}", file=sys.stderr)
+        return 1
     print(paths["claims_md"].read_text())
     for k, p in paths.items():
         print(f"{k}: {p}")

@@ -23,6 +23,12 @@ from eelib.stages import OUTPUTS
 
 
 def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path:
+    if not (isinstance(run, str) and run and run not in (".", "..") and "/" not in run and run.isprintable()
+            and len(run.encode("utf-8")) <= 200):
+        # '' or '..' would put config.yaml and result.json in runs/ or the experiment's own folder,
+        # 'a/b' nests it where results.jsonl and the report never look (runs/*/result.json)
+        raise C.ConfigError(f"run name {run!r}: give one directory name (no '/', not '.' or '..', at most "
+                            "200 bytes), e.g. --run-name lam0.5 or -p run lam0.5")
     return Path(root or OUTPUTS) / cfg.name / "runs" / run
 
 

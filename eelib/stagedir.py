@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eelib import checkpoint, config as C, distributed
-from eelib.io import atomic_write_json, atomic_write_text
+from eelib.io import atomic_write_json, atomic_write_text, read_json
 
 
 @dataclass
@@ -115,7 +115,8 @@ def begin(stage: int, sdir: Path, key: dict) -> StageResult | None:
     """Reuse a finished stage; refuse a directory written by a different config."""
     done = sdir / "stage.json"
     if done.exists():
-        rec = json.loads(done.read_text())
+        rec = read_json(done, f"move {sdir} away (or restore it from a copy); the next run trains the "
+                              "stage again")
         if rec.get("key") != json.loads(json_dumps(key)):
             raise RuntimeError(f"{sdir} holds a stage made by a different config; it is never overwritten. "
                                "Move it away or use another experiment name.")

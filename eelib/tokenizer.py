@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eelib.config import digest
+from eelib.config import ConfigError, digest
 from eelib.io import sha256_file
 
 
@@ -54,7 +54,7 @@ class HFTokenizer:
         self.vocab_size = len(self.tok)
         self.eos_id = self.tok.eos_token_id
         if self.eos_id is None:
-            raise ValueError(f"data.tokenizer: {name} has no eos_token, which separates packed documents; "
+            raise ConfigError(f"data.tokenizer: {name} has no eos_token, which separates packed documents; "
                              "set eos_token in its tokenizer_config.json")
         self._backend = self.tok.backend_tokenizer
 

@@ -76,6 +76,11 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(cfg.ce_chunk >= 0, "ce_chunk", "must be >= 0 (0 = the plain loss; e.g. 8192 tokens per chunk)")
     _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
            "must be a non-empty directory name without '/'")
+    _check(cfg.name.isprintable() and cfg.name.strip() == cfg.name, "name",
+           f"{cfg.name!r}: use a directory name without control characters or leading/trailing spaces")
+    _check(len(cfg.name.encode("utf-8")) <= 200, "name",
+           f"{len(cfg.name.encode('utf-8'))} bytes long; file systems allow 255 bytes a name, so keep it "
+           "at most 200 (UTF-8 bytes)")
     _check(d.source in ("offline", "hub", "local"), "data.source", "use offline, hub or local")
     _check(isinstance(d.tokenizer, str) and (d.tokenizer in ("bytes", "smollm2")
                                              or (Path(d.tokenizer) / "tokenizer.json").is_file()),
@@ -83,7 +88,12 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
            "holding a saved Hugging Face tokenizer (tokenizer.json, e.g. from save_pretrained)")
     if d.tokenizer not in ("bytes", "smollm2"):
         from eelib.tokenizer import tokenizer_vocab
-        n = tokenizer_vocab(d.tokenizer)
+        try:
+            n = tokenizer_vocab(d.tokenizer)
+        except Exception as e:  # the tokenizers library raises a bare Exception on a malformed file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"data.tokenizer: {d.tokenizer}/tokenizer.json cannot be read ({first}); "
+                              "save the tokenizer again (save_pretrained) or point at another directory") from None
         _check(n <= 65536, "data.tokenizer", f"{d.tokenizer} has {n:,} ids; tokens are stored as uint16, "
                "so use a tokenizer with at most 65,536")
     _check(isinstance(d.revisions, dict), "data.revisions", "must map corpus names to dataset revisions")
@@ -135,7 +145,7 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         missing = sorted(needed - set(d.data_files))
         _check(not missing, "data.data_files", f"source=local needs files for {missing}")
         for k, v in d.data_files.items():
-            _check(k in CORPUS_NAMES or bool(OWN_CORPUS_NAME.fullmatch(k)), f"data.data_files.{k}",
+            _check(isinstance(k, str) and (k in CORPUS_NAMES or bool(OWN_CORPUS_NAME.fullmatch(k))), f"data.data_files.{k}",
                    f"not a corpus name; use {list(CORPUS_NAMES)} or a name of your own in lower-case "
                    "letters, digits and '_' (and name it in pipeline: '<post>-><ft>')")
             _check(k not in RESERVED_NAMES, f"data.data_files.{k}", f"{k!r} is reserved ('music->chem' etc. "
@@ -204,6 +214,8 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(0.0 <= s3.min_lr_ratio <= 1.0, "stage3.min_lr_ratio", "must lie in [0, 1]")
     _check(s3.eval_interval > 0, "stage3.eval_interval", "must be > 0")
     for key, values in cfg.grid.items():
+        _check(isinstance(key, str), f"grid.{key}", "a grid key is a dotted field name, e.g. stage1.lam "
+               "(quote it if YAML reads it as a number)")
         _check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "give a non-empty list of values")
         _check(key.split(".")[0] not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
     return check_model(cfg) if models else cfg

@@ -131,6 +131,15 @@ BAD = [
     ("grid-one-value-twice-spelt", _with(grid={"stage1.lam": [1, 1.0]}), "grid: two runs would both be named 'lam1.0'"),
     ("paper-corpus-typo", _with(pipeline="music->wiki"),
      "pipeline: corpus name 'music' is reserved: it names the paper's corpus in its pipelines ['flan->chem'"),
+    # found by a review (2026-11-27): accepted as all defaults, a traceback, or an OSError mid-run
+    ("empty-file", "", "params file 'bad.yaml': empty (no fields)"),
+    ("comments-only", "# all commented out\n", "params file 'bad.yaml': empty (no fields)"),
+    ("grid-key-a-number", _with(grid={1: [0.0]}), "grid.1: a grid key is a dotted field name"),
+    ("data-files-key-a-number", _with(data__source="local", data__data_files={
+        **{c: str(ROOT / "tests/fixtures/hub" / c) for c in ("c4", "musicpile", "chempile")}, 7: "x"}),
+     "data.data_files.7: not a corpus name"),
+    ("name-too-long", _with(name="x" * 256), "name: 256 bytes long"),
+    ("name-control-character", _with(name="a\x00b"), "name: 'a\\x00b': use a directory name without control"),
     # last: these two pass every cheap check and fail on the model presets (imports torch)
     ("unknown-model", _with(model="gpt-5"), "model: unknown preset"),
     ("seq-len-over-model", _with(data__seq_len=4096, data__val_tokens=8192), "data.seq_len: must be <= 1024"),

@@ -45,11 +45,14 @@ def test_json_files_with_other_columns_name_the_file_and_the_fix(tmp_path):
         _read(tmp_path)
 
 
-@pytest.mark.parametrize("case", ["empty", "cut-off gzip"])
+@pytest.mark.parametrize("case", ["empty", "cut-off gzip", "not gzip"])
 def test_an_unreadable_first_file_is_one_line_naming_it(tmp_path, case):
     if case == "empty":  # the only file (beside others, an empty file is read as holding nothing)
         (tmp_path / "a.jsonl").write_text("")
         match = r"a\.jsonl is empty \(no records\); remove it"
+    elif case == "not gzip":  # plain JSON lines named .gz (was the bare "Not a gzipped file", no corpus)
+        (tmp_path / "a.jsonl.gz").write_text("".join(json.dumps({"text": t}) + "\n" for t in DOCS))
+        match = r"the first unreadable file: .*a\.jsonl\.gz: BadGzipFile"
     else:
         gz = gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in DOCS).encode())
         (tmp_path / "a.jsonl.gz").write_bytes(gz[:len(gz) // 2])

@@ -265,6 +265,8 @@ def _load_local(spec: CorpusSpec, files: list[str], where: str):
     logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
     try:  # the JSON reader reads the first file here, for its columns
         return datasets.load_dataset(kind, data_files=files, split="train", streaming=True, **kw)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # the file's: a .gz that is not gzip, or cut off
+        raise _unreadable(spec, where, files, e) from e
     except (OSError, ImportError, MemoryError):  # the machine's, not the file's: as they are
         raise
     except Exception as e:
@@ -373,6 +375,10 @@ def hub_documents(spec: CorpusSpec, split: str, source: str, seed: int = 0,
                     raise RecordFormatError(f"corpus {spec.name!r}: all {n:,} records of {where} have "
                                             f"an empty {field!r}; put the documents' text there") from None
                 return
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # a .gz that is not gzip, or cut off
+                if source != "local":
+                    raise
+                raise _unreadable(spec, where, resolve_files(data_files), e) from e
             except (OSError, ImportError, MemoryError):  # disk, network, a missing package, memory:
                 raise                                       # not the file's content; as they are
             except Exception as e:  # a local file the reader cannot parse: name the corpus, one line
