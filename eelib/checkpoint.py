@@ -36,6 +36,8 @@ def _write_dir(dest: Path, files: dict[str, object], meta: dict, fault: str = ""
     # a stage directory at a time (stagedir.locked), so none of these is being written now.
     for stale in dest.parent.glob(f".{dest.name}.*"):
         shutil.rmtree(stale, ignore_errors=True)
+    if not dest.exists():  # a rewrite killed between its two renames (below): `dest` is written anew
+        shutil.rmtree(dest.with_name(dest.name + ".old"), ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     os.chmod(tmp, DIR_MODE)
     try:

@@ -1,8 +1,10 @@
 """Tokenized shards (eelib/data.py): exact budgets, nesting, manifests, and resumable builds."""
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +74,43 @@ def test_interrupted_tokenization_resumes_to_the_same_shard(tmp_path, monkeypatc
     done = json.loads(partial[0].read_text())
     # resume points fall after whole batches, before the killed one
     assert 0 < done["tokens"] < 20000 and done["documents"] <= 8 and done["documents"] % 2 == 0
+    # the resume keeps the metadata the build started with (for hub data: the dataset commit it
+    # resolved then, not a newer one streamed onto the older prefix)
+    (started,) = (tmp_path / "cut" / "cache" / "tokens" / "partial").glob("*.meta.json")
+    started.write_text(json.dumps(dict(json.loads(started.read_text()), revision="commit-at-start")))
     out = D.corpus_windows("chempile", "train", 20000, d).tokens
     np.testing.assert_array_equal(out, ref)
     assert not list((tmp_path / "cut" / "cache" / "tokens" / "partial").glob("*"))
+    (manifest,) = (tmp_path / "cut" / "cache" / "tokens").glob("*.json")
+    assert json.loads(manifest.read_text())["revision"] == "commit-at-start"
+
+
+def test_a_shard_of_the_exact_budget_is_read_back_not_built_again(tmp_path, monkeypatch):
+    """The cache serves a request from a shard of exactly its length (C4 at paper scale takes hours
+    to tokenize), not only from longer ones."""
+    d = _cfg(tmp_path)
+    first = D.corpus_windows("musicpile", "train", 3000, d).tokens.copy()
+    monkeypatch.setattr(D, "get_tokenizer", lambda name: pytest.fail("tokenized again"))
+    np.testing.assert_array_equal(D.corpus_windows("musicpile", "train", 3000, d).tokens, first)
+
+
+def test_a_shard_is_built_by_one_process_at_a_time(tmp_path, monkeypatch):
+    """Parallel workers on a fresh cache need the same shards: a second builder waits on the shard's
+    lock, else it reopens the first one's partial memmap with w+ (truncating it under the writer) and
+    both publish and clean up the same files."""
+    d = _cfg(tmp_path)
+    cache = tmp_path / "cache" / "tokens"
+    cache.mkdir(parents=True)
+    key = D.digest(D.shard_key("chempile", "train", d))
+    entered, real = threading.Event(), D._tokenize_to_shard
+    monkeypatch.setattr(D, "_tokenize_to_shard", lambda *a, **k: (entered.set(), real(*a, **k)))
+    with open(cache / f".chempile-train-{key}.lock", "w") as held:  # another builder holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        builder = threading.Thread(target=D.corpus_windows, args=("chempile", "train", 4000, d))
+        builder.start()
+        assert not entered.wait(1.0), "built while another process held the shard's lock"
+    builder.join(60)
+    assert entered.is_set() and len(list(cache.glob("chempile-train-*.npy"))) == 1
 
 
 def test_exhausted_corpus_is_a_clear_error(tmp_path):

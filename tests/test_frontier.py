@@ -22,6 +22,14 @@ def test_ties_same_x_or_same_y():
     assert F.pareto_mask([1, 2], [2, 2]).tolist() == [True, False]
 
 
+def test_same_x_ties_do_not_depend_on_the_input_order():
+    """Same x with the higher y listed first is still dominated: the sweep must sort ties by y
+    (an x-only sort keeps both, and the frontier then goes up and down at that x)."""
+    assert F.pareto_mask([1, 1], [3, 2]).tolist() == [False, True]
+    xs, ys = F.pareto_front([2, 1, 1], [1, 3, 2])
+    assert xs.tolist() == [1.0, 2.0] and ys.tolist() == [2.0, 1.0]
+
+
 def test_duplicates_kept_once():
     x, y = [1, 1, 2, 2], [2, 2, 1, 5]
     assert F.pareto_mask(x, y).tolist() == [True, True, True, False]
@@ -73,6 +81,8 @@ def test_signed_area_sign_and_value():
     c = (np.array([0.0, 1.0, 2.0]), np.array([3.0, 1.0, 0.5]))
     area, _ = F.signed_area(a, c)   # a - c: 0 at 0, +1 at 1, +0.5 at 2 -> 0.5 + 0.75
     assert area == pytest.approx(1.25)
+    # and the kinks of the first frontier count as much as those of the second
+    assert F.signed_area(c, a)[0] == pytest.approx(-1.25)
 
 
 def test_no_overlap():
@@ -81,6 +91,25 @@ def test_no_overlap():
     assert F.common_range(a, b) is None
     assert math.isnan(F.signed_area(a, b)[0]) and math.isnan(F.mean_gap(a, b))
     assert F.dominated_fraction((np.array([2.5]), np.array([1.0])), b) == 1.0
+
+
+def test_frontiers_touching_at_one_x_are_compared_there():
+    """A shared end point is a common range of width zero (documented): the gap at that x, not
+    NaN, which claims would report as 'frontiers do not overlap' and skip the seed."""
+    a = (np.array([0.0, 1.0]), np.array([2.0, 1.0]))
+    b = (np.array([1.0, 2.0]), np.array([0.5, 0.2]))
+    assert F.common_range(a, b) == (1.0, 1.0)
+    assert F.signed_area(a, b) == (0.0, 0.0)
+    assert F.mean_gap(a, b) == pytest.approx(0.5)
+
+
+def test_dominated_fraction_counts_strict_dominance_on_both_axes():
+    """claims reports this share when the frontiers do not overlap: an equal point, or one lower
+    on one axis only, dominates nothing."""
+    a = (np.array([1.0, 3.0]), np.array([3.0, 1.0]))
+    assert F.dominated_fraction(a, a) == 0.0
+    assert F.dominated_fraction(a, (np.array([2.0]), np.array([2.0]))) == 0.0
+    assert F.dominated_fraction(a, (np.array([1.0]), np.array([2.0]))) == 0.5
 
 
 def test_steps():
@@ -103,4 +132,5 @@ def test_frontiers_per_method_and_trajectory():
     fr_t = F.frontiers(rows, "L_ret vs L_ft", trajectory=True)
     m = fr_t[fr_t.method == "mixed"]
     assert list(zip(m["x"], m["y"])) == [(2.0, 2.0), (4.0, 1.0)]   # the trajectory duplicate kept once
+    assert fr_t[fr_t.method == "unmixed"]["x"].tolist() == [2.0, 3.0]  # final points stay in
     assert isinstance(F.points(pd.DataFrame(rows), trajectory=True), pd.DataFrame)

@@ -251,3 +251,16 @@ def test_the_readme_study_validates_with_the_main_jobs_stage_settings(tmp_path):
     (tmp_path / "study.yaml").write_text(block)
     cfg = C.load(tmp_path / "study.yaml")
     assert len(C.expand(cfg)) == 9 and cfg.stage1.lr == 2e-3 and cfg.stage3.lrs == [3e-4, 1e-3, 3e-3]
+
+
+def test_an_edit_near_the_end_of_a_large_file_changes_its_identity(tmp_path):
+    """files_identity hashes both ends of each file (docs/decisions.md): a record fixed in the last
+    64 KiB of a large file, size unchanged, must key new shards and stages, not reuse the stale ones."""
+    from eelib import data as D
+    f = tmp_path / "legal.jsonl"
+    body = bytearray(b"x" * (5 * D.FINGERPRINT_BYTES))
+    f.write_bytes(bytes(body))
+    before = D.files_identity(str(f))
+    body[-10] = ord("y")
+    f.write_bytes(bytes(body))
+    assert D.files_identity(str(f)) != before

@@ -316,6 +316,56 @@ def test_two_configs_claiming_new_run_dirs_at_once_never_share_one(tmp_path):
         assert cfg.stage3.tokens == (8000 if i in won[0] else 6400)
 
 
+def test_a_claim_waits_for_the_experiment_claim_lock(tmp_path):
+    """Claims are serialised by outputs/<experiment>/.claim: the race above can pass by luck when
+    the two processes do not overlap, so hold the lock here and check a claim waits for it."""
+    import fcntl
+    import threading
+    root = tmp_path / "out"
+    edir = root / "tiny"
+    edir.mkdir(parents=True)
+    done = threading.Event()
+
+    def claim():
+        rundir.claim_run_dir(_cfg(tmp_path), "run", root)
+        done.set()
+    with open(edir / ".claim", "w") as held:  # another process is claiming
+        fcntl.flock(held, fcntl.LOCK_EX)
+        t = threading.Thread(target=claim)
+        t.start()
+        assert not done.wait(1.0), "claimed while another process held the experiment's claim lock"
+        assert not (edir / "runs" / "run" / "config.yaml").exists()
+    t.join(30)
+    assert done.is_set()
+    rundir.release_run(edir / "runs" / "run")
+
+
+def test_a_claim_cut_between_its_writes_never_pairs_the_new_stamp_with_the_old_config(tmp_path, monkeypatch):
+    """config.yaml is written before config.digest: a claim killed between the two leaves a stamp
+    that differs, so the next claim writes config.yaml again. In the other order the new config's
+    stamp would sit on the old config.yaml, which the run's notebooks read: the old config's
+    numbers filed under the new one."""
+    root = tmp_path / "out"
+    a, b = _cfg(tmp_path), _cfg(tmp_path, **{"stage3.tokens": 6400})
+    rdir = rundir.claim_run_dir(a, "run", root)
+    rundir.release_run(rdir)
+    real, written = rundir.atomic_write_text, []
+
+    def killed_after_one_write(path, text):
+        if written:
+            raise KeyboardInterrupt("killed between the two writes")
+        written.append(Path(path).name)
+        real(path, text)
+    monkeypatch.setattr(rundir, "atomic_write_text", killed_after_one_write)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.claim_run_dir(b, "run", root)
+    monkeypatch.setattr(rundir, "atomic_write_text", real)
+    assert rundir.claim_run_dir(b, "run", root) == rdir
+    rundir.release_run(rdir)
+    assert C.load(rdir / "config.yaml").stage3.tokens == 6400
+    assert (rdir / "config.digest").read_text().strip() == C.digest(C.to_dict(b))
+
+
 def test_a_run_that_fails_releases_its_experiment(tmp_path, monkeypatch):
     """The review interrupted run_pipeline in a notebook kernel: the kernel kept the experiment
     held, so a corrected config was refused until the kernel restarted."""
@@ -456,6 +506,13 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         io.atomic_write_json(target, {"bad": object()})
     assert json.loads(target.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["stage.json"]
+    # the same when the write itself fails after its temp file exists (json.dumps above fails first)
+    with pytest.raises(OSError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text('{"half')
+            raise OSError(28, "No space left on device")
+    assert json.loads(target.read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.json"]
 
 
 def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
@@ -473,6 +530,27 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
         os.utime(f, (old, old))
     io.atomic_write_text(target, "rows\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, fresh.name, other.name])
+
+
+def test_atomic_writes_fsync_the_bytes_then_the_directory(tmp_path, monkeypatch):
+    """kill -9 keeps the page cache, a power cut does not: a file renamed in before its bytes were
+    fsynced can come back empty (a stage.json that no longer parses, a result.json lost), and a
+    rename whose directory was not fsynced can come back undone. No kill test sees either, so spy."""
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", spy)
+    io.atomic_write_text(tmp_path / "stage.json", "{}")
+    assert synced[0].parent == tmp_path and synced[0].name.startswith(".stage.json.")  # the temp file
+    assert synced[1:] == [tmp_path]                                                       # then its rename
+    synced.clear()
+    ck = checkpoint.save_checkpoint(tmp_path / "s" / "stage1" / "k", 10, {"w": torch.ones(2)},
+                                    {"config_digest": "d"})
+    assert "state.pt" in [p.name for p in synced]  # the payload, before its manifest records it
+    assert synced[-1] == ck.parent                  # and the rename of the checkpoint dir
 
 
 def test_atomic_files_get_normal_permissions(tmp_path):

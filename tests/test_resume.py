@@ -239,6 +239,18 @@ def test_prune_ignores_interrupted_swap_leftovers(tmp_path):
     assert checkpoint.load_latest(d, "abc")["step"] == 30
 
 
+def test_a_final_rewrite_cut_between_its_renames_leaves_no_model_sized_leftover(tmp_path):
+    """Killed after `final` became `final.old` and before the new one took its name: the next
+    write of `final` removes `final.old` (a model-sized copy nothing reads, which stage adoption
+    would otherwise hard-link into twins)."""
+    d = tmp_path / "s" / "stage2" / "k"
+    checkpoint.save_model(d / "final", {"w": torch.ones(3)}, {})
+    os.replace(d / "final", d / "final.old")  # the kill between the two renames
+    checkpoint.save_model(d / "final", {"w": torch.full((3,), 2.0)}, {})
+    assert sorted(os.listdir(d)) == ["final"]
+    assert float(checkpoint.load_model(d / "final")["w"][0]) == 2.0
+
+
 def test_rewriting_a_step_replaces_it_whole(tmp_path):
     d = tmp_path / "s" / "stage2" / "k"
     checkpoint.save_checkpoint(d, 10, _state(1), {"config_digest": "abc"})

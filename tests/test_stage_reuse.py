@@ -362,3 +362,46 @@ def test_the_checkpoint_interval_changes_no_number_and_keys_no_stage(tmp_path):
         weights.append(torch.load(res.dir / "final" / "model.pt", weights_only=True))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_stage_directory_admits_one_process_at_a_time(tmp_path):
+    """Parallel runs that share a stage (a grid's stage 1) must not train it side by side: each
+    would remove the other's checkpoint temp dirs as stale (checkpoint._write_dir) and both would
+    swap final/ in. The second waits on the stage's lock, then finds the stage finished."""
+    import threading
+    from eelib import stagedir
+    sdir = tmp_path / "out" / "exp" / "stage1" / "abc"
+    entered = threading.Event()
+
+    def second():
+        with stagedir.locked(sdir):
+            entered.set()
+    with stagedir.locked(sdir):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not entered.wait(1.0), "a second process entered a locked stage directory"
+    t.join(10)
+    assert entered.is_set()
+
+
+def test_adoption_links_the_twin_but_keeps_its_own_lock_and_skips_a_misnamed_one(tmp_path):
+    """adopt_twin (unit level): a twin whose record names another digest (a directory moved by hand)
+    is not reused; the one adopted is hard-linked, except its dot files: linking its .lock over ours
+    would put this directory's lock on another inode than the one held, letting a second process in."""
+    from eelib import stagedir
+    root = tmp_path / "out"
+
+    def finished(exp: str, digest: str):
+        d = root / exp / "stage1" / "abc"
+        (d / "final").mkdir(parents=True)
+        (d / "final" / "model.pt").write_bytes(b"weights of " + exp.encode())
+        (d / ".lock").write_text("")
+        (d / "stage.json").write_text(json.dumps({"digest": digest, "key": {"k": 1}, "losses": {}}))
+        return d
+    finished("a", "another-digest")
+    twin = finished("b", "abc")
+    sdir = root / "c" / "stage1" / "abc"
+    with stagedir.locked(sdir):
+        assert json.loads((sdir / "stage.json").read_text())["reused_from"] == "b/stage1/abc"
+        assert (sdir / "final" / "model.pt").stat().st_ino == (twin / "final" / "model.pt").stat().st_ino
+        assert (sdir / ".lock").stat().st_ino != (twin / ".lock").stat().st_ino
