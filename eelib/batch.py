@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from eelib import config as C
@@ -274,7 +274,18 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
     _STOPPING.clear()
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        list(pool.map(task, todo))
+        futures = [pool.submit(task, item) for item in todo]
+        # Wait in short slices, not in one blocking result(): a SIGINT the kernel hands to a worker
+        # thread only sets Python's flag, and the main thread acts on it when it next runs
+        # bytecode. Blocked in result(), it did not until the running run ended, and then started
+        # the next one (seen on a CI machine: the batch ran on for minutes after kill -INT).
+        pending = futures
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                break
+        for f in futures:
+            f.result()  # a worker's exception, as pool.map raised it
     except KeyboardInterrupt:  # stop the workers, keep what finished; the CLI says how to resume
         _interrupt_workers(ray)
         pool.shutdown(wait=True, cancel_futures=True)

@@ -229,6 +229,17 @@ def test_interrupt_sent_to_the_batch_alone_stops_its_workers(tmp_path):
     assert not any(runs.glob("*/result.json"))
 
 
+def _one_ray_worker(monkeypatch, tmp_path, remote, ray, name: str) -> dict:
+    """A two-run batch config whose Ray executor is `remote`/`ray` (test doubles), one task at a time."""
+    from eelib import batch
+    monkeypatch.setattr(batch, "_ray_task", lambda: (remote, ray))
+    monkeypatch.setattr(batch, "_ray_workers", lambda: 1)
+    monkeypatch.setattr(batch, "INTERRUPT_GRACE_S", 0)
+    raw = _cfg({"stage1.lam": [0.0, 1.0]}, name=name)
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    return raw
+
+
 def test_interrupted_ray_batch_cancels_its_tasks(tmp_path, monkeypatch):
     """Ray tasks are no child processes of the batch: a review found Ctrl-C waited for every
     running task to finish (hours at paper scale). They are cancelled (a KeyboardInterrupt in
@@ -256,14 +267,52 @@ def test_interrupted_ray_batch_cancels_its_tasks(tmp_path, monkeypatch):
             task.cancelled = True
             task.done.set()
 
-    monkeypatch.setattr(batch, "_ray_task", lambda: (Remote(), Ray()))
-    monkeypatch.setattr(batch, "_ray_workers", lambda: 1)
-    monkeypatch.setattr(batch, "INTERRUPT_GRACE_S", 0)
-    raw = _cfg({"stage1.lam": [0.0, 1.0]}, name="ray-intr")
-    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    raw = _one_ray_worker(monkeypatch, tmp_path, Remote(), Ray(), "ray-intr")
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
     t0 = time.time()
     with pytest.raises(KeyboardInterrupt):
         batch.execute(C.from_dict(raw), executor="ray", root=tmp_path / "out", progress=False)
     assert time.time() - t0 < 10 and len(cancelled) == 1  # one worker: one task running, none started after
     assert (tmp_path / "out" / "ray-intr").resolve() not in rundir._USERS
+
+
+def test_an_interrupt_handed_to_a_worker_thread_still_stops_the_batch(tmp_path, monkeypatch):
+    """The kernel may hand a process's SIGINT to any thread. Python then only sets a flag that the
+    main thread acts on when it next runs bytecode; blocked in one future's result() it did not
+    until the running run ended, and then started the next (CI, 2026-11-27: kill -INT and the
+    batch ran on). The batch now waits in 0.5 s slices."""
+    import threading
+    from eelib import batch
+
+    in_get, cancelled = [], []
+
+    class Task:
+        def __init__(self):
+            self.done = threading.Event()
+
+    class Remote:
+        def remote(self, *args):
+            return Task()
+
+    class Ray:
+        def get(self, task):
+            in_get.append(threading.get_ident())
+            task.done.wait(30)
+            return {"run": "x", "status": "ok", "seconds": 0.0, "log": None, "error": None}
+
+        def cancel(self, task):
+            cancelled.append(task)
+            task.done.set()
+
+    raw = _one_ray_worker(monkeypatch, tmp_path, Remote(), Ray(), "thread-intr")
+
+    def to_the_worker():
+        deadline = time.time() + 20
+        while not in_get and time.time() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(in_get[0], signal.SIGINT)  # not the main thread
+    threading.Thread(target=to_the_worker, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        batch.execute(C.from_dict(raw), executor="ray", root=tmp_path / "out", progress=False)
+    assert time.time() - t0 < 10 and len(cancelled) == 1 and len(in_get) == 1  # nothing started after
