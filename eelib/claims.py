@@ -55,7 +55,7 @@ import pandas as pd
 from eelib import frontier as F
 from eelib.claims_fig3 import claim_fig3a, claim_fig3b
 from eelib.stats import (ALPHA, INCONCLUSIVE, MIN_SEEDS, any_of, by_setting, claim, combine, fmt,
-                         paired_summary, stats_line, verdict_of)
+                         not_counted, paired_summary, stats_line, verdict_of)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,10 +197,7 @@ def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory, alpha
     parts = []
     for label, g in settings:
         part = _frontier_part(cid, text, paper, g, base, other, view, trajectory, test, alpha) | {"part": label}
-        note = _paper_no_effect(cid, g)
-        if note:
-            part |= {"counted": False, "reason": f"not counted: {note}; measured: {part['reason']}"}
-        parts.append(part)
+        parts.append(not_counted(part, _paper_no_effect(cid, g)))
     if len(parts) == 1 and parts[0].get("counted", True):
         return parts[0]
     return combine(cid, text, paper, parts, test, {"settings": [p["part"] for p in parts]})

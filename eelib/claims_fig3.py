@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from eelib.stats import (ALPHA, HOLDS, INCONCLUSIVE, MIN_SEEDS, NOT_HOLD, NOT_SHOWN, by_setting, claim, combine,
-                         fmt, paired_summary, stats_line, verdict_of)
+                         fmt, not_counted, paired_summary, stats_line, verdict_of)
 
 FLAT_RATIO = 1 / 3   # claim c: |ΔL_im| at most a third of ΔL_ret
 
@@ -38,12 +38,8 @@ def _extension(sub: pd.DataFrame, g: pd.DataFrame) -> str | None:
         if k in sub.columns:
             same = same[same[k] == g[k].iloc[0]]
     n = len(same[cfg].drop_duplicates())
-    return None if n <= 1 else (f"not counted: an extension (Fig 3 fixes one stage-2 configuration; this "
+    return None if n <= 1 else (f"an extension (Fig 3 fixes one stage-2 configuration; this "
                                 f"experiment sweeps {n} for this pipeline and |D_post|)")
-
-
-def _mark(part: dict, note: str | None) -> dict:
-    return part if note is None else part | {"counted": False, "reason": f"{note}; measured: {part['reason']}"}
 
 
 def _at_lr(g: pd.DataFrame, stage3_lr: float | None) -> tuple[pd.DataFrame, float]:
@@ -68,7 +64,7 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
         g, lr = _at_lr(g, stage3_lr)
         lam_lo, lam_hi = float(g["lam"].min()), float(g["lam"].max())
         if lam_lo != 0 or lam_hi == 0:
-            parts.append(_mark({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
+            parts.append(not_counted({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
                                 "reason": f"needs λ=0 and some λ>0 runs, have λ ∈ {sorted(set(g['lam']))}"},
                                _extension(sub, g)))
             continue
@@ -103,7 +99,7 @@ def claim_fig3a(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                                 + f"; λ_max = {lam_hi:g}")}
             if improves and not flat:
                 part["p_reverse"] = None  # a rule, not a reversed test: no correction applies
-        parts.append(_mark(part, _extension(sub, g)))
+        parts.append(not_counted(part, _extension(sub, g)))
     nums = {"stage3_lr": sorted({p["stage3_lr"] for p in parts})}
     if "stage2_stopped_early" in sub.columns:
         tested = sub[(sub["lam"] == 0) | (sub["lam"] == sub["lam"].max())]  # the runs compared
@@ -137,11 +133,11 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
         curve = curve.dropna()  # seeds with every λ
         if len(lams) < 3 or lams[0] != 0 or lams[-1] != 1:
             # "interior" is about (0, 1): a grid without both ends cannot show it
-            parts.append(_mark({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
+            parts.append(not_counted({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
                                 "reason": f"needs λ = 0, λ = 1 and one λ between, have {lams}"}, _extension(sub, g)))
             continue
         if len(curve) < MIN_SEEDS:
-            parts.append(_mark({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
+            parts.append(not_counted({"part": label, "stage3_lr": lr, "verdict": INCONCLUSIVE,
                                 "reason": f"{len(curve)} seed(s) with every λ, need {MIN_SEEDS}"}, _extension(sub, g)))
             continue
         mean_curve = curve.mean()
@@ -159,7 +155,7 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
             v = NOT_HOLD if verdict_of(vs_inner) == HOLDS else NOT_SHOWN
             p_rev = vs_inner["p_t"]
             why = f"; best interior λ = {inner:g} is worse by {fmt(vs_inner['mean'])} ± {fmt(vs_inner['se'])} ({stats_line(vs_inner)})"
-        parts.append(_mark({"part": label, "stage3_lr": lr, "lam_star": lam_star, "interior": interior,
+        parts.append(not_counted({"part": label, "stage3_lr": lr, "lam_star": lam_star, "interior": interior,
                       "mean_curve": {str(k): float(v_) for k, v_ in mean_curve.items()},
                       "gap_lo": gaps["lo"], "gap_hi": gaps["hi"], "verdict": v, "p_reverse": p_rev,
                       "reason": (f"λ* = {lam_star:g} ({'interior' if interior else 'an endpoint'}); "

@@ -161,6 +161,12 @@ def combine(cid, text, paper, parts, test, numbers) -> dict:
     return claim(cid, text, paper, v, reason, test, numbers, parts)
 
 
+def not_counted(part: dict, note: str | None) -> dict:
+    """`part` shown but left out of its claim's verdict (`combine`), its reason saying why; as it is
+    when `note` is None."""
+    return part if note is None else part | {"counted": False, "reason": f"not counted: {note}; measured: {part['reason']}"}
+
+
 def any_of(cid, text, paper, parts, test, numbers) -> dict:
     """For a method swept over K values (dropout rates): holds if some value's part holds, each
     part having been tested at ALPHA / K (Bonferroni), so "holds at some of K values" is still a
