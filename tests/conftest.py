@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A shell without job control starts background jobs (`nohup make test &`) with SIGINT ignored, and
+# exec'd children inherit that: the Ctrl-C tests (test_batch, test_resume) then failed, their
+# processes deaf to SIGINT (2026-11-27). They test eelib's answer to an interrupt, so the suite
+# takes SIGINT as a terminal gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY = {
     "name": "tiny",
