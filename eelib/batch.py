@@ -277,8 +277,8 @@ def _execute(cfg, claimed, executor, workers, root, progress, ray_task) -> dict:
         futures = [pool.submit(task, item) for item in todo]
         # Wait in short slices, not in one blocking result(): a SIGINT the kernel hands to a worker
         # thread only sets Python's flag, and the main thread acts on it when it next runs
-        # bytecode. Blocked in result(), it did not until the running run ended, and then started
-        # the next one (seen on a CI machine: the batch ran on for minutes after kill -INT).
+        # bytecode. Blocked in result(), it did not until the running run ended (a test sends the
+        # SIGINT to the worker thread: 30 s late before, within 0.5 s now).
         pending = futures
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
