@@ -22,6 +22,10 @@ from eelib.rundir import _comparable, _flat, _stored_config, claim_run_dir, rele
 from eelib.stages import OUTPUTS, finetune, posttrain, pretrain
 
 
+# What to do with a run's result.json that was cut or edited outside eelib (io.read_json).
+RESULT_FIX = "restore it from a copy, or move its run directory away to recompute the run"
+
+
 def method_label(cfg: C.ExperimentConfig) -> str:
     """The paper's method names (Figs 2, 4–7): unmixed / mixed, + dropout / + replay, LoRA."""
     m = "mixed" if cfg.stage1.lam > 0 else "unmixed"
@@ -105,7 +109,7 @@ def stale_message(cfg: C.ExperimentConfig, rdir: Path, root: Path | None) -> str
     done = rdir / "result.json"
     if not done.exists():
         return None
-    stale = stale_stages(cfg, read_json(done, "restore it from a copy, or move its run directory away to recompute the run").get("rows", []), root)
+    stale = stale_stages(cfg, read_json(done, RESULT_FIX).get("rows", []), root)
     if not stale:
         return None
     return (f"{done} was computed by stages this eelib keys otherwise ({'; '.join(stale[:3])}): a rule, "
@@ -315,16 +319,15 @@ def collect(experiment: str, root: Path | None = None, checks: dict | None = Non
     edir = Path(root or OUTPUTS) / experiment
     stale = (checks if checks is not None else run_checks(experiment, root))["stale"]
     rows = []
-    fix = "restore it from a copy, or move its run directory away to recompute the run"
     for p in sorted((edir / "runs").glob("*/result.json")):
         if p.parent.name not in stale:
-            got = read_json(p, fix)
+            got = read_json(p, RESULT_FIX)
             got = got.get("rows") if isinstance(got, dict) else None
             bad = "no list of rows" if not isinstance(got, list) else next(
                 (f"a row without {sorted(set(ROW_REQUIRED) - set(r))}" for r in got
                  if not isinstance(r, dict) or not set(ROW_REQUIRED) <= set(r)), None)
             if bad:
-                raise CorruptRecord(f"{p}: {bad}; eelib writes whole rows, so it was edited since: {fix}")
+                raise CorruptRecord(f"{p}: {bad}; eelib writes whole rows, so it was edited since: {RESULT_FIX}")
             rows.extend(got)
     atomic_write_text(edir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
