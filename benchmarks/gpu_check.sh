@@ -83,7 +83,10 @@ report() {  # one line per piece on stdout (the part of a session sure to come b
     "$PY" - "$OUT/$name.json" <<'PYEOF' || true
 import json, sys
 d = json.load(open(sys.argv[1]))
-for r in d["results"]:
+if "ratio" in d:  # the sweep's JSON (sweep_throughput.py), not a throughput piece's
+    print(f"  -> sweep: {d['sequential']['runs_per_hour']:,.0f} runs/h one after another, "
+          f"{d['concurrent']['runs_per_hour']:,.0f} with {d['concurrent']['workers']} at once = {d['ratio']}x")
+for r in d.get("results", []):
     mfu = f"{100 * r['mfu']:.1f}% MFU" if r.get("mfu") else ""
     print(f"  -> {r['mode']}: {r.get('status')} {r.get('tokens_per_s', '')} tok/s {mfu} "
           f"{r.get('peak_mem_gb', '')} GiB peak (batch {d['batch']}, {d['device_name']})")
@@ -143,7 +146,8 @@ tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
 # 135M at micro-batch 64 with the plain loss (≈ 58 GiB extrapolated from 31 at 32): the 135M
 # target is the one missed most, and batch 64 gave +5% with the old loss path
-tp tp135-eelib-compiled-2x "$P135" $((B135 * 2)) "$CE135" eelib-compiled
+# (and 4 x 64 a step, stage 1's 256 rows: does it beat the 8 x 32 the stages train with?)
+tp tp135-eelib-compiled-2x "$P135" $((B135 * 2)) "$CE135" eelib-compiled --accum $((ACC135 / 2))
 tp tp1b-eelib-compiled-2x "$P1B" $((B1B * 2)) "$CE1B" eelib-compiled
 tp tp1b-plain-compiled "$P1B" "$B1B" "$CE1B" plain-compiled
 tp tp135-eelib-compiled-chunked "$P135" "$B135" 8192 eelib-compiled
@@ -182,7 +186,7 @@ for scale in ("tp135", "tp1b"):
             a = r["accum"]
             mfu_a = f"{100 * r['mfu'] * a['tokens_per_s'] / r['tokens_per_s']:.1f}%" if r.get("mfu") is not None else "-"
             print(f"{'  ' + str(a['micro_batches']) + ' micro-batches a step':<30}{a['tokens_per_s']:>12,.0f}"
-                  f"{mfu_a:>8}  (gradient accumulation, as params/{scale[2:]} trains)")
+                  f"{mfu_a:>8}  (gradient accumulation: {a['micro_batches']} x {d['batch']} rows a step)")
     for mode in ("eelib-compiled", "plain-compiled"):
         prof = rows.get(mode, {}).get("profile") or []
         if prof:

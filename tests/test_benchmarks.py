@@ -127,6 +127,11 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     acc = json.loads((out / "tp135-eelib-compiled.json").read_text())["results"][0]["accum"]
     assert acc["micro_batches"] == s1["batch_size"] // s1["micro_batch"] == 8 and acc["tokens_per_s"] > 0
     assert "8 micro-batches a step" in p.stdout
+    # the 2x-batch piece times the same 256 rows a step as half as many micro-batches (4 x 64 at 135M)
+    d2 = json.loads((out / "tp135-eelib-compiled-2x.json").read_text())
+    d1 = json.loads((out / "tp135-eelib-compiled.json").read_text())
+    assert d2["batch"] == 2 * d1["batch"] and d2["results"][0]["accum"]["micro_batches"] == 4
+    assert "  -> sweep: " in p.stdout and "runs/h one after another" in p.stdout  # its line as it ends
     assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")
     assert chunk("tp135-eelib-compiled-chunked") > 0
     assert "failed: []" in p.stdout
