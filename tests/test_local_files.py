@@ -61,6 +61,18 @@ def test_an_unreadable_first_file_is_one_line_naming_it(tmp_path, case):
         _read(tmp_path)
 
 
+def test_json_lines_whose_records_are_arrays_say_records_must_be_objects(tmp_path):
+    """Each line a JSON array (was: "line 2: Extra data", as if the file were one broken array)."""
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps([t, "x"]) + "\n" for t in DOCS[:50]))
+    with pytest.raises(hub.RecordFormatError, match=r"a\.jsonl line 1: a record is a JSON array; each line must "
+                                                    r"be one JSON object holding the text field"):
+        _read(tmp_path)
+    # one JSON array split over lines and broken inside still gets its parser's line
+    (tmp_path / "a.jsonl").write_text('[\n{"text": "a"},\n{"text": "b"\n]\n')
+    with pytest.raises(hub.RecordFormatError, match=r"a\.jsonl line 4: Expecting ',' delimiter"):
+        _read(tmp_path)
+
+
 def test_zst_files_without_zstandard_say_what_to_install(tmp_path, monkeypatch):
     import builtins
     real = builtins.__import__

@@ -125,6 +125,14 @@ def _open_text(f: str):
     return gzip.open(f, "rt", encoding="utf-8-sig") if f.endswith(".gz") else open(f, encoding="utf-8-sig")
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str | None:
     """Where the first line a JSON reader would reject is ("part-001.jsonl line 701: Expecting
     ',' delimiter"), or None. Only called after a read failed: the reader's own message counts
@@ -140,9 +148,13 @@ def first_unreadable_line(files: list[str], max_lines: int = 5_000_000) -> str |
                 while head.isspace():
                     head = fh.read(1)
                 if head == "[":  # one JSON document: its parser gives the line
+                    rest = fh.read()
                     try:
-                        json.loads(head + fh.read())
+                        json.loads(head + rest)
                     except ValueError as e:
+                        if _is_json(head + rest.split("\n", 1)[0]):  # lines that are arrays, not one array
+                            return (f"{f} line 1: a record is a JSON array; each line must be one JSON "
+                                    "object holding the text field, e.g. {\"text\": \"...\"}")
                         return f"{f} line {getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}"
                     continue
                 for i, line in enumerate(fh, start=1):
