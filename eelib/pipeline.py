@@ -85,7 +85,8 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
 
 def stale_stages(cfg: C.ExperimentConfig, rows: list[dict], root: Path | None = None) -> list[str]:
     """Where a finished run's rows name other stage directories than this code's keys give: a
-    rule, preset or data marker changed since they were computed ("stage 2: d857… -> fc81…").
+    rule, preset or data marker changed since they were computed, or a local tokenizer or data
+    file they read was edited in place ("stage 2: d857… -> fc81…").
     A λ = 0 stage 1 finished under the older key it is adopted from counts as the same."""
     from eelib import stages
     now = {1: stages.stage_dir(cfg, 1, root=root).name, 2: stages.stage_dir(cfg, 2, root=root).name}
@@ -113,7 +114,8 @@ def stale_message(cfg: C.ExperimentConfig, rdir: Path, root: Path | None) -> str
     if not stale:
         return None
     return (f"{done} was computed by stages this eelib keys otherwise ({'; '.join(stale[:3])}): a rule, "
-            "a model preset or a data marker changed since (docs/decisions.md). Results are never replaced: "
+            "a model preset or a data marker changed since, or a file the stages read (a local tokenizer or "
+            "data file) was edited in place (docs/decisions.md). Results are never replaced: "
             f"rerun under a new experiment name (--set name=...), or move {done.name} away to recompute "
             "this run here")
 

@@ -88,7 +88,8 @@ def to_markdown(claims: list[dict], experiment: str, n_rows: int, pooled: dict |
     if stale:  # finished, but by stages this eelib keys otherwise: never pooled with today's rows
         lines += ["", "## Runs left out: computed by stages keyed otherwise now", "",
                   f"{len(stale)} finished run{'' if len(stale) == 1 else 's'} came from stages this eelib keys "
-                  "otherwise (a rule, a model preset or a data marker changed since), so their rows are not in "
+                  "otherwise (a rule, a model preset or a data marker changed since, or a local tokenizer or data file "
+                  "they read was edited in place), so their rows are not in "
                   "results.jsonl nor in the claims above: " + ", ".join(f"`{r}`" for r in list(stale)[:20])
                   + (f" and {len(stale) - 20} more" if len(stale) > 20 else "")
                   + ". Rerun the params file under a new experiment name (`--set name=...`) to recompute them. "

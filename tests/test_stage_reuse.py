@@ -302,12 +302,14 @@ def test_a_finished_run_from_stages_keyed_otherwise_is_refused_not_kept(tmp_path
         P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
     assert done.read_bytes() == before
     # the batch runner lists such a run as failed with the same line, instead of "reused"
-    assert "keys otherwise (stage 2: 0123456789ab" in P.stale_message(cfg, done.parent, tmp_path / "out")
+    why = P.stale_message(cfg, done.parent, tmp_path / "out")
+    assert "keys otherwise (stage 2: 0123456789ab" in why
+    assert "a local tokenizer or data file) was edited in place" in why  # the other cause a user can have made
     # and its rows stay out of results.jsonl and the claims, which name it (they pooled it before)
     from eelib import report as RP
     assert P.collect(cfg.name, tmp_path / "out") == rows and list(P.stale_runs(cfg.name, tmp_path / "out")) == ["r"]
     md = RP.report(cfg.name, tmp_path / "out", figures=False)["claims_md"].read_text()
-    assert "## Runs left out" in md and "`r`" in md and "0123456789ab" in md
+    assert "## Runs left out" in md and "`r`" in md and "0123456789ab" in md and "edited in place" in md
     assert "Duplicates" not in md  # nor counted among the pooled runs (twin and r share a config)
     # a run that cannot be checked (its stored config no longer loads) is pooled as before, and named
     shutil.copytree(done.parent, done.parent.with_name("old"))
