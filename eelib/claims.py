@@ -38,6 +38,15 @@ Claims (paper section -> statistic per seed, then the threshold across seeds):
        Dropout is tested one swept rate at a time (equal sweeps), at ALPHA / rates, and holds if
        some rate does (`_dropout_claim`, `stats.any_of`)
     f  mixing helps LoRA too (App., Fig 7): as (a) for LoRA-unmixed vs LoRA-mixed
+    g  Fig 3b's other half (§4.2): with one pass split, L_im worsens as λ grows: per seed
+       L_im(λ_max) − L_im(0) > 0 (eelib/claims_fig3.py)
+    h  replay and dropout on top of mixing also lower C4 loss at matched L_ret (§4.4, Fig 5): e's
+       parts on the L_pre-vs-L_ret frontier; 1B dropout not counted (Fig 11 reports the opposite)
+    i  without mixing, replay and dropout help, but less than mixing (§4.4, Fig 6): unmixed+X
+       below unmixed, and mixed below unmixed+X, for X = replay, dropout; at 1B only "dropout
+       helps" counts (Fig 12: replay alone does little; no comparison with mixing)
+    j  full fine-tuning in stage 2 beats LoRA (App., Fig 7): unmixed below LoRA-unmixed and mixed
+       below LoRA-mixed, on the L_ret-vs-L_ft frontier
 
 "Mixed" means the largest λ among the mixed runs (the paper's mixed pretraining is very likely
 λ = 1: the main text names no λ for it, and the 1B dropout ablation mixes at λ ∈ {0, 1}), so both frontiers come from the same number of sweep points: pooling all
@@ -53,13 +62,13 @@ import numpy as np
 import pandas as pd
 
 from eelib import frontier as F
-from eelib.claims_fig3 import claim_fig3a, claim_fig3b
+from eelib.claims_fig3 import claim_fig3a, claim_fig3b, claim_fig3b_im
 from eelib.stats import (ALPHA, INCONCLUSIVE, MIN_SEEDS, any_of, by_setting, claim, combine, fmt,
                          not_counted, paired_summary, stats_line, verdict_of)
 
 
 # ---------------------------------------------------------------------------------------------
-# Frontier claims (a, b, e, f)
+# Frontier claims (a, b, e, f, h, i, j)
 
 def _is_mixed(method: str) -> bool:
     return method.replace("LoRA-", "").startswith("mixed")
@@ -167,19 +176,26 @@ SETTING = ("pipeline", "post_tokens", "model")  # never pooled: L_ret of another
 # Settings where the paper itself reports no such effect: the part is tested and shown, and left
 # out of the claim's verdict, so a faithful reproduction does not read as a failed one.
 # (claim id, pipeline, model preset) -> what the paper says there.
+# A pipeline of "*": every pipeline of that model.
 PAPER_NO_EFFECT = {
     ("a", "flan->chem", "paper-1b"): "the paper reports no noticeable improvement on this view for "
                                      "1B FLAN→Chem (Fig 9; it does on the C4 view, claim b)",
+    ("h.dropout", "*", "paper-1b"): "at 1B the paper reports that dropout at the rate it swept degrades "
+                                    "C4 retention (Fig 11), which it attributes to too little tuning",
+    ("i.replay", "*", "paper-1b"): "at 1B the paper reports that replay without mixing does little (Fig 12)",
+    ("i.replay<mixed", "*", "paper-1b"): "the paper makes this comparison at 135M only (Fig 6; Fig 12 does not)",
+    ("i.dropout<mixed", "*", "paper-1b"): "the paper makes this comparison at 135M only (Fig 6; Fig 12 does not)",
 }
 
 
 def _paper_no_effect(cid: str, g: pd.DataFrame) -> str | None:
     if not {"pipeline", "model"} <= set(g.columns) or g.empty:
         return None
-    return PAPER_NO_EFFECT.get((cid, g["pipeline"].iloc[0], g["model"].iloc[0]))
+    pipeline, model = g["pipeline"].iloc[0], g["model"].iloc[0]
+    return PAPER_NO_EFFECT.get((cid, pipeline, model)) or PAPER_NO_EFFECT.get((cid, "*", model))
 
 
-def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory, alpha=ALPHA) -> dict:
+def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory, alpha=ALPHA, needs=None) -> dict:
     test = (f"per pipeline and |D_post|, allocation=added runs, per seed: mean vertical gap {base} − {other} "
             f"frontier over their common x-range ({view}; {'final + trajectory' if trajectory else 'final'} "
             f"points; positive = {other} better); holds if one-sided paired t-test p < {alpha:.4g} over "
@@ -189,11 +205,13 @@ def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory, alpha
         if rows.empty:
             return claim(cid, text, paper, INCONCLUSIVE,
                           "no allocation=added runs (Fig 3b's split runs do not compare full post-training)", test)
-    # a setting where the method under test (`other`) was not run is not part of this claim (e.g.
-    # replay runs for one pipeline only); one with `other` but no `base` stays, as inconclusive
+    # a setting where the method under test (`needs`, by default `other`) was not run is not part
+    # of this claim (e.g. replay runs for one pipeline only); one with it but without the method it
+    # is compared with stays, as inconclusive
+    needs = needs or other
     settings = by_setting(rows, SETTING)
     if "method" in rows.columns:
-        settings = [(label, g) for label, g in settings if (g["method"] == other).any()] or settings
+        settings = [(label, g) for label, g in settings if (g["method"] == needs).any()] or settings
     parts = []
     for label, g in settings:
         part = _frontier_part(cid, text, paper, g, base, other, view, trajectory, test, alpha) | {"part": label}
@@ -203,25 +221,38 @@ def _frontier_claim(cid, text, paper, rows, base, other, view, trajectory, alpha
     return combine(cid, text, paper, parts, test, {"settings": [p["part"] for p in parts]})
 
 
-def _dropout_claim(df: pd.DataFrame, trajectory: bool) -> dict:
-    """e.dropout, one dropout rate at a time: each rate's mixed+dropout frontier against mixed's,
-    from equal sweeps, at ALPHA / (rates), holding if some rate holds (stats.any_of). Table 7 sweeps
-    dropout {0.02, 0.05} as one method; pooled, that frontier would have twice mixed's points."""
-    m, text, paper = "mixed+dropout", "mixed+dropout improves on mixed (L_ret-vs-L_ft frontier)", "§4.4, Fig 4"
-    has = "dropout" in df.columns and len(df) and (df["method"] == m).any()
+def _method_claim(cid, text, paper, df, base, other, view, trajectory, needs=None) -> dict:
+    """`other` against `base` as `_frontier_claim` tests it; where one of them is a +dropout method
+    swept over several rates, one rate at a time, from equal sweeps, at ALPHA / (rates), holding if
+    some rate holds (stats.any_of). Table 7 sweeps dropout {0.02, 0.05} as one method; pooled, that
+    frontier would have twice the other's points and lie lower by chance alone."""
+    m = next((x for x in (other, base) if "+dropout" in x), None)
+    has = m is not None and "dropout" in df.columns and len(df) and (df["method"] == m).any()
     rates = sorted(set(df.loc[df["method"] == m, "dropout"].astype(float))) if has else []
     if len(rates) <= 1:
-        return _frontier_claim("e.dropout", text, paper, df, "mixed", m, "L_ret vs L_ft", trajectory)
+        return _frontier_claim(cid, text, paper, df, base, other, view, trajectory, needs=needs)
     alpha = ALPHA / len(rates)
     parts = []
     for r in rates:
         keep = (df["method"] != m) | np.isclose(df["dropout"].astype(float), r)
-        part = _frontier_claim("e.dropout", text, paper, df[keep], "mixed", m, "L_ret vs L_ft", trajectory, alpha)
+        part = _frontier_claim(cid, text, paper, df[keep], base, other, view, trajectory, alpha, needs)
         parts.append(part | {"part": f"dropout {r:g}"})
-    test = (f"per dropout rate ({', '.join(f'{r:g}' for r in rates)}), as claim a, mixed vs mixed+dropout at that "
+    test = (f"per dropout rate ({', '.join(f'{r:g}' for r in rates)}), as claim a, {base} vs {other} at that "
             f"rate (equal sweeps), each at p < {ALPHA:g}/{len(rates)} = {alpha:.4g} (Bonferroni); holds if "
             "some rate holds")
-    return any_of("e.dropout", text, paper, parts, test, {"rates": rates, "alpha": alpha})
+    return any_of(cid, text, paper, parts, test, {"rates": rates, "alpha": alpha})
+
+
+def _all_parts(cid, text, paper, df, trajectory, specs) -> dict:
+    """A claim made of several method comparisons (`_method_claim`), holding if every part does.
+    specs: (part id, part text, base, other, view, the method a setting needs to be tested)."""
+    parts = []
+    for pid, ptext, base, other, view, needs in specs:
+        p = _method_claim(f"{cid}.{pid}", ptext, paper, df, base, other, view, trajectory, needs)
+        parts.append(p | {"part": p["id"]})
+    test = "every part (" + ", ".join(p["id"] for p in parts) + ") as in claim a: " + "; ".join(
+        f"{ptext}" for _, ptext, *_ in specs)
+    return combine(cid, text, paper, parts, test, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +260,7 @@ def _dropout_claim(df: pd.DataFrame, trajectory: bool) -> dict:
 
 def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
              stage3_lr: float | None = None) -> list[dict]:
-    """All six claims (a–f) on an experiment's rows (eelib.pipeline.collect)."""
+    """All the claims (a–j) on an experiment's rows (eelib.pipeline.collect)."""
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if df.empty:
         empty = pd.DataFrame(columns=["method", "seed", "lam", "allocation", "stage3_lr", "post_tokens",
@@ -248,13 +279,32 @@ def evaluate(rows: Iterable[dict] | pd.DataFrame, trajectory: bool = True,
         claim_fig3a(df, stage3_lr) if len(df) else claim("c", "Fig 3a", "§4.1", INCONCLUSIVE, "no rows", ""),
         claim_fig3b(df, stage3_lr) if len(df) else claim("d", "Fig 3b", "§4.2", INCONCLUSIVE, "no rows", ""),
     ]
-    parts = [_frontier_claim("e.replay", "mixed+replay improves on mixed (L_ret-vs-L_ft frontier)",
-                             "§4.4, Fig 4", df, "mixed", "mixed+replay", "L_ret vs L_ft", trajectory),
-             _dropout_claim(df, trajectory)]
-    for p in parts:
-        p["part"] = p["id"]
-    out.insert(4, combine("e", "Replay and dropout each add to mixing", "§4.4, Fig 4", parts,
-                           "both parts (e.replay, e.dropout) as in claim a, mixed vs mixed+X", {}))
+    RET_FT, PRE_RET = "L_ret vs L_ft", "L_pre vs L_ret"
+    out.insert(4, _all_parts("e", "Replay and dropout each add to mixing", "§4.4, Fig 4", df, trajectory, [
+        ("replay", "mixed+replay improves on mixed (L_ret-vs-L_ft frontier)", "mixed", "mixed+replay", RET_FT, None),
+        ("dropout", "mixed+dropout improves on mixed (L_ret-vs-L_ft frontier)", "mixed", "mixed+dropout", RET_FT,
+         None)]))
     out.append(_frontier_claim("f", "Mixing helps LoRA stage-2 too (LoRA-mixed beats LoRA-unmixed)",
-                               "App., Fig 7", df, "LoRA-unmixed", "LoRA-mixed", "L_ret vs L_ft", trajectory))
+                               "App., Fig 7", df, "LoRA-unmixed", "LoRA-mixed", RET_FT, trajectory))
+    out.append(claim_fig3b_im(df, stage3_lr) if len(df) else claim("g", "Fig 3b, L_im", "§4.2", INCONCLUSIVE,
+                                                                    "no rows", ""))
+    out.append(_all_parts("h", "Replay and dropout on top of mixing also lower C4 loss at matched L_ret",
+                          "§4.4, Fig 5", df, trajectory, [
+        ("replay", "mixed+replay improves on mixed (L_pre-vs-L_ret frontier)", "mixed", "mixed+replay", PRE_RET, None),
+        ("dropout", "mixed+dropout improves on mixed (L_pre-vs-L_ret frontier)", "mixed", "mixed+dropout", PRE_RET,
+         None)]))
+    # Fig 6: without mixing (λ = 0), each helps, but less than mixing alone
+    out.append(_all_parts("i", "Without mixing, replay and dropout help, but less than mixing does",
+                          "§4.4, Fig 6", df, trajectory, [
+        ("replay", "unmixed+replay improves on unmixed", "unmixed", "unmixed+replay", RET_FT, None),
+        ("dropout", "unmixed+dropout improves on unmixed", "unmixed", "unmixed+dropout", RET_FT, None),
+        ("replay<mixed", "mixed improves on unmixed+replay", "unmixed+replay", "mixed", RET_FT, "unmixed+replay"),
+        ("dropout<mixed", "mixed improves on unmixed+dropout", "unmixed+dropout", "mixed", RET_FT,
+         "unmixed+dropout")]))
+    # Fig 7: full fine-tuning in stage 2 beats LoRA, mixed or not. LoRA's frontier also pools Table
+    # 9's LoRA dropouts (3x full fine-tuning's distinct points), which favours LoRA: a conservative test.
+    out.append(_all_parts("j", "Full fine-tuning in stage 2 beats LoRA (L_ret-vs-L_ft frontier)", "App., Fig 7",
+                          df, trajectory, [
+        ("unmixed", "unmixed improves on LoRA-unmixed", "LoRA-unmixed", "unmixed", RET_FT, "LoRA-unmixed"),
+        ("mixed", "mixed improves on LoRA-mixed", "LoRA-mixed", "mixed", RET_FT, "LoRA-mixed")]))
     return out

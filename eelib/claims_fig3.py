@@ -1,9 +1,10 @@
-"""Fig 3's claims (c, d), tested on an experiment's rows; eelib/claims.py holds the others.
+"""Fig 3's claims (c, d, g), tested on an experiment's rows; eelib/claims.py holds the others.
 
     c  Fig 3a (allocation=added, §4.1): L_ret improves with λ while L_im stays flat
     d  Fig 3b (allocation=split, §4.2): L_ret is best at an interior λ
+    g  Fig 3b (allocation=split, §4.2): L_im worsens as λ grows
 
-Both read one stage-3 LR per setting (the smallest swept, as the paper uses one small LR, 5e-5)
+All read one stage-3 LR per setting (the smallest swept, as the paper uses one small LR, 5e-5)
 and are tested per setting (FIG3_SETTING: one Fig 3 curve each), never pooled.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from eelib.stats import (ALPHA, HOLDS, INCONCLUSIVE, MIN_SEEDS, NOT_HOLD, NOT_SH
                          fmt, not_counted, paired_summary, stats_line, verdict_of)
 
 FLAT_RATIO = 1 / 3   # claim c: |ΔL_im| at most a third of ΔL_ret
+NO_SPLIT = "no allocation=split (compute-matched) runs; run a params file with allocation: split"
 
 
 # Fig 3's settings: pipeline, |D_post| and the stage-2 configuration (one Fig 3 curve each).
@@ -123,8 +125,7 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
             f"at p < {ALPHA:g}; swept stage-2 configurations are extensions, not counted, as in claim c")
     sub = _fig3_rows(rows, "split")
     if sub.empty:
-        return claim("d", text, "§4.2, Fig 3b", INCONCLUSIVE,
-                      "no allocation=split (compute-matched) runs; run a params file with allocation: split", test)
+        return claim("d", text, "§4.2, Fig 3b", INCONCLUSIVE, NO_SPLIT, test)
     parts = []
     for label, g in by_setting(sub, FIG3_SETTING):
         g, lr = _at_lr(g, stage3_lr)
@@ -163,3 +164,35 @@ def claim_fig3b(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
                                              f"(p = {fmt(gaps[k]['p_t'], 3)})" for k, e in ends.items() if e != lam_star)
                                  + why)}, _extension(sub, g)))
     return combine("d", text, "§4.2, Fig 3b", parts, test, {"stage3_lr": sorted({p["stage3_lr"] for p in parts})})
+
+
+def claim_fig3b_im(rows: pd.DataFrame, stage3_lr: float | None = None) -> dict:
+    """g: Fig 3b's other half. Split runs see less D_post in stage 2 as λ grows, so the paper's
+    immediate loss worsens with λ (best at λ = 0) while L_ret is best in between (claim d)."""
+    text = "Fig 3b: with one pass over D_post split λ / (1−λ), L_im worsens as λ grows"
+    test = (f"per pipeline, post size and stage-2 config: per seed ΔL_im = L_im(λ_max) − L_im(λ=0) (L_im does not "
+            f"depend on the stage-3 LR; one LR's rows are read); holds if ΔL_im > 0 at p < {ALPHA:g} (one-sided "
+            f"paired t) over ≥ {MIN_SEEDS} seeds, in every setting; swept stage-2 configurations are extensions, "
+            "not counted, as in claim c")
+    sub = _fig3_rows(rows, "split")
+    if sub.empty:
+        return claim("g", text, "§4.2, Fig 3b", INCONCLUSIVE, NO_SPLIT, test)
+    parts = []
+    for label, g in by_setting(sub, FIG3_SETTING):
+        g, _ = _at_lr(g, stage3_lr)  # L_im is one number per run, whatever its stage-3 LR
+        lam_lo, lam_hi = float(g["lam"].min()), float(g["lam"].max())
+        if lam_lo != 0 or lam_hi == 0:
+            parts.append(not_counted({"part": label, "verdict": INCONCLUSIVE,
+                                      "reason": f"needs λ=0 and some λ>0 runs, have λ ∈ {sorted(set(g['lam']))}"},
+                                     _extension(sub, g)))
+            continue
+        per_seed = g.groupby(["seed", "lam"])["L_im"].mean().unstack("lam")[[lam_lo, lam_hi]].dropna()
+        s = paired_summary((per_seed[lam_hi] - per_seed[lam_lo]).tolist())
+        if s["n"] < MIN_SEEDS or s["p_t"] is None:
+            part = {"verdict": INCONCLUSIVE, "reason": f"{s['n']} seed(s) with finite L_im at λ = 0 and "
+                                                       f"{lam_hi:g}, need {MIN_SEEDS}"}
+        else:
+            part = {"verdict": verdict_of(s), "p_reverse": 1 - s["p_t"],
+                    "reason": f"ΔL_im {fmt(s['mean'])} ± {fmt(s['se'])} ({stats_line(s)}); λ_max = {lam_hi:g}"}
+        parts.append(not_counted(part | {"part": label, "dL_im": s}, _extension(sub, g)))
+    return combine("g", text, "§4.2, Fig 3b", parts, test, {})

@@ -138,7 +138,8 @@ def combine(cid, text, paper, parts, test, numbers) -> dict:
 
     A part marked `counted: False` (a setting where the paper itself claims no such effect, or an
     extension beyond the paper's setting; its reason says which) is tested and shown but left out
-    of the verdict; with no counted part the claim is inconclusive."""
+    of the verdict; with no counted part the claim is inconclusive, and is itself marked not
+    counted, so a claim built of claims (`claims._all_parts`) leaves it out in turn."""
     counted = [p for p in parts if p.get("counted", True)]
     k = sum(p["verdict"] != INCONCLUSIVE for p in counted)
     for p in counted:
@@ -158,6 +159,7 @@ def combine(cid, text, paper, parts, test, numbers) -> dict:
     reason = "; ".join(f"{p['part']}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
     if parts and not counted:
         reason = "no part counts toward this claim (see each part); " + reason
+        return claim(cid, text, paper, v, reason, test, numbers, parts) | {"counted": False}
     return claim(cid, text, paper, v, reason, test, numbers, parts)
 
 
@@ -173,8 +175,9 @@ def any_of(cid, text, paper, parts, test, numbers) -> dict:
     level-ALPHA test; does not hold if every tested part does not; else not shown; inconclusive
     if no part could be tested. Pooling the K values into one frontier instead would give it K
     times the sweep points and a lower frontier by chance alone (13% false "holds" at K = 2 in a
-    review's simulation)."""
-    vs = [p["verdict"] for p in parts if p["verdict"] != INCONCLUSIVE]
+    review's simulation). Parts not counted (`combine`) are shown and left out, as there."""
+    live = [p for p in parts if p.get("counted", True)]
+    vs = [p["verdict"] for p in live if p["verdict"] != INCONCLUSIVE]
     if HOLDS in vs:
         v = HOLDS
     elif vs and all(x == NOT_HOLD for x in vs):
@@ -184,4 +187,5 @@ def any_of(cid, text, paper, parts, test, numbers) -> dict:
     else:
         v = INCONCLUSIVE
     reason = "; ".join(f"{p['part']}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
-    return claim(cid, text, paper, v, reason, test, numbers, parts)
+    out = claim(cid, text, paper, v, reason, test, numbers, parts)
+    return out | {"counted": False} if parts and not live else out

@@ -191,7 +191,7 @@ def test_written_files(tmp_path):
     md = paths["claims_md"].read_text()
     js = json.loads(paths["claims_json"].read_text())
     assert "| a. Mixing improves" in md and "**holds**" in md
-    assert [c["id"] for c in js["claims"]] == list("abcdef") and js["min_seeds"] == 3
+    assert [c["id"] for c in js["claims"]] == list("abcdefghij") and js["min_seeds"] == 3
     assert not list(tmp_path.glob(".*tmp"))
 
 

@@ -16,7 +16,7 @@ claims_cells = [
 # Claims report: does a run reproduce the paper?
 
 For one experiment (a folder under `outputs/`), `eelib.report.report` collects the finished runs'
-rows, tests the paper's six claims and draws its figures next to the run:
+rows, tests the paper's claims (a–j) and draws its figures next to the run:
 
 * **a, b**: mixing improves the L_ret-vs-L_ft and L_pre-vs-L_ret frontiers (§4.3, Fig 2);
 * **c**: Fig 3a, L_im flat while L_ret improves with λ; **d**: Fig 3b, an interior optimum of λ;
