@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from eelib.config import (CORPUS_CAPACITY, CORPUS_NAMES, OWN_CORPUS_NAME, PIPELINES, RESERVED_NAMES,
-                          ConfigError, ExperimentConfig, pipeline_corpora)
+                          ConfigError, DataConfig, ExperimentConfig, pipeline_corpora)
 from eelib.corpora.registry import HUB_DATASET_FIELDS
 
 
@@ -34,8 +34,22 @@ def _check(cond: bool, path: str, msg: str) -> None:
 
 
 def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
-    """Every rule below; `models=False` skips the model-preset checks (they import torch)."""
-    d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
+    """Every rule below, in this order (the first broken one is reported); `models=False` skips
+    the model-preset checks (they import torch)."""
+    post, ft = _check_pipeline(cfg)
+    _check_run(cfg)
+    _check_tokenizer(cfg.data)
+    _check_hub(cfg.data)
+    _check_budgets(cfg, post, ft)
+    _check_local(cfg.data, post, ft)
+    _check_stages(cfg)
+    _check_grid(cfg)
+    return check_model(cfg) if models else cfg
+
+
+def _check_pipeline(cfg: ExperimentConfig) -> tuple[str, str]:
+    """The pipeline string and its corpora: (D_post, D_ft)."""
+    d = cfg.data
     _check(isinstance(cfg.pipeline, str), "pipeline", "give a string such as 'music->chem'")
     # One spelling per pipeline: results, figures and claims group rows by this string.
     squeezed = re.sub(r"\s+", "", cfg.pipeline)
@@ -68,6 +82,11 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
            "post-training and fine-tuning corpora, e.g. 'music->chem'")
     _check(post != ft, "pipeline", f"{cfg.pipeline!r} fine-tunes on its post-training corpus {post!r}; "
            "D_ft must differ from D_post")
+    return post, ft
+
+
+def _check_run(cfg: ExperimentConfig) -> None:
+    """How the run is named and executed."""
     _check(cfg.allocation in ("added", "split"), "allocation", "use 'added' (Fig 3a) or 'split' (Fig 3b)")
     _check(cfg.device in ("auto", "cpu", "cuda"), "device", "use auto, cpu or cuda")
     # torch.manual_seed takes < 2**63 and the LoRA init uses seed + 1; 2**31 leaves room for any such use.
@@ -81,6 +100,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(len(cfg.name.encode("utf-8")) <= 200, "name",
            f"{len(cfg.name.encode('utf-8'))} bytes long; file systems allow 255 bytes a name, so keep it "
            "at most 200 (UTF-8 bytes)")
+
+
+def _check_tokenizer(d: DataConfig) -> None:
+    """data.source, and a tokenizer directory that reads and fits uint16 tokens."""
     _check(d.source in ("offline", "hub", "local"), "data.source", "use offline, hub or local")
     _check(isinstance(d.tokenizer, str) and (d.tokenizer in ("bytes", "smollm2")
                                              or (Path(d.tokenizer) / "tokenizer.json").is_file()),
@@ -96,6 +119,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                               "save the tokenizer again (save_pretrained) or point at another directory") from None
         _check(n <= 65536, "data.tokenizer", f"{d.tokenizer} has {n:,} ids; tokens are stored as uint16, "
                "so use a tokenizer with at most 65,536")
+
+
+def _check_hub(d: DataConfig) -> None:
+    """Dataset revisions and ids, read with source: hub only."""
     _check(isinstance(d.revisions, dict), "data.revisions", "must map corpus names to dataset revisions")
     _check(d.source == "hub" or not d.revisions, "data.revisions",
            f"only used with data.source: hub (source is {d.source!r}); remove it or set source: hub")
@@ -116,6 +143,11 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                    f"unknown field; use {list(HUB_DATASET_FIELDS)}")
             _check(isinstance(x, str) and bool(x.strip()), f"data.hub_datasets.{k}.{f}",
                    "must be a non-empty string (the dataset id, its config name, or the record's text field)")
+
+
+def _check_budgets(cfg: ExperimentConfig, post: str, ft: str) -> None:
+    """Window length and token budgets, and what a finite corpus can hold."""
+    d, s3 = cfg.data, cfg.stage3
     for f in ("seq_len", "general_tokens", "post_tokens", "val_tokens"):
         _check(getattr(d, f) > 0, f"data.{f}", "must be > 0")
     _check(d.seq_len >= 8, "data.seq_len", "must be >= 8")
@@ -135,6 +167,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
         _check(used <= cap, f"stage3.{role}" if role == "tokens" else f"data.{role}",
                f"{n:,} tokens asked of {d.source} {corpus}/{split}, which holds {cap:,} "
                f"({d.tokenizer} tokens); lower it to at most {cap:,} or use another data.source")
+
+
+def _check_local(d: DataConfig, post: str, ft: str) -> None:
+    """The cache directory, and with source: local the files of every corpus the pipeline reads."""
     _check(isinstance(d.cache_dir, str) and not (d.cache_dir and Path(d.cache_dir).is_file()),
            "data.cache_dir", f"{d.cache_dir!r} is not a usable directory; point it at a directory "
            "(or leave it empty for $EELIB_CACHE_DIR / ~/.cache/eelib)")
@@ -165,6 +201,10 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
                    f"{v!r} mixes parquet and JSON files; give one format per corpus")
             _check(any(os.path.getsize(f) for f in found), f"data.data_files.{k}",
                    f"every file matching {v!r} is empty; point it at files with records")
+
+
+def _check_stages(cfg: ExperimentConfig) -> None:
+    s1, s2, s3, d = cfg.stage1, cfg.stage2, cfg.stage3, cfg.data
     _check(0.0 <= s1.lam <= 1.0, "stage1.lam", "λ must lie in [0, 1] (at most one pass over D_post, §3)")
     for name, st in (("stage1", s1), ("stage2", s2)):
         _check(st.lr > 0, f"{name}.lr", "must be > 0")
@@ -213,12 +253,14 @@ def validate(cfg: ExperimentConfig, models: bool = True) -> ExperimentConfig:
     _check(s3.tokens > 0, "stage3.tokens", "must be > 0")
     _check(0.0 <= s3.min_lr_ratio <= 1.0, "stage3.min_lr_ratio", "must lie in [0, 1]")
     _check(s3.eval_interval > 0, "stage3.eval_interval", "must be > 0")
+
+
+def _check_grid(cfg: ExperimentConfig) -> None:
     for key, values in cfg.grid.items():
         _check(isinstance(key, str), f"grid.{key}", "a grid key is a dotted field name, e.g. stage1.lam "
                "(quote it if YAML reads it as a number)")
         _check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "give a non-empty list of values")
         _check(key.split(".")[0] not in ("grid", "name"), f"grid.{key}", "this field cannot be swept")
-    return check_model(cfg) if models else cfg
 
 
 def check_model(cfg: ExperimentConfig) -> ExperimentConfig:
