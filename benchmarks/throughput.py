@@ -72,12 +72,12 @@ def _peak_mem_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _eelib_step(model, device, batch, seq, ce_chunk, compile):
+def _eelib_step(model, device, batch, seq, ce_chunk, compile, backend="inductor"):
     """step(accum=1): one optimizer step over `accum` micro-batches of `batch` rows."""
     spec = LoopSpec(lr=1e-4, min_lr=1e-5, warmup_steps=0, weight_decay=0.1, batch_size=batch,
                     micro_batch=0, max_steps=1 << 30, chunked_ce=ce_chunk)
     opt = make_optimizer(model, spec, device)
-    fwd = LMLoss(model, ce_chunk, compile)
+    fwd = LMLoss(model, ce_chunk, compile, backend=backend)
     vocab = model.config.vocab_size
     pool = np.random.default_rng(0).integers(0, vocab, size=(max(64, 4 * batch), seq), dtype=np.int32)
     mix = Mixture([Source("random", pool, 1.0, once=False)], seed=0)
@@ -102,10 +102,10 @@ def _eelib_step(model, device, batch, seq, ce_chunk, compile):
     return step, opt
 
 
-def _plain_step(model, device, batch, seq, compile):
+def _plain_step(model, device, batch, seq, compile, backend="inductor"):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=device.type == "cuda")
-    fwd = torch.compile(model) if compile else model
+    fwd = torch.compile(model, backend=backend) if compile else model
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
 
@@ -149,12 +149,15 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
     fpt = flops_per_token(model, args.seq)
     row = {"mode": mode, "ce_chunk": args.ce_chunk if mode.startswith("eelib") else 0,
            "compiled": mode.endswith("compiled")}
+    if row["compiled"] and args.compile_backend != "inductor":  # not a speed: a dry run's trace only
+        row["compile_backend"] = args.compile_backend
     step = opt = None
     try:
         if mode.startswith("eelib"):
-            step, opt = _eelib_step(model, device, args.batch, args.seq, args.ce_chunk, row["compiled"])
+            step, opt = _eelib_step(model, device, args.batch, args.seq, args.ce_chunk, row["compiled"],
+                                    args.compile_backend)
         else:
-            step, opt = _plain_step(model, device, args.batch, args.seq, row["compiled"])
+            step, opt = _plain_step(model, device, args.batch, args.seq, row["compiled"], args.compile_backend)
         t0 = time.perf_counter()
         for _ in range(args.warmup):  # includes torch.compile's first compilation
             step()
@@ -306,6 +309,9 @@ def parse(argv=None):
                          "accumulation, as params/135m trains: 8 × 32 = 256)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after timing, profile N more steps; the top operators go into each result")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend of the -compiled modes; 'eager' only traces the graph "
+                         "(gpu_check --cpu-smoke: the script's plumbing in seconds, no speed measured)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--isolate", action="store_true",
                     help="run each mode in its own process (separate peak memory, also on CPU)")

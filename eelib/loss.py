@@ -107,13 +107,16 @@ class LMLoss(torch.nn.Module):
     keys are untouched.
     """
 
-    def __init__(self, model: torch.nn.Module, chunk: int = 0, compile: bool = False, plain=None):
+    def __init__(self, model: torch.nn.Module, chunk: int = 0, compile: bool = False, plain=None,
+                 backend: str = "inductor"):
         super().__init__()
         self.model = model
         self.chunk = int(chunk)
         self.plain = plain or lm_loss  # the plain eager loss (train passes its own name)
         # Held in a list so the compiled wrapper is not registered as a second submodule.
-        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False) if compile else None]
+        # `backend` other than inductor: benchmarks/gpu_check.sh's CPU dry run traces the graph with
+        # dynamo's "eager" backend (seconds) instead of generating code (tens of seconds a piece).
+        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False, backend=backend) if compile else None]
 
     def forward(self, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         rows = None if rows is None or rows >= tokens.size(0) else int(rows)  # None: all rows are real

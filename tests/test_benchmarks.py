@@ -130,6 +130,7 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     # the 2x-batch piece times the same 256 rows a step as half as many micro-batches (4 x 64 at 135M)
     d2 = json.loads((out / "tp135-eelib-compiled-2x.json").read_text())
     d1 = json.loads((out / "tp135-eelib-compiled.json").read_text())
+    assert d1["results"][0]["compile_backend"] == "eager"  # the dry run traces; it measures no compiled speed
     assert d2["batch"] == 2 * d1["batch"] and d2["results"][0]["accum"]["micro_batches"] == 4
     assert "  -> sweep: " in p.stdout and "runs/h one after another" in p.stdout  # its line as it ends
     assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")

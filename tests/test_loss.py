@@ -233,7 +233,7 @@ def test_stages_in_one_process_share_one_compiled_graph(monkeypatch):
     from eelib.model import set_dropout
     # Guards and recompiles are dynamo's, whatever the backend: skip inductor's codegen here.
     compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda m, **kw: compile_(m, backend="eager", **kw))
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compile_(m, **kw | {"backend": "eager"}))
     x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     n = dynamo.config.recompile_limit + 2
     dynamo.reset()
