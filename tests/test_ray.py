@@ -16,7 +16,16 @@ from conftest import ROOT, TINY  # noqa: E402
 def local_ray():
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     os.environ["OMP_NUM_THREADS"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # Ray gives its local node a fixed 30 s to register; on 2 cores busy with the other pytest
+    # worker it once took longer ("The current node timed out during startup"): try again.
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            break
+        except Exception as e:  # noqa: BLE001  (ray raises a bare Exception here)
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
     yield
     ray.shutdown()
 
