@@ -36,7 +36,7 @@ Claims (paper section -> statistic per seed, then the threshold across seeds):
     e  replay and dropout add to mixing (§4.4, Fig 4): mean gap of mixed+replay (resp.
        mixed+dropout) below mixed on the L_ret-vs-L_ft frontier; holds if both parts hold.
        Dropout is tested one swept rate at a time (equal sweeps), at ALPHA / rates, and holds if
-       some rate does (`_dropout_claim`, `stats.any_of`)
+       some rate does (`_method_claim`, `stats.any_of`)
     f  mixing helps LoRA too (App., Fig 7): as (a) for LoRA-unmixed vs LoRA-mixed
     g  Fig 3b's other half (§4.2): with one pass split, L_im worsens as λ grows: per seed
        L_im(λ_max) − L_im(0) > 0 (eelib/claims_fig3.py)
@@ -251,7 +251,7 @@ def _all_parts(cid, text, paper, df, trajectory, specs) -> dict:
         p = _method_claim(f"{cid}.{pid}", ptext, paper, df, base, other, view, trajectory, needs)
         parts.append(p | {"part": p["id"]})
     test = "every part (" + ", ".join(p["id"] for p in parts) + ") as in claim a: " + "; ".join(
-        f"{ptext}" for _, ptext, *_ in specs)
+        ptext for _, ptext, *_ in specs)
     return combine(cid, text, paper, parts, test, {})
 
 

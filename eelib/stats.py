@@ -159,8 +159,8 @@ def combine(cid, text, paper, parts, test, numbers) -> dict:
     reason = "; ".join(f"{p['part']}: {p['verdict']} ({p['reason']})" for p in parts) or "no parts"
     if parts and not counted:
         reason = "no part counts toward this claim (see each part); " + reason
-        return claim(cid, text, paper, v, reason, test, numbers, parts) | {"counted": False}
-    return claim(cid, text, paper, v, reason, test, numbers, parts)
+    out = claim(cid, text, paper, v, reason, test, numbers, parts)
+    return out | {"counted": False} if parts and not counted else out
 
 
 def not_counted(part: dict, note: str | None) -> dict:
