@@ -148,9 +148,8 @@ tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
 # the sweep next: the compiled pieces took 97-113 s on 2026-11-27 against the 130 s counted, so a
 # 2x piece placed first would take the time the sweep's 100 s were planned from
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
-# 135M at micro-batch 64 with the plain loss (≈ 58 GiB extrapolated from 31 at 32): the 135M
-# target is the one missed most, and batch 64 gave +5% with the old loss path
-# (and 4 x 64 a step, stage 1's 256 rows: does it beat the 8 x 32 the stages train with?)
+# 135M at micro-batch 64 with the plain loss (52 GiB, +7.6% over 32 at one micro-batch a step on
+# the H200, 2026-11-27), and 4 x 64 a step, stage 1's 256 rows: does it beat the stages' 8 x 32?
 tp tp135-eelib-compiled-2x "$P135" $((B135 * 2)) "$CE135" eelib-compiled --accum $((ACC135 / 2))
 tp tp1b-eelib-compiled-2x "$P1B" $((B1B * 2)) "$CE1B" eelib-compiled
 tp tp1b-plain-compiled "$P1B" "$B1B" "$CE1B" plain-compiled
