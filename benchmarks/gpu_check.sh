@@ -14,7 +14,7 @@
 # eager piece 45 s (on the H100, 2026-11-27, at 89fac27 with CAP 190, before --profile and the
 # loss compiled with the model: compiled pieces took 97-113 s, the sweep 94 s, preflight 20 s;
 # the eager need is an estimate). So a piece rarely starts only to time out, and a shorter piece
-# later in the list can still use the time. DRY=1 lists what would run at this BUDGET, runs
+# later in the list can still use the time. SKIP="NAME ..." leaves named pieces out. DRY=1 lists what would run at this BUDGET, runs
 # nothing (each listed piece counted at its need). After every piece one line with its numbers
 # (or the tail of its log) goes to stdout, the part of a device session sure to come back; with
 # PACK=FILE the JSONs, logs, status and table are also kept in one tarball, rewritten after
@@ -99,6 +99,9 @@ piece() {  # piece NAME NEED CMD...: if NEED s are left, run under min(CAP, time
            # log to OUT/NAME.log, status to OUT/status.txt
   local name=$1 need=$2; shift 2
   [ "$SMOKE" = 1 ] && need=$MIN  # test-micro pieces take seconds
+  # SKIP="NAME ...": pieces measured already on this card (the eager baselines, say), so the
+  # budget goes to the ones still unmeasured
+  case " ${SKIP:-} " in *" $name "*) echo "$name skipped (SKIP)" | tee -a "$OUT/status.txt"; return ;; esac
   local t; t=$(left)
   if [ "$t" -lt "$need" ]; then echo "$name skipped (budget: ${t}s left, needs ${need}s)" | tee -a "$OUT/status.txt"; return; fi
   if [ "${DRY:-0}" = 1 ]; then

@@ -25,6 +25,9 @@ number is that mode's own, unless --isolate runs each mode in its own process).
 The data is random token ids: throughput does not depend on the text, and nothing is downloaded.
 `--accum N` also times eelib's step with N micro-batches per optimizer step (gradient accumulation,
 as the params files train: what the optimizer and the one host sync a step cost when amortised).
+`--sdpa-backend` restricts torch's scaled-dot-product attention to one kernel (all modes; on CUDA),
+so a kernel other than torch's own pick (cuDNN on an H100: 30% of the 135M step, 2026-11-27) is
+measured; a kernel that cannot run the shapes fails the piece loudly instead of falling back.
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated.
@@ -221,8 +224,24 @@ def _isolated(mode: str, args) -> dict:
             return {"mode": mode, "status": "failed", "error": "subprocess produced no result"}
 
 
+SDPA_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+
+
+def restrict_sdpa(backend: str) -> None:
+    """Leave only `backend` enabled among torch's SDPA kernels ("auto": torch's defaults, untouched).
+    Process-wide flags, set before any model is built or compiled, so compiled graphs see them."""
+    if backend == "auto":
+        return
+    b = torch.backends.cuda
+    b.enable_flash_sdp(backend == "flash")
+    b.enable_cudnn_sdp(backend == "cudnn")
+    b.enable_mem_efficient_sdp(backend == "efficient")
+    b.enable_math_sdp(backend == "math")
+
+
 def run(args) -> dict:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    restrict_sdpa(args.sdpa_backend)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.peak_tflops is None and device.type == "cuda":
@@ -239,7 +258,8 @@ def run(args) -> dict:
            "n_params": sum(p.numel() for p in probe.parameters()), "vocab": cfg.vocab_size,
            "flops_per_token": flops_per_token(probe, args.seq),
            "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
-           "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "results": []}
+           "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "sdpa_backend": args.sdpa_backend,
+           "results": []}
     del probe
 
     def emit(row: dict) -> None:  # the JSON so far, rewritten as each number comes in
@@ -312,6 +332,8 @@ def parse(argv=None):
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the -compiled modes; 'eager' only traces the graph "
                          "(gpu_check --cpu-smoke: the script's plumbing in seconds, no speed measured)")
+    ap.add_argument("--sdpa-backend", default="auto", choices=SDPA_BACKENDS,
+                    help="the only attention kernel torch may use (auto: torch's own choice)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--isolate", action="store_true",
                     help="run each mode in its own process (separate peak memory, also on CPU)")

@@ -49,6 +49,21 @@ def test_throughput_json(tmp_path):
     assert "eelib / plain-eager" in p.stdout
 
 
+def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
+    """--sdpa-backend leaves torch one attention kernel: math runs on CPU; cuDNN, which has no CPU
+    kernel, must fail the row loudly rather than fall back to another kernel unannounced."""
+    for backend, status in (("math", "ok"), ("cudnn", "error")):
+        out = tmp_path / f"{backend}.json"
+        subprocess.run([sys.executable, "benchmarks/throughput.py", "--preset", "test-micro", "--batch", "2",
+                        "--seq", "16", "--steps", "1", "--warmup", "1", "--modes", "eelib",
+                        "--sdpa-backend", backend, "--json", str(out)],
+                       cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=240)
+        d = json.loads(out.read_text())
+        assert d["sdpa_backend"] == backend
+        assert d["results"][0]["status"] == status, d["results"][0]
+    assert "scaled_dot_product_attention" in d["results"][0]["error"]
+
+
 @pytest.mark.slow  # ~25 s: 4 pipeline runs in subprocesses (1 one after another, 3 at once)
 def test_sweep_throughput_two_runs(tmp_path):
     out = tmp_path / "s.json"
@@ -172,3 +187,19 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
     assert got == want
     assert "tp135 eelib-compiled" in p.stdout and "skipped or failed" in p.stdout
     assert "sweep: skipped or failed" in p.stdout and not (out / "plan135.json").exists()
+
+
+def test_gpu_check_skip_gives_the_budget_to_the_next_pieces(tmp_path):
+    """SKIP names pieces measured already on this card: they are listed as skipped by name, and
+    the budget they would have taken goes to the next pieces (DRY=1 plan, as above)."""
+    out = tmp_path / "gc"
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable, BUDGET="520", DRY="1",
+                                     SKIP="tp135-plain-compiled tp1b-plain-eager"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    status = (out / "status.txt").read_text().splitlines()
+    assert "tp135-plain-compiled skipped (SKIP)" in status and "tp1b-plain-eager skipped (SKIP)" in status
+    # 520 - 20 - 130 - 130 - 100 = 140: the 2x piece that the plain piece's 130 s crowded out now runs
+    assert any(s.startswith("tp135-eelib-compiled-2x would run") for s in status), status
+    assert any(s.startswith("tp1b-eelib-compiled-2x skipped (budget") for s in status), status
