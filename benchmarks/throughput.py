@@ -237,6 +237,12 @@ def restrict_sdpa(backend: str) -> None:
     b.enable_cudnn_sdp(backend == "cudnn")
     b.enable_mem_efficient_sdp(backend == "efficient")
     b.enable_math_sdp(backend == "math")
+    if backend in ("flash", "efficient"):
+        # transformers passes enable_gqa=True (3 KV heads for 9 query heads at 135M), which torch
+        # 2.11's flash kernel refused when compiled (H100, 2026-11-28: "RuntimeError when making
+        # fake tensor call"); repeating K/V to all heads first is what these kernels can run
+        from transformers.integrations import sdpa_attention
+        sdpa_attention.use_gqa_in_sdpa = lambda *a, **k: False
 
 
 def run(args) -> dict:
