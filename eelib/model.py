@@ -9,7 +9,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+# Attention: torch's SDPA told `is_causal=True`, with no mask tensor (a speed choice; the paper is
+# silent). Stock "sdpa" in transformers 5.17 (the GPU image's, 2026-11-28) builds an explicit T × T
+# causal mask whenever dynamo traces, so a compiled step hands SDPA `attn_mask=`: cuDNN then works
+# through the masked upper half too, and the flash kernel refuses to run at all ("No viable
+# backend", H100). eelib never pads a sequence (rows are full windows of the token stream; a short
+# compiled last batch gets whole extra rows whose targets are ignored, loss.py), so its mask is
+# always the plain causal one and the flag says it. No mask function is registered under this
+# name, so transformers builds no mask and passes `attention_mask=None`; a caller's padding mask
+# would be dropped, which is why only eelib's own models use it (`build_model`).
+CAUSAL_SDPA = "eelib_causal_sdpa"
+
+
+def _causal_sdpa(module, query, key, value, attention_mask, **kwargs):
+    kwargs.pop("is_causal", None)
+    return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)
+
+
+AttentionInterface.register(CAUSAL_SDPA, _causal_sdpa)
 
 # vocab_size=None: taken from the tokenizer (the CPU presets use the byte tokenizer).
 PRESETS: dict[str, dict] = {
@@ -53,20 +73,21 @@ def preset_key(preset: str) -> str:
     return f"{preset}@r{rev}" if rev else preset
 
 
-def llama_config(preset: str, vocab_size: int) -> LlamaConfig:
+def llama_config(preset: str, vocab_size: int, attention: str = CAUSAL_SDPA) -> LlamaConfig:
     kw = dict(PRESETS[preset])
     kw.setdefault("initializer_range", 0.02)  # the CPU presets: transformers' default init std
     if kw["vocab_size"] is None:
         kw["vocab_size"] = vocab_size
     elif kw["vocab_size"] < vocab_size:
         raise ValueError(f"model preset {preset!r} has vocab {kw['vocab_size']} < tokenizer's {vocab_size}")
-    return LlamaConfig(attention_dropout=0.0, hidden_act="silu",
+    return LlamaConfig(attention_dropout=0.0, hidden_act="silu", attn_implementation=attention,
                        bos_token_id=None, eos_token_id=None, pad_token_id=None, **kw)
 
 
-def build_model(preset: str, vocab_size: int, seed: int) -> LlamaForCausalLM:
-    """A freshly initialised model; `seed` alone fixes its weights."""
-    cfg = llama_config(preset, vocab_size)
+def build_model(preset: str, vocab_size: int, seed: int, attention: str = CAUSAL_SDPA) -> LlamaForCausalLM:
+    """A freshly initialised model; `seed` alone fixes its weights. `attention="sdpa"` gives stock
+    transformers attention (the plain baseline of benchmarks/throughput.py)."""
+    cfg = llama_config(preset, vocab_size, attention)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)

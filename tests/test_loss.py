@@ -259,15 +259,19 @@ def test_attention_takes_the_flash_eligible_sdpa_call(monkeypatch):
         return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                     scale=scale, enable_gqa=enable_gqa)
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", probe)
+    # transformers 5.17 (the GPU image's) never skips the causal mask while dynamo traces: the
+    # model's own attention (CAUSAL_SDPA) must not need that skip (tests/test_attention.py)
+    import transformers.masking_utils as masking
+    monkeypatch.setattr(masking, "_ignore_causal_mask_sdpa", lambda *a, **k: False)
     # SmolLM2-135M's 9 query heads share 3 key/value heads: shrink its shape, keep that ratio.
     from transformers import LlamaForCausalLM
 
-    from eelib.model import llama_config
+    from eelib.model import CAUSAL_SDPA, llama_config
     cfg = llama_config("smollm2-135m", 49152)
     cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size = 48, 64, 2, 64
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == CAUSAL_SDPA
     x = torch.randint(0, 64, (2, 16))
     ce_sum(model, x, x[:, 1:].clone())
     # Compiled, the mask decision is taken while dynamo traces (the training path): probe that too.
