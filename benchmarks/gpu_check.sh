@@ -23,11 +23,12 @@
 # The final table is printed from the JSON files in OUT_DIR (and saved as table.txt), with the
 # device's name (an H200 is not the H100 the targets name). Pieces, what the targets need
 # first: 135M (batch 32, seq 1024) eelib compiled and plain compiled; 1B (batch 16) eelib
-# compiled; then, as the budget allows, 135M eelib at batch 64 (the 135M target is the one
-# missed most), 1B eelib at batch 32 (params/1b trains with micro_batch 16: would 32 fit?),
-# 1B plain compiled, 135M eelib with the chunked loss, a sweep of small runs (3 one after
-# another vs 12 processes on the GPU; the machine has 16 cores), the eager baselines. Last, the
-# 135M grid's GPU-hours at the measured eelib speed (eelib plan).
+# compiled; then, as the budget allows, a sweep of small runs (3 one after another vs 12
+# processes on the GPU; the machine has 16 cores), 135M eelib with the flash attention kernel
+# only, 135M eelib at batch 64 (the 135M target is the one missed most), 1B eelib at batch 32
+# (params/1b trains with micro_batch 16: would 32 fit?), 1B plain compiled, 135M eelib with the
+# chunked loss, the eager baselines. Last, the 135M grid's GPU-hours at the measured eelib
+# speed (eelib plan).
 set -u
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -151,6 +152,9 @@ tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
 # the sweep next: the compiled pieces took 97-113 s on 2026-11-27 against the 130 s counted, so a
 # 2x piece placed first would take the time the sweep's 100 s were planned from
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
+# 135M with the flash kernel only: torch picked cuDNN while transformers 5.17 passed a mask tensor
+# (flash takes none); eelib's models pass none since 2026-11-28 (model.CAUSAL_SDPA). Which is faster?
+tp tp135-eelib-compiled-flash "$P135" "$B135" "$CE135" eelib-compiled --sdpa-backend flash
 # 135M at micro-batch 64 with the plain loss (52 GiB, +7.6% over 32 at one micro-batch a step on
 # the H200, 2026-11-27), and 4 x 64 a step, stage 1's 256 rows: does it beat the stages' 8 x 32?
 tp tp135-eelib-compiled-2x "$P135" $((B135 * 2)) "$CE135" eelib-compiled --accum $((ACC135 / 2))
@@ -172,7 +176,8 @@ if meta:  # an H200 (the device tool's fallback) is not the H100 the targets and
 print(f"{'piece':<30}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
 for scale in ("tp135", "tp1b"):
     rows = {}
-    extra = tuple(m for m in ("eelib-compiled-chunked", "eelib-compiled-2x") if (out / f"{scale}-{m}.json").exists())
+    extra = tuple(m for m in ("eelib-compiled-chunked", "eelib-compiled-2x", "eelib-compiled-flash")
+                  if (out / f"{scale}-{m}.json").exists())
     for mode in ("eelib-compiled", "plain-compiled", "plain-eager") + extra:
         p = out / f"{scale}-{mode}.json"
         if not p.exists():
@@ -202,7 +207,8 @@ for scale in ("tp135", "tp1b"):
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "
               f"{e['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
-        for m, what in (("eelib-compiled-chunked", "eelib-compiled, chunked CE"), ("eelib-compiled-2x", "eelib-compiled at 2x batch")):
+        for m, what in (("eelib-compiled-chunked", "eelib-compiled, chunked CE"), ("eelib-compiled-2x", "eelib-compiled at 2x batch"),
+                        ("eelib-compiled-flash", "eelib-compiled, flash SDPA only")):
             e2 = rows.get(m, {})
             if e2.get("status") == "ok":
                 print(f"  {scale}: {what} / plain-compiled = "

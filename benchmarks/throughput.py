@@ -5,7 +5,8 @@
     python benchmarks/throughput.py ... --json out.json
 
 Modes (pick with --modes; the default depends on the device):
-  eelib / eelib-compiled   eelib's step: Mixture batch → pinned host copy → LMLoss (chunked CE when
+  eelib / eelib-compiled   eelib's step: its model (attention: causal SDPA, no mask tensor) →
+                           Mixture batch → pinned host copy → LMLoss (chunked CE when
                            --ce-chunk > 0, torch.compile(dynamic=False) for -compiled) → bf16 autocast
                            on CUDA → grad clip 1.0 → the loop's finite check of loss and gradient norm
                            (one host sync a step) → AdamW (fused on CUDA). It mirrors the inner loop
@@ -27,7 +28,8 @@ The data is random token ids: throughput does not depend on the text, and nothin
 as the params files train: what the optimizer and the one host sync a step cost when amortised).
 `--sdpa-backend` restricts torch's scaled-dot-product attention to one kernel (all modes; on CUDA),
 so a kernel other than torch's own pick (cuDNN on an H100: 30% of the 135M step, 2026-11-27) is
-measured; a kernel that cannot run the shapes fails the piece loudly instead of falling back.
+measured; a kernel that cannot run the call fails the piece loudly instead of falling back (flash
+cannot take a mask tensor: under transformers 5.17 the plain modes' compiled step passes one).
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated.
@@ -40,6 +42,7 @@ import json
 import resource
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from eelib.loss import LMLoss  # noqa: E402
 from eelib.mixture import Mixture, Source  # noqa: E402
-from eelib.model import build_model, llama_config  # noqa: E402
+from eelib.model import CAUSAL_SDPA, build_model, llama_config  # noqa: E402
 from eelib.train import LoopSpec, _autocast, _check_finite, make_optimizer  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 790.0
@@ -148,10 +151,13 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = build_model(args.preset, args.vocab, seed=0).to(device).train()
+    # the plain baseline keeps transformers' stock attention ("sdpa"); eelib's models use causal SDPA
+    # without a mask tensor (eelib/model.py, CAUSAL_SDPA)
+    attention = CAUSAL_SDPA if mode.startswith("eelib") else "sdpa"
+    model = build_model(args.preset, args.vocab, seed=0, attention=attention).to(device).train()
     fpt = flops_per_token(model, args.seq)
     row = {"mode": mode, "ce_chunk": args.ce_chunk if mode.startswith("eelib") else 0,
-           "compiled": mode.endswith("compiled")}
+           "compiled": mode.endswith("compiled"), "attention": attention}
     if row["compiled"] and args.compile_backend != "inductor":  # not a speed: a dry run's trace only
         row["compile_backend"] = args.compile_backend
     step = opt = None
@@ -186,7 +192,7 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
                 row["accum"] = {"micro_batches": args.accum, "step_ms": round((t4 - t3) / args.steps * 1e3, 2),
                                 "tokens_per_s": round(args.steps * args.accum * args.batch * args.seq / (t4 - t3), 1)}
             except Exception as e:  # noqa: BLE001
-                row["accum_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                row["accum_error"] = _describe(e)
             emit(row)
         if args.profile:
             try:
@@ -198,10 +204,23 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
         row.update(status="OOM", error=str(e).splitlines()[0])
     except Exception as e:  # noqa: BLE001  (a compile failure, say): a row, not a lost piece
         if row.get("status") != "ok":
-            row.update(status="error", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+            row.update(status="error", error=_describe(e))
+            traceback.print_exc()  # the whole chain to the piece's log: the row keeps one line
     finally:
         del model, step, opt  # free this mode's weights and optimizer state before the next
     return row
+
+
+def _describe(e: BaseException) -> str:
+    """One line for a row: the error and the errors it was raised from. A compile failure's own
+    first line says only "RuntimeError when making fake tensor call" (H100, 2026-11-28); the
+    kernel's reason is in its cause."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        first = (str(e).strip().splitlines() or [""])[0]
+        parts.append(f"{type(e).__name__}: {first}")
+        e = e.__cause__ or e.__context__
+    return " <- ".join(parts)[:600]
 
 
 def _isolated(mode: str, args) -> dict:
@@ -237,12 +256,6 @@ def restrict_sdpa(backend: str) -> None:
     b.enable_cudnn_sdp(backend == "cudnn")
     b.enable_mem_efficient_sdp(backend == "efficient")
     b.enable_math_sdp(backend == "math")
-    if backend in ("flash", "efficient"):
-        # transformers passes enable_gqa=True (3 KV heads for 9 query heads at 135M), which torch
-        # 2.11's flash kernel refused when compiled (H100, 2026-11-28: "RuntimeError when making
-        # fake tensor call"); repeating K/V to all heads first is what these kernels can run
-        from transformers.integrations import sdpa_attention
-        sdpa_attention.use_gqa_in_sdpa = lambda *a, **k: False
 
 
 def run(args) -> dict:

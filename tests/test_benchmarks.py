@@ -119,10 +119,13 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     status = (out / "status.txt").read_text().splitlines()
     pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
                               for m in ("eelib-compiled", "plain-compiled", "plain-eager", "eelib-compiled-2x")] + [
-        "sweep", "tp135-eelib-compiled-chunked"]
+        "sweep", "tp135-eelib-compiled-chunked", "tp135-eelib-compiled-flash"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    assert p.stdout.count("  ok") == 9 and "eelib-compiled / plain-compiled" in p.stdout
+    assert p.stdout.count("  ok") == 10 and "eelib-compiled / plain-compiled" in p.stdout
+    assert "eelib-compiled, flash SDPA only / plain-compiled" in p.stdout
+    flash = json.loads((out / "tp135-eelib-compiled-flash.json").read_text())
+    assert flash["sdpa_backend"] == "flash" and flash["results"][0]["attention"] == "eelib_causal_sdpa"
     # each piece's numbers on stdout as it ends, the device named, everything in one tarball
     assert "  -> eelib-compiled: ok " in p.stdout and "device: cpu, torch " in p.stdout
     import tarfile
@@ -174,8 +177,8 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
         m = re.fullmatch(r"(\S+) (would run \(|skipped \(budget: )\d+s left, needs (\d+)s\)", line)
         assert m, line
         got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
-    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp135-eelib-compiled-2x",
-                "tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp135-eelib-compiled-chunked"]
+    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp135-eelib-compiled-flash",
+                "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp135-eelib-compiled-chunked"]
     if budget == 200:  # 20 + 130: one compiled piece; 50 s left: one eager piece
         want = {"preflight": ("run", 20), "tp135-eelib-compiled": ("run", 130),
                 **{c: ("skip", 130) for c in compiled[1:]}, "sweep": ("skip", 100),
@@ -200,6 +203,6 @@ def test_gpu_check_skip_gives_the_budget_to_the_next_pieces(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
     assert "tp135-plain-compiled skipped (SKIP)" in status and "tp1b-plain-eager skipped (SKIP)" in status
-    # 520 - 20 - 130 - 130 - 100 = 140: the 2x piece that the plain piece's 130 s crowded out now runs
-    assert any(s.startswith("tp135-eelib-compiled-2x would run") for s in status), status
-    assert any(s.startswith("tp1b-eelib-compiled-2x skipped (budget") for s in status), status
+    # 520 - 20 - 130 - 130 - 100 = 140: the piece that the plain piece's 130 s crowded out now runs
+    assert any(s.startswith("tp135-eelib-compiled-flash would run") for s in status), status
+    assert any(s.startswith("tp135-eelib-compiled-2x skipped (budget") for s in status), status
