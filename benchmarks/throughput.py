@@ -27,7 +27,7 @@ The data is random token ids: throughput does not depend on the text, and nothin
 `--accum N` also times eelib's step with N micro-batches per optimizer step (gradient accumulation,
 as the params files train: what the optimizer and the one host sync a step cost when amortised).
 `--sdpa-backend` restricts torch's scaled-dot-product attention to one kernel (all modes; on CUDA),
-so a kernel other than torch's own pick (cuDNN on an H100: 30% of the 135M step, 2026-11-27) is
+so a kernel other than torch's own pick (cuDNN: ≈ 30% of the 135M step on an H200 and an H100) is
 measured; a kernel that cannot run the call fails the piece loudly instead of falling back (flash
 cannot take a mask tensor: under transformers 5.17 the plain modes' compiled step passes one).
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
