@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,8 +102,24 @@ def compared(rows: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory) -> dict:
-    """One uninterrupted tiny run through the CLI: {"dir": its cwd, "rows": results rows}."""
-    cwd = tmp_path_factory.mktemp("baseline")
+    """One uninterrupted tiny run through the CLI: {"dir": its cwd, "rows": results rows}. Tests
+    only read it, so under `make test`'s pytest-xdist workers the first worker to need it runs it
+    and the others wait for it (≈ 20 s of CPU each, once per session instead of once per worker)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        cwd = tmp_path_factory.mktemp("baseline")
+    else:
+        from filelock import FileLock
+        shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+        cwd = shared / "baseline"
+        with FileLock(str(shared / "baseline.lock")):
+            if (cwd / "finished").exists():
+                return {"dir": cwd, "rows": read_rows(cwd)}
+            shutil.rmtree(cwd, ignore_errors=True)  # a worker that failed here left a part
+            cwd.mkdir()
+            p = run_tiny(cwd)
+            assert p.returncode == 0, p.stderr[-3000:]
+            (cwd / "finished").touch()
+            return {"dir": cwd, "rows": read_rows(cwd)}
     p = run_tiny(cwd)
     assert p.returncode == 0, p.stderr[-3000:]
     return {"dir": cwd, "rows": read_rows(cwd)}
