@@ -100,29 +100,30 @@ def compared(rows: list[dict]) -> list[dict]:
     return [{k: r[k] for k in COMPARED} for r in rows]
 
 
+def _tiny_run(cwd: Path) -> dict:
+    p = run_tiny(cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return {"dir": cwd, "rows": read_rows(cwd)}
+
+
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory) -> dict:
     """One uninterrupted tiny run through the CLI: {"dir": its cwd, "rows": results rows}. Tests
     only read it, so under `make test`'s pytest-xdist workers the first worker to need it runs it
     and the others wait for it (≈ 20 s of CPU each, once per session instead of once per worker)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
-        cwd = tmp_path_factory.mktemp("baseline")
-    else:
-        from filelock import FileLock
-        shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
-        cwd = shared / "baseline"
-        with FileLock(str(shared / "baseline.lock")):
-            if (cwd / "finished").exists():
-                return {"dir": cwd, "rows": read_rows(cwd)}
-            shutil.rmtree(cwd, ignore_errors=True)  # a worker that failed here left a part
-            cwd.mkdir()
-            p = run_tiny(cwd)
-            assert p.returncode == 0, p.stderr[-3000:]
-            (cwd / "finished").touch()
+        return _tiny_run(tmp_path_factory.mktemp("baseline"))
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+    cwd = shared / "baseline"
+    with FileLock(str(shared / "baseline.lock")):
+        if (cwd / "finished").exists():
             return {"dir": cwd, "rows": read_rows(cwd)}
-    p = run_tiny(cwd)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return {"dir": cwd, "rows": read_rows(cwd)}
+        shutil.rmtree(cwd, ignore_errors=True)  # a worker that failed here left a part
+        cwd.mkdir()
+        out = _tiny_run(cwd)
+        (cwd / "finished").touch()
+        return out
 
 
 # A sitecustomize that makes every outgoing connection (and DNS lookup) fail, and logs the try.
