@@ -14,8 +14,8 @@
 # eager piece 45 s (on the H100, 2026-11-27, at 89fac27 with CAP 190, before --profile and the
 # loss compiled with the model: compiled pieces took 97-113 s, the sweep 94 s, preflight 20 s;
 # the eager need is an estimate). So a piece rarely starts only to time out, and a shorter piece
-# later in the list can still use the time. SKIP="NAME ..." leaves named pieces out. DRY=1 lists what would run at this BUDGET, runs
-# nothing (each listed piece counted at its need). After every piece one line with its numbers
+# later in the list can still use the time. SKIP="NAME ..." leaves named pieces out. DRY=1
+# lists what would run at this BUDGET, runs nothing (each listed piece counted at its need). After every piece one line with its numbers
 # (or the tail of its log) goes to stdout, the part of a device session sure to come back; with
 # PACK=FILE the JSONs, logs, status and table are also kept in one tarball, rewritten after
 # every piece, so a session cut at its limit still returns them:
@@ -177,10 +177,11 @@ meta = next((json.loads(p.read_text()) for p in sorted(out.glob("tp*.json"))), N
 if meta:  # an H200 (the device tool's fallback) is not the H100 the targets and 2026-11-27 were on
     print(f"device: {meta['device_name']}, torch {meta['torch']}; each piece (mode) ran in its own process")
 print(f"{'piece':<30}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
+EXTRAS = {"eelib-compiled-chunked": "eelib-compiled, chunked CE", "eelib-compiled-2x": "eelib-compiled at 2x batch",
+          "eelib-compiled-flash": "eelib-compiled, flash SDPA only"}  # optional pieces: their ratio lines
 for scale in ("tp135", "tp1b"):
     rows = {}
-    extra = tuple(m for m in ("eelib-compiled-chunked", "eelib-compiled-2x", "eelib-compiled-flash")
-                  if (out / f"{scale}-{m}.json").exists())
+    extra = tuple(m for m in EXTRAS if (out / f"{scale}-{m}.json").exists())
     for mode in ("eelib-compiled", "plain-compiled", "plain-eager") + extra:
         p = out / f"{scale}-{mode}.json"
         if not p.exists():
@@ -210,8 +211,7 @@ for scale in ("tp135", "tp1b"):
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "
               f"{e['peak_mem_gb'] / c['peak_mem_gb']:.2f}x peak memory")
-        for m, what in (("eelib-compiled-chunked", "eelib-compiled, chunked CE"), ("eelib-compiled-2x", "eelib-compiled at 2x batch"),
-                        ("eelib-compiled-flash", "eelib-compiled, flash SDPA only")):
+        for m, what in EXTRAS.items():
             e2 = rows.get(m, {})
             if e2.get("status") == "ok":
                 print(f"  {scale}: {what} / plain-compiled = "
