@@ -24,9 +24,9 @@
 # device's name (an H200 is not the H100 the targets name). Pieces, what the targets need
 # first: 135M (batch 32, seq 1024) eelib compiled and plain compiled; 1B (batch 16) eelib
 # compiled; then, as the budget allows, a sweep of small runs (3 one after another vs 12
-# processes on the GPU; the machine has 16 cores), 135M eelib with the flash attention kernel
-# only, 135M eelib at batch 64 (the 135M target is the one missed most), 1B eelib at batch 32
-# (params/1b trains with micro_batch 16: would 32 fit?), 1B plain compiled, 135M eelib with the
+# processes on the GPU; the machine has 16 cores), 1B plain compiled, 135M eelib at batch 64 (the
+# 135M target is the one missed most), 1B eelib at batch 32 (params/1b trains with micro_batch 16:
+# would 32 fit an H100?), 135M eelib with the flash attention kernel only, 135M eelib with the
 # chunked loss, the eager baselines. Last, the 135M grid's GPU-hours at the measured eelib
 # speed (eelib plan).
 set -u
@@ -155,14 +155,16 @@ tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
 # the sweep next: the compiled pieces took 97-113 s on 2026-11-27 against the 130 s counted, so a
 # 2x piece placed first would take the time the sweep's 100 s were planned from
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
-# 135M with the flash kernel only: torch picked cuDNN while transformers 5.17 passed a mask tensor
-# (flash takes none); eelib's models pass none since 2026-11-28 (model.CAUSAL_SDPA). Which is faster?
-tp tp135-eelib-compiled-flash "$P135" "$B135" "$CE135" eelib-compiled --sdpa-backend flash
-# 135M at micro-batch 64 with the plain loss (52 GiB, +7.6% over 32 at one micro-batch a step on
-# the H200, 2026-11-27), and 4 x 64 a step, stage 1's 256 rows: does it beat the stages' 8 x 32?
+# 1B plain compiled: the 1B ratio and memory comparison from one run (the 1B target is MFU)
+tp tp1b-plain-compiled "$P1B" "$B1B" "$CE1B" plain-compiled
+# 135M at micro-batch 64 with the plain loss, and 4 x 64 a step, stage 1's 256 rows: on the H200,
+# 2026-11-28, 49 GiB and 3.9% over the stages' 8 x 32; on an H100 the 4 x 64 extra is unmeasured.
+# 1B at 32: 61.85 GiB on that H200, +4.1% over 16; does it fit an H100's 79 GiB?
 tp tp135-eelib-compiled-2x "$P135" $((B135 * 2)) "$CE135" eelib-compiled --accum $((ACC135 / 2))
 tp tp1b-eelib-compiled-2x "$P1B" $((B1B * 2)) "$CE1B" eelib-compiled
-tp tp1b-plain-compiled "$P1B" "$B1B" "$CE1B" plain-compiled
+# 135M with the flash kernel only: within 2% of torch's choice (cuDNN) on the H200, 2026-11-28,
+# once eelib's models stopped passing a mask tensor (model.CAUSAL_SDPA)
+tp tp135-eelib-compiled-flash "$P135" "$B135" "$CE135" eelib-compiled --sdpa-backend flash
 tp tp135-eelib-compiled-chunked "$P135" "$B135" 8192 eelib-compiled
 tp tp135-plain-eager "$P135" "$B135" "$CE135" plain-eager
 tp tp1b-plain-eager "$P1B" "$B1B" "$CE1B" plain-eager
