@@ -67,8 +67,9 @@ EOF
   DEV=cpu; P135=test-micro; P1B=test-micro; B135=4; B1B=2; SEQ=64; STEPS=2; WARM=1
   SWEEP="--scale micro --runs 2 --workers 2 --sequential-runs 1 --device cpu"; CAP=120; MIN=30
   # At test-micro both scales are one model, so three 1B pieces would repeat a 135M piece's
-  # command with other numbers (≈ 13 s each, mostly Python start-up); skipped unless SKIP is set.
-  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager"}
+  # command with other numbers (≈ 13 s each, mostly Python start-up), and the 135M chunked-loss
+  # piece would repeat the 1B one (chunked at test-micro); skipped unless SKIP is set.
+  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked"}
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
   SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3 --device cuda"; CAP=${CAP:-170}

@@ -18,15 +18,17 @@ from test_batch import _cfg
 
 @pytest.mark.slow
 def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path):
-    """kill -9 a papermill batch (the whole process group) once stage 1 is done; rerunning the same
-    command finishes with the losses of an uninterrupted batch (run in-process, --executor python:
-    the two executors must agree too, and the reference costs no notebook kernels)."""
-    cfg = _cfg({"stage1.lam": [0.0, 1.0]}, name="kill")
+    """kill -9 a papermill batch (the whole process group: the batch, papermill, the stage
+    notebook's kernel) once stage 2 has checkpointed; rerunning the same command finishes with the
+    losses of an uninterrupted batch (--executor python: the two executors must agree too, and the
+    reference costs no notebook kernels). One run, the mixed pipeline (λ = 1): a second one doubled
+    the test's CI time and added no code path (workers side by side: test_batch.py)."""
+    cfg = _cfg({"stage1.lam": [1.0]}, name="kill")
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     for d in (ref, cut):
         d.mkdir()
         write_params(d / "p.yaml", cfg)
-    args = ["batch", "p.yaml", "--out", "outputs", "--workers", "2", "--no-report"]
+    args = ["batch", "p.yaml", "--out", "outputs", "--workers", "1", "--no-report"]
     p = run_cli(ref, *args, "--executor", "python", timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
 
@@ -40,7 +42,7 @@ def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cut / "outputs" / "kill" / "results.jsonl").exists() or \
-        len((cut / "outputs" / "kill" / "results.jsonl").read_text().splitlines()) < 2
+        not (cut / "outputs" / "kill" / "results.jsonl").read_text().strip()
 
     p = run_cli(cut, *args, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
