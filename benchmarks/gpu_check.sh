@@ -210,6 +210,10 @@ for scale in ("tp135", "tp1b"):
         if prof:
             print(f"  {scale} {mode} top operators (ms/step): " + "; ".join(
                 f"{p['name'][:40]} {p['ms_per_step']:.1f}" for p in prof[:5]))
+        k = rows.get(mode, {}).get("kernels")  # each GPU kernel once, by kind (throughput.py)
+        if k:
+            print(f"  {scale} {mode} GPU busy {k['busy_ms']:.1f} of {rows[mode]['step_ms']:.1f} ms/step: " +
+                  ", ".join(f"{kind} {ms:.1f}" for kind, ms in k["by_kind_ms"].items()))
     e, c = rows.get("eelib-compiled", {}), rows.get("plain-compiled", {})
     if e.get("status") == c.get("status") == "ok":
         print(f"  {scale}: eelib-compiled / plain-compiled = {e['tokens_per_s'] / c['tokens_per_s']:.2f}x tok/s, "

@@ -32,7 +32,9 @@ measured; a kernel that cannot run the call fails the piece loudly instead of fa
 cannot take a mask tensor: under transformers 5.17 the plain modes' compiled step passes one).
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
-spends its time on, so a gap between modes is measured rather than estimated.
+spends its time on, so a gap between modes is measured rather than estimated. On CUDA it also
+sums the GPU's kernels per step by kind (matmul, attention, triton, optimizer, copies, other: each
+kernel once) against the step's wall time, so "everything but matmuls and attention" is itemised.
 """
 from __future__ import annotations
 
@@ -126,8 +128,27 @@ def _plain_step(model, device, batch, seq, compile, backend="inductor"):
     return step, opt
 
 
-def profile_steps(step, n: int, device, top: int = 12) -> list[dict]:
-    """The `top` operators by self time over `n` steps of `step`, in ms per step."""
+# GPU kernels by kind, from their names (cuBLAS's nvjet, cuDNN's SDPA, inductor's triton_ on sm90;
+# checked against the names of an H200 profile in tests/test_benchmarks.py); a name takes the first
+# kind whose key it holds.
+KERNEL_KINDS = (("attention", ("sdpa", "flash", "fmha", "attention")),
+                ("optimizer", ("adam", "multi_tensor")),  # AdamW; clipping's foreach norm too
+                ("matmul", ("nvjet", "gemm", "cutlass", "xmma", "cublas")),
+                ("triton", ("triton_",)),
+                ("copy", ("memcpy", "memset")))
+
+
+def kernel_kind(name: str) -> str:
+    n = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in n for k in keys)), "other")
+
+
+def profile_steps(step, n: int, device, top: int = 12) -> tuple[list[dict], dict | None]:
+    """The `top` operators by self time over `n` steps of `step`, in ms per step; and on CUDA the
+    GPU's busy time per step by kernel kind (each kernel once: the operator list counts a kernel
+    both as itself and under the aten op that launched it). A step longer than its busy time
+    spent the difference with the GPU idle (launch overhead, host syncs)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
@@ -139,9 +160,29 @@ def profile_steps(step, n: int, device, top: int = 12) -> list[dict]:
         if device.type == "cuda":
             return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
         return e.self_cpu_time_total
-    ev = sorted(prof.key_averages(), key=self_us, reverse=True)[:top]
-    return [{"name": e.key[:90], "ms_per_step": round(self_us(e) / 1e3 / n, 3),
-             "calls_per_step": round(e.count / n, 2)} for e in ev]
+    avgs = prof.key_averages()
+    ev = sorted(avgs, key=self_us, reverse=True)[:top]
+    ops = [{"name": e.key[:90], "ms_per_step": round(self_us(e) / 1e3 / n, 3),
+            "calls_per_step": round(e.count / n, 2)} for e in ev]
+    # "Command Buffer Full" is the host waiting on a full launch queue (1B, H200: 40 ms a step), not
+    # a kernel, whichever device the profiler files it under
+    kernels = [e for e in avgs if getattr(e, "device_type", None) == DeviceType.CUDA
+               and "command buffer full" not in e.key.lower()]
+    if not kernels:
+        return ops, None
+    kinds: dict[str, float] = {}
+    for e in kernels:
+        kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + self_us(e) / 1e3 / n
+    triton = sorted((e for e in kernels if kernel_kind(e.key) == "triton"), key=self_us, reverse=True)[:8]
+    return ops, {"busy_ms": round(sum(kinds.values()), 3),
+                 "by_kind_ms": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+                 "top_triton": [{"name": e.key[:90], "ms_per_step": round(self_us(e) / 1e3 / n, 3)}
+                                for e in triton]}
+
+
+def kernel_summary(k: dict) -> str:
+    """'91.2 ms: matmul 41.3, attention 16.8, ...' from a row's "kernels" entry."""
+    return f"{k['busy_ms']:.1f} ms: " + ", ".join(f"{kind} {ms:.1f}" for kind, ms in k["by_kind_ms"].items())
 
 
 def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
@@ -196,7 +237,9 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
             emit(row)
         if args.profile:
             try:
-                row["profile"] = profile_steps(step, args.profile, device)
+                row["profile"], kernels = profile_steps(step, args.profile, device)
+                if kernels:
+                    row["kernels"] = kernels
             except Exception as e:  # noqa: BLE001
                 row["profile_error"] = f"{type(e).__name__}: {e}"[:300]
             emit(row)
@@ -321,6 +364,8 @@ def table(out: dict) -> str:
         if r.get("profile"):
             lines.append(f"{r['mode']} top operators, ms per step: " + "; ".join(
                 f"{e['name']} {e['ms_per_step']:.2f}" for e in r["profile"][:6]))
+        if r.get("kernels"):
+            lines.append(f"{r['mode']} GPU busy {kernel_summary(r['kernels'])} of a {r['step_ms']:.1f} ms step")
     if "ratio" in out:
         q = out["ratio"]
         lines.append(f"{q['ours']} / {q['baseline']}: {q['tokens_per_s']:.2f}× tokens/s, "

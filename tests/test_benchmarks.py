@@ -18,6 +18,27 @@ def _run(*args, timeout=240):
     return p
 
 
+def test_kernel_kinds_of_an_h200_profile():
+    """throughput.py sorts a GPU profile's kernels into kinds by name: the names here are the
+    H200's (benchmarks/results/h200-2026-11-28/tp135-eelib-compiled.json) and torch's usual ones."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from throughput import kernel_kind
+    finally:
+        sys.path.pop(0)
+    want = {"nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_NNN": "matmul",
+            "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1": "attention",
+            "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>": "attention",
+            "triton_poi_fused__unsafe_view_mul_silu_silu_backward_view_5": "triton",
+            "triton_per_fused__to_copy__unsafe_view_add_mean_mul_pow_rsqrt_10": "triton",
+            "void at::native::(anonymous namespace)::fused_adamw_kernel<float>": "optimizer",
+            "void at::native::multi_tensor_apply_kernel<TensorListMetadata<4>>": "optimizer",
+            "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "matmul",
+            "Memcpy HtoD (Pinned -> Device)": "copy", "Memset (Device)": "copy",
+            "void at::native::indexing_backward_kernel<c10::BFloat16>": "other"}
+    assert {n: kernel_kind(n) for n in want} == want
+
+
 def test_throughput_json(tmp_path):
     out = tmp_path / "t.json"
     p = _run("benchmarks/throughput.py", "--preset", "test-micro", "--batch", "4", "--seq", "32",
@@ -37,6 +58,7 @@ def test_throughput_json(tmp_path):
         assert 0 < len(prof) <= 12 and all(e["ms_per_step"] >= 0 and e["calls_per_step"] > 0 for e in prof)
         assert [e["ms_per_step"] for e in prof] == sorted((e["ms_per_step"] for e in prof), reverse=True)
         assert any(e["name"].startswith("aten::") for e in prof)
+        assert "kernels" not in r  # GPU kernels by kind: CUDA only
     assert "eelib top operators, ms per step: " in p.stdout
     # --accum 3: eelib also timed 3 micro-batches per optimizer step; the baseline has no such mode
     acc = d["results"][0]["accum"]
@@ -208,3 +230,26 @@ def test_gpu_check_skip_gives_the_budget_to_the_next_pieces(tmp_path):
     # 520 - 20 - 130 - 130 - 100 = 140: the piece that the plain piece's 130 s crowded out now runs
     assert any(s.startswith("tp1b-plain-compiled would run") for s in status), status
     assert any(s.startswith("tp135-eelib-compiled-2x skipped (budget") for s in status), status
+
+
+def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
+    """The table's GPU-only lines (ratios, top operators, GPU busy time by kernel kind) from the
+    JSON of a real GPU piece (the H200's, 2026-11-28, with a "kernels" entry added as a CUDA
+    profile writes it): DRY=1 runs no piece and leaves OUT_DIR's JSON in place for the table."""
+    out = tmp_path / "gc"
+    out.mkdir()
+    res = ROOT / "benchmarks" / "results" / "h200-2026-11-28"
+    for name in ("tp135-eelib-compiled", "tp135-plain-compiled"):
+        d = json.loads((res / f"{name}.json").read_text())
+        d["results"][0]["kernels"] = {"busy_ms": 90.5, "by_kind_ms": {"matmul": 41.3, "attention": 16.8,
+                                                                      "triton": 30.1, "other": 2.3},
+                                      "top_triton": []}
+        (out / f"{name}.json").write_text(json.dumps(d))
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable, BUDGET="0", DRY="1"), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "device: NVIDIA H200" in p.stdout
+    assert "tp135: eelib-compiled / plain-compiled = 1.19x tok/s, 0.81x peak memory" in p.stdout
+    assert ("tp135 eelib-compiled GPU busy 90.5 of 96.4 ms/step: matmul 41.3, attention 16.8, "
+            "triton 30.1, other 2.3") in p.stdout
