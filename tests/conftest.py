@@ -65,6 +65,24 @@ def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300
                           text=True, timeout=timeout)
 
 
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """cli(cwd, *args): `eelib ARGS` run by the CLI's own entry point in this process, in `cwd`,
+    returning what run_cli does. A new Python costs ≈ 9 s of imports on the CI machine; keep
+    run_cli where the process itself is under test (its exit, a kill, its environment)."""
+    def call(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+        from eelib.cli import main
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            rc = e.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["eelib", *args], rc, out.out, out.err)
+    return call
+
+
 def run_tiny(cwd: Path, fault: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`eelib run tiny.yaml --out outputs` in `cwd`; with `fault`, EELIB_FAULT kills it there."""
     params = cwd / "tiny.yaml"

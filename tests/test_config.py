@@ -146,24 +146,31 @@ BAD = [
 ]
 
 
-def _run_bad(case, tmp_path: Path):
+def _run_bad(case, tmp_path: Path, cli=None):
+    """`eelib run bad.yaml` in a folder of its own: by the CLI's entry point in this process
+    (`cli`), or without it as a real `python -m eelib` process."""
     cid, text, needle = case
     cwd = tmp_path / cid
-    cwd.mkdir()
+    cwd.mkdir(parents=True)
     params = cwd / "bad.yaml"
     if isinstance(text, bytes):
         params.write_bytes(text)
     elif text is not None:
         params.write_text(text)
+    if cli is not None:
+        return cid, cwd, needle, cli(cwd, "run", "bad.yaml", "--out", "DIR")
     p = subprocess.run(eelib_cmd("run", "bad.yaml", "--out", "DIR"), cwd=cwd, env=child_env(),
                        capture_output=True, text=True, timeout=120)
     return cid, cwd, needle, p
 
 
-def test_cli_refuses_malformed_params_with_one_line(tmp_path):
+def test_cli_refuses_malformed_params_with_one_line(tmp_path, cli):
+    """Every case in this process (a process each took 48 s in all on the 2-core CI machine), and
+    a cheap one and a torch-importing one also as real processes: exit 2 and one line there too."""
     assert len(BAD) >= 20
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda c: _run_bad(c, tmp_path), BAD))
+    results = [_run_bad(c, tmp_path, cli) for c in BAD]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results += list(pool.map(lambda c: _run_bad(c, tmp_path / "process"), (BAD[0], BAD[-1])))
     problems = []
     for cid, cwd, needle, p in results:
         lines = p.stderr.splitlines()
@@ -318,11 +325,10 @@ def test_a_lambda_that_mixes_in_no_window_is_refused():
         C.from_dict(raw)
 
 
-def test_run_one_refuses_a_params_file_with_a_grid(tmp_path):
+def test_run_one_refuses_a_params_file_with_a_grid(tmp_path, cli):
     """run-one runs one config; given a grid's params file it ran the base config under a grid
     run's name (λ = 0 labelled lam0.5), which the next `eelib run` then refused as another config."""
-    p = subprocess.run(eelib_cmd("run-one", str(ROOT / "params/ci/fig3a.yaml"), "--run-name", "post6000-lam0.5",
-                                 "--out", "o"), cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    p = cli(tmp_path, "run-one", str(ROOT / "params/ci/fig3a.yaml"), "--run-name", "post6000-lam0.5", "--out", "o")
     assert p.returncode == 2 and "run-one runs one config" in p.stderr and "--set grid={}" in p.stderr
     assert not (tmp_path / "o").exists()
 

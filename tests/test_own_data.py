@@ -42,7 +42,7 @@ PARAMS = {
 }
 
 
-def test_own_corpora_run_all_three_stages_and_report(tmp_path):
+def test_own_corpora_run_all_three_stages_and_report(tmp_path, cli):
     _corpora(tmp_path)
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(PARAMS))
     p = run_cli(tmp_path, "run", "own.yaml", "--out", "outputs", "--no-progress")
@@ -61,7 +61,7 @@ def test_own_corpora_run_all_three_stages_and_report(tmp_path):
     shards = {p.name.split("-")[0] + "/" + p.name.split("-")[1] for p in (tmp_path / "cache/tokens").glob("*.npy")}
     assert {"legal/train", "legal/val", "medical/train", "medical/val", "c4/train", "c4/val"} <= shards
     # The report runs on it: frontier figure named after the pipeline, claims computed.
-    p = run_cli(tmp_path, "report", "own", "--out", "outputs")
+    p = cli(tmp_path, "report", "own", "--out", "outputs")
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "outputs/own/figures/fig2_legal-medical.png").stat().st_size > 0
     claims = (tmp_path / "outputs/own/claims.md").read_text()
@@ -69,7 +69,7 @@ def test_own_corpora_run_all_three_stages_and_report(tmp_path):
     assert "needs λ=0 and some λ>0 runs" in claims
 
 
-def test_own_corpora_in_the_wrong_shape_are_one_clear_line(tmp_path):
+def test_own_corpora_in_the_wrong_shape_are_one_clear_line(tmp_path, cli):
     _corpora(tmp_path, n_general=200)
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 0, "body": "no text field here"}) + "\n")
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(PARAMS))
@@ -80,13 +80,13 @@ def test_own_corpora_in_the_wrong_shape_are_one_clear_line(tmp_path):
     assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert lines[0].startswith("eelib: error: corpus 'c4': a record has no field 'text' (its fields: body, id)")
     # A corpus too small for a budget (200 general documents hold ~1 held-out one): the budget to lower.
-    p = run_cli(tmp_path, "run", "own.yaml", "--out", "outputs2", "--no-progress")
+    p = cli(tmp_path, "run", "own.yaml", "--out", "outputs2", "--no-progress")
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "c4/val: corpus exhausted" in lines[0] and "Lower data.val_tokens" in lines[0]
 
 
-def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path):
+def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path, cli):
     """D_ft is first trained on in stage 3, hours later at paper scale; stage 1 reads it up front."""
     _corpora(tmp_path)
     (tmp_path / "own.yaml").write_text(yaml.safe_dump(PARAMS))
@@ -94,20 +94,20 @@ def test_a_bad_fine_tuning_corpus_stops_the_run_before_stage_1_trains(tmp_path):
     for out, change, needle in (
             ("a", "data.data_files.medical=bad.jsonl", "corpus 'medical': a record has no field 'text'"),
             ("b", "stage3.tokens=4000000", "medical/train: corpus exhausted")):
-        p = run_cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
+        p = cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
         assert p.returncode == 1 and needle in p.stderr, p.stderr[-2000:]
         s1 = list((tmp_path / out / "own/stage1").glob("*"))
         assert len(s1) == 1 and sorted(x.name for x in s1[0].iterdir()) == [".lock", "key.json"], \
             [sorted(x.name for x in d.iterdir()) for d in s1]  # no checkpoint, no final weights
     # A λ = 0 stage 1 reads no D_post, yet a D_post too small for its budget stops it as early.
-    p = run_cli(tmp_path, "run", "own.yaml", "--out", "d", "--no-progress", "--set", "stage1.lam=0",
+    p = cli(tmp_path, "run", "own.yaml", "--out", "d", "--no-progress", "--set", "stage1.lam=0",
                 "--set", "data.post_tokens=4000000")
     assert p.returncode == 1 and "legal/train: corpus exhausted" in p.stderr, p.stderr[-2000:]
     (s1,) = (tmp_path / "d/own/stage1").glob("*")
     assert sorted(x.name for x in s1.iterdir()) == [".lock", "key.json"]
     # Stage 1 reused from a finished run, stage 2 new: stage 2 reads ahead before it trains too.
-    assert run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress").returncode == 0
-    p = run_cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress", "--set", "name=own2",
+    assert cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress").returncode == 0
+    p = cli(tmp_path, "run", "own.yaml", "--out", "c", "--no-progress", "--set", "name=own2",
                 "--set", "stage2.lr=0.002", "--set", "stage3.tokens=4000000")
     assert p.returncode == 1 and "medical/train: corpus exhausted" in p.stderr, p.stderr[-2000:]
     (s2,) = (tmp_path / "c/own2/stage2").glob("*")
@@ -165,7 +165,7 @@ def test_keys_follow_the_files_not_the_path_written(tmp_path):
     assert stages.stage_dir(moved, 3, lr=1e-3) != stages.stage_dir(cfgs["a"], 3, lr=1e-3)
 
 
-def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path):
+def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path, cli):
     """A record whose `text` is missing among good ones (it reads as null) used to be skipped
     without a word, and a line that is not JSON or an all-empty file ended in a traceback."""
     _corpora(tmp_path)
@@ -176,11 +176,11 @@ def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path):
     for out, change, needle in (
             ("a", "data.data_files.legal=holey.jsonl", "corpus 'legal': a record of "),
             ("b", "data.data_files.legal=broken.jsonl", "corpus 'legal': cannot read a record of data_files=")):
-        p = run_cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
+        p = cli(tmp_path, "run", "own.yaml", "--out", out, "--no-progress", "--set", change)
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
         assert needle in lines[0], lines[0]
-    assert "has no 'text' value" in run_cli(tmp_path, "run", "own.yaml", "--out", "a", "--no-progress",
+    assert "has no 'text' value" in cli(tmp_path, "run", "own.yaml", "--out", "a", "--no-progress",
                                             "--set", "data.data_files.legal=holey.jsonl").stderr
     # Caught by `eelib check` before anything runs: an all-empty corpus, mixed formats.
     (tmp_path / "empty.jsonl").write_text("")
@@ -192,12 +192,12 @@ def test_damaged_own_files_are_one_clear_line_never_silently_skipped(tmp_path):
     pq.write_table(pa.table({"text": ["one document"]}), mixed / "b.parquet")
     for change, needle in (("data.data_files.legal=empty.jsonl", "data.data_files.legal: every file matching"),
                            ("data.data_files.legal=mixed", "mixed' mixes parquet and JSON files; give one format")):
-        p = run_cli(tmp_path, "check", "own.yaml", "--set", change)
+        p = cli(tmp_path, "check", "own.yaml", "--set", change)
         assert p.returncode == 2 and p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr
         assert needle in p.stderr, p.stderr
 
 
-def test_relative_data_files_are_read_from_the_params_folder(tmp_path):
+def test_relative_data_files_are_read_from_the_params_folder(tmp_path, cli):
     """A study folder checked or run from elsewhere (the repo root, notebooks/) finds its files,
     and each run's stored config names them absolutely, so its reruns do too."""
     study = tmp_path / "study"
@@ -206,7 +206,7 @@ def test_relative_data_files_are_read_from_the_params_folder(tmp_path):
     (study / "own.yaml").write_text(yaml.safe_dump(PARAMS))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    p = run_cli(elsewhere, "check", str(study / "own.yaml"))
+    p = cli(elsewhere, "check", str(study / "own.yaml"))
     assert p.returncode == 0, p.stderr
     from eelib import config as C
     cwd = os.getcwd()
@@ -221,7 +221,7 @@ def test_relative_data_files_are_read_from_the_params_folder(tmp_path):
     old = dict(PARAMS, data={**PARAMS["data"], "data_files": {
         k: f"study/{v}" for k, v in PARAMS["data"]["data_files"].items()}})
     (elsewhere / "old.yaml").write_text(yaml.safe_dump(old))
-    p = run_cli(tmp_path, "check", str(elsewhere / "old.yaml"))
+    p = cli(tmp_path, "check", str(elsewhere / "old.yaml"))
     assert p.returncode == 0 and "is not beside the params file; reading it from the current" in p.stderr, p.stderr
 
 

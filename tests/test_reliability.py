@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, child_env, compared, run_cli, write_params
+from conftest import ROOT, TINY, child_env, compared, write_params
 from eelib import checkpoint, config as C, io, pipeline, rundir, stages
 from eelib import train as T
 from eelib.mixture import Mixture, Source
@@ -96,11 +96,11 @@ def test_inf_eval_loss_stops_the_run(tmp_path):
         _micro_loop(tmp_path, evaluator=lambda m: next(evals))()
 
 
-def test_cli_nan_run_exits_nonzero_with_the_step(tmp_path):
+def test_cli_nan_run_exits_nonzero_with_the_step(tmp_path, cli):
     cfg = json.loads(json.dumps(TINY))
     cfg["stage1"].update(lr=1e6, min_lr=1e5, warmup_steps=0)
     write_params(tmp_path / "nan.yaml", cfg)
-    p = run_cli(tmp_path, "run", "nan.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "nan.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 1
     (line,) = p.stderr.strip().splitlines()  # one line, no traceback (EELIB_DEBUG=1 gives it)
     assert line.startswith("eelib: error: stage1 ") and "is nan at step" in line and "lower the learning rate" in line
@@ -460,13 +460,13 @@ def test_stage_dir_holding_another_stage_is_refused(tmp_path):
     assert json.loads((sdir / "stage.json").read_text()) == foreign
 
 
-def test_cli_refuses_to_reuse_a_run_made_by_another_config(tmp_path, baseline):
+def test_cli_refuses_to_reuse_a_run_made_by_another_config(tmp_path, baseline, cli):
     shutil.copytree(baseline["dir"] / "outputs", tmp_path / "outputs")
     before = (tmp_path / "outputs" / "tiny" / "results.jsonl").read_bytes()
     cfg = json.loads(json.dumps(TINY))
     cfg["stage1"]["lam"] = 0.25  # same experiment name and run name, different config
     write_params(tmp_path / "tiny.yaml", cfg)
-    p = run_cli(tmp_path, "run", "tiny.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "tiny.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 1
     (line,) = p.stderr.strip().splitlines()
     assert line.startswith("eelib: error: ") and "different config" in line
