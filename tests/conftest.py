@@ -69,15 +69,21 @@ def run_cli(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300
 def cli(monkeypatch, capsys):
     """cli(cwd, *args): `eelib ARGS` run by the CLI's own entry point in this process, in `cwd`,
     returning what run_cli does. A new Python costs ≈ 9 s of imports on the CI machine; keep
-    run_cli where the process itself is under test (its exit, a kill, its environment)."""
+    run_cli where the process itself is under test (its exit, a kill, its environment). One torch
+    thread, as child_env gives run_cli's processes, so the numbers are theirs bit for bit."""
     def call(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+        import torch
         from eelib.cli import main
         monkeypatch.chdir(cwd)
         capsys.readouterr()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             rc = main(list(args))
         except SystemExit as e:  # argparse's own errors
             rc = e.code
+        finally:
+            torch.set_num_threads(threads)
         out = capsys.readouterr()
         return subprocess.CompletedProcess(["eelib", *args], rc, out.out, out.err)
     return call

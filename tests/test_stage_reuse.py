@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY, compared, read_rows, run_cli, run_tiny, write_params
+from conftest import TINY, compared, read_rows, run_tiny, write_params
 
 from eelib import train as T
 
@@ -16,10 +16,10 @@ def _copy_baseline(baseline, tmp_path):
     shutil.copytree(baseline["dir"] / "cache", tmp_path / "cache")
 
 
-def test_same_config_under_another_name_adopts_every_stage(tmp_path, baseline):
+def test_same_config_under_another_name_adopts_every_stage(tmp_path, baseline, cli):
     _copy_baseline(baseline, tmp_path)
     write_params(tmp_path / "twin.yaml", dict(TINY, name="twin"))
-    p = run_cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 0, p.stderr[-2000:]
     assert compared(read_rows(tmp_path, "twin")) == compared(baseline["rows"])
     recs = sorted((tmp_path / "outputs" / "twin").glob("stage*/*/stage.json"))
@@ -37,16 +37,16 @@ def test_same_config_under_another_name_adopts_every_stage(tmp_path, baseline):
     shutil.rmtree(tmp_path / "outputs" / "tiny")
     shutil.rmtree(tmp_path / "outputs" / "twin" / "runs")
     (tmp_path / "outputs" / "twin" / "results.jsonl").unlink()
-    p = run_cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "twin.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 0, p.stderr[-2000:]
     assert compared(read_rows(tmp_path, "twin")) == compared(baseline["rows"])
 
 
-def test_fig3b_reuses_the_fig3a_stage1_and_trains_its_own_stage2(tmp_path, baseline):
+def test_fig3b_reuses_the_fig3a_stage1_and_trains_its_own_stage2(tmp_path, baseline, cli):
     _copy_baseline(baseline, tmp_path)
     split = dict(TINY, name="split", allocation="split")
     write_params(tmp_path / "split.yaml", split)
-    p = run_cli(tmp_path, "run", "split.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "split.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 0, p.stderr[-2000:]
     (s1,) = (tmp_path / "outputs" / "split" / "stage1").glob("*/stage.json")
     assert json.loads(s1.read_text())["reused_from"].startswith("tiny/stage1/")
