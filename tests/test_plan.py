@@ -86,7 +86,7 @@ def test_stages_shared_between_experiments_are_reported(tmp_path):
         (q["total"]["equivalent_tokens_reused"] / 1000 + 7 * 60) / 3600)
 
 
-def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path, monkeypatch, capsys):
+def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path, cli):
     write_params(tmp_path / "tiny.yaml", dict(TINY, compile=True))
     tp = tmp_path / "tp.json"
     tp.write_text(json.dumps({"preset": "smollm2-135m", "device": "cuda", "device_name": "H100",
@@ -101,24 +101,17 @@ def test_cli_plan_with_a_throughput_file_and_bad_input(tmp_path, monkeypatch, ca
     saved = json.loads((tmp_path / "plan.json").read_text())
     assert saved["tok_s"] == 5e5 and saved["stage_s"] == 81.5
     # the rest in this process (the CLI's own entry point; a subprocess each cost ≈ 9 s of start-up)
-    monkeypatch.chdir(tmp_path)
-
-    def cli(*args):
-        from eelib.cli import main
-        try:
-            rc = main(["plan", "tiny.yaml", *args])
-        except SystemExit as e:
-            rc = e.code
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-    rc, out, _ = cli("--throughput", "tp.json", "--stage-s", "0")
+    def plan(*args):
+        p = cli(tmp_path, "plan", "tiny.yaml", *args)
+        return p.returncode, p.stdout, p.stderr
+    rc, out, _ = plan("--throughput", "tp.json", "--stage-s", "0")
     assert rc == 0 and "fixed cost" not in out
-    rc, _, err = cli("--tok-s", "1e5", "--stage-s", "-1")
+    rc, _, err = plan("--tok-s", "1e5", "--stage-s", "-1")
     assert rc == 2 and err.strip().splitlines() == [
         "eelib: error: --stage-s: must be a number >= 0 (fixed seconds per stage, e.g. compile warm-up)"]
-    rc, _, err = cli("--tok-s", "0")
+    rc, _, err = plan("--tok-s", "0")
     assert rc == 2 and err.strip().splitlines() == ["eelib: error: --tok-s: must be > 0 (training tokens per second)"]
-    rc, _, err = cli("--throughput", "tp.json", "--mode", "plain-eager")
+    rc, _, err = plan("--throughput", "tp.json", "--mode", "plain-eager")
     assert rc == 2 and "no successful result for mode plain-eager" in err
 
 
