@@ -171,9 +171,13 @@ def profile_steps(step, n: int, device, top: int = 12) -> tuple[list[dict], dict
     if not kernels:
         return ops, None
     kinds: dict[str, float] = {}
+    triton = []
     for e in kernels:
-        kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + self_us(e) / 1e3 / n
-    triton = sorted((e for e in kernels if kernel_kind(e.key) == "triton"), key=self_us, reverse=True)[:8]
+        kind = kernel_kind(e.key)
+        kinds[kind] = kinds.get(kind, 0.0) + self_us(e) / 1e3 / n
+        if kind == "triton":
+            triton.append(e)
+    triton = sorted(triton, key=self_us, reverse=True)[:8]
     return ops, {"busy_ms": round(sum(kinds.values()), 3),
                  "by_kind_ms": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
                  "top_triton": [{"name": e.key[:90], "ms_per_step": round(self_us(e) / 1e3 / n, 3)}
