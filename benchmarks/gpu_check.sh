@@ -23,7 +23,7 @@
 # The final table is printed from the JSON files in OUT_DIR (and saved as table.txt), with the
 # device's name (an H200 is not the H100 the targets name). Pieces, what the targets need
 # first: 135M (batch 32, seq 1024) eelib compiled and plain compiled; 1B (batch 16) eelib
-# compiled; then, as the budget allows, a sweep of small runs (3 one after another vs 12
+# compiled; 135M eelib with CUDA graphs (compile mode reduce-overhead); then, as the budget allows, a sweep of small runs (3 one after another vs 12
 # processes on the GPU; the machine has 16 cores), 1B plain compiled, 135M eelib at batch 64 (the
 # 135M target is the one missed most), 1B eelib at batch 32 (params/1b trains with micro_batch 16:
 # would 32 fit an H100?), 135M eelib with the flash attention kernel only, 135M eelib with the
@@ -69,7 +69,8 @@ EOF
   # At test-micro both scales are one model, so three 1B pieces would repeat a 135M piece's
   # command with other numbers (≈ 13 s each, mostly Python start-up), and the 135M chunked-loss
   # piece would repeat the 1B one (chunked at test-micro); skipped unless SKIP is set.
-  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked"}
+  # The CUDA-graphs piece, traced with the eager backend (no compile mode), is the 135M piece again.
+  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs"}
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
   SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3 --device cuda"; CAP=${CAP:-170}
@@ -153,6 +154,10 @@ ACC135=8
 tp tp135-eelib-compiled "$P135" "$B135" "$CE135" eelib-compiled --accum "$ACC135"
 tp tp135-plain-compiled "$P135" "$B135" "$CE135" plain-compiled
 tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
+# 135M with CUDA graphs (torch.compile mode reduce-overhead): the step is some two thousand short
+# kernels (estimated; 96.4 ms on the H200, 2026-11-28, of which matmuls and attention 58); if the
+# GPU sits idle between launches, graphs close the gaps. Not yet run on a GPU.
+tp tp135-eelib-compiled-cudagraphs "$P135" "$B135" "$CE135" eelib-compiled --compile-mode reduce-overhead --accum "$ACC135"
 # the sweep next: the compiled pieces took 97-113 s on 2026-11-27 against the 130 s counted, so a
 # 2x piece placed first would take the time the sweep's 100 s were planned from
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
@@ -181,7 +186,8 @@ if meta:  # an H200 (the device tool's fallback) is not the H100 the targets and
     print(f"device: {meta['device_name']}, torch {meta['torch']}; each piece (mode) ran in its own process")
 print(f"{'piece':<30}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
 EXTRAS = {"eelib-compiled-chunked": "eelib-compiled, chunked CE", "eelib-compiled-2x": "eelib-compiled at 2x batch",
-          "eelib-compiled-flash": "eelib-compiled, flash SDPA only"}  # optional pieces: their ratio lines
+          "eelib-compiled-flash": "eelib-compiled, flash SDPA only",
+          "eelib-compiled-cudagraphs": "eelib-compiled, CUDA graphs"}  # optional pieces: their ratio lines
 for scale in ("tp135", "tp1b"):
     rows = {}
     extra = tuple(m for m in EXTRAS if (out / f"{scale}-{m}.json").exists())
@@ -205,7 +211,7 @@ for scale in ("tp135", "tp1b"):
             mfu_a = f"{100 * r['mfu'] * a['tokens_per_s'] / r['tokens_per_s']:.1f}%" if r.get("mfu") is not None else "-"
             print(f"{'  ' + str(a['micro_batches']) + ' micro-batches a step':<30}{a['tokens_per_s']:>12,.0f}"
                   f"{mfu_a:>8}  (gradient accumulation: {a['micro_batches']} x {d['batch']} rows a step)")
-    for mode in ("eelib-compiled", "plain-compiled"):
+    for mode in ("eelib-compiled", "plain-compiled", "eelib-compiled-cudagraphs"):
         prof = rows.get(mode, {}).get("profile") or []
         if prof:
             print(f"  {scale} {mode} top operators (ms/step): " + "; ".join(

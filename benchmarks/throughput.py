@@ -30,6 +30,9 @@ as the params files train: what the optimizer and the one host sync a step cost 
 so a kernel other than torch's own pick (cuDNN: ≈ 30% of the 135M step on an H200 and an H100) is
 measured; a kernel that cannot run the call fails the piece loudly instead of falling back (flash
 cannot take a mask tensor: under transformers 5.17 the plain modes' compiled step passes one).
+`--compile-mode reduce-overhead` has torch.compile replay each step's kernels as CUDA graphs: the
+135M step runs a few thousand short kernels, so if the GPU waits on their launches (the profile's
+busy time below the step's wall time) this closes the gaps; on CPU the graphs are skipped.
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated. On CUDA it also
@@ -59,6 +62,7 @@ from eelib.train import LoopSpec, _autocast, _check_finite, make_optimizer  # no
 
 H100_BF16_DENSE_TFLOPS = 790.0
 MODES = ("eelib", "eelib-compiled", "plain-eager", "plain-compiled")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 
 def flops_per_token(model, seq_len: int) -> float:
@@ -80,12 +84,12 @@ def _peak_mem_gb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _eelib_step(model, device, batch, seq, ce_chunk, compile, backend="inductor"):
+def _eelib_step(model, device, batch, seq, ce_chunk, compile, backend="inductor", mode="default"):
     """step(accum=1): one optimizer step over `accum` micro-batches of `batch` rows."""
     spec = LoopSpec(lr=1e-4, min_lr=1e-5, warmup_steps=0, weight_decay=0.1, batch_size=batch,
                     micro_batch=0, max_steps=1 << 30, chunked_ce=ce_chunk)
     opt = make_optimizer(model, spec, device)
-    fwd = LMLoss(model, ce_chunk, compile, backend=backend)
+    fwd = LMLoss(model, ce_chunk, compile, backend=backend, mode=mode)
     vocab = model.config.vocab_size
     pool = np.random.default_rng(0).integers(0, vocab, size=(max(64, 4 * batch), seq), dtype=np.int32)
     mix = Mixture([Source("random", pool, 1.0, once=False)], seed=0)
@@ -110,10 +114,11 @@ def _eelib_step(model, device, batch, seq, ce_chunk, compile, backend="inductor"
     return step, opt
 
 
-def _plain_step(model, device, batch, seq, compile, backend="inductor"):
+def _plain_step(model, device, batch, seq, compile, backend="inductor", mode="default"):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=device.type == "cuda")
-    fwd = torch.compile(model, backend=backend) if compile else model
+    kw = {"mode": mode} if backend == "inductor" and mode != "default" else {}
+    fwd = torch.compile(model, backend=backend, **kw) if compile else model
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
 
@@ -205,13 +210,16 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
            "compiled": mode.endswith("compiled"), "attention": attention}
     if row["compiled"] and args.compile_backend != "inductor":  # not a speed: a dry run's trace only
         row["compile_backend"] = args.compile_backend
+    if row["compiled"] and args.compile_mode != "default":
+        row["compile_mode"] = args.compile_mode
     step = opt = None
     try:
         if mode.startswith("eelib"):
             step, opt = _eelib_step(model, device, args.batch, args.seq, args.ce_chunk, row["compiled"],
-                                    args.compile_backend)
+                                    args.compile_backend, args.compile_mode)
         else:
-            step, opt = _plain_step(model, device, args.batch, args.seq, row["compiled"], args.compile_backend)
+            step, opt = _plain_step(model, device, args.batch, args.seq, row["compiled"], args.compile_backend,
+                                    args.compile_mode)
         t0 = time.perf_counter()
         for _ in range(args.warmup):  # includes torch.compile's first compilation
             step()
@@ -325,7 +333,7 @@ def run(args) -> dict:
            "flops_per_token": flops_per_token(probe, args.seq),
            "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
            "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "sdpa_backend": args.sdpa_backend,
-           "results": []}
+           "compile_mode": args.compile_mode, "results": []}
     del probe
 
     def emit(row: dict) -> None:  # the JSON so far, rewritten as each number comes in
@@ -350,7 +358,8 @@ def run(args) -> dict:
 def table(out: dict) -> str:
     head = (f"{out['preset']} ({out['n_params'] / 1e6:.2f}M params), batch {out['batch']} × seq {out['seq']}, "
             f"{out['device_name']}, {out['flops_per_token'] / 1e9:.3f} GFLOP/token"
-            + (f", peak {out['peak_tflops']:g} TFLOP/s" if out["peak_tflops"] else ""))
+            + (f", peak {out['peak_tflops']:g} TFLOP/s" if out["peak_tflops"] else "")
+            + (f", compile mode {out['compile_mode']}" if out.get("compile_mode", "default") != "default" else ""))
     lines = [head, f"{'mode':<16}{'tok/s':>12}{'MFU':>8}{'step ms':>10}{'warmup s':>10}{'peak GB':>10}"]
     for r in out["results"]:
         if r.get("status") != "ok":
@@ -400,6 +409,10 @@ def parse(argv=None):
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the -compiled modes; 'eager' only traces the graph "
                          "(gpu_check --cpu-smoke: the script's plumbing in seconds, no speed measured)")
+    ap.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                    help="torch.compile mode of the -compiled modes (inductor only): reduce-overhead "
+                         "replays each step as CUDA graphs (no kernel-launch gaps), max-autotune-no-cudagraphs "
+                         "tries more matmul kernels (long warm-up)")
     ap.add_argument("--sdpa-backend", default="auto", choices=SDPA_BACKENDS,
                     help="the only attention kernel torch may use (auto: torch's own choice)")
     ap.add_argument("--json", default=None, help="also write the results here")

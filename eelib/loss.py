@@ -108,7 +108,7 @@ class LMLoss(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, chunk: int = 0, compile: bool = False, plain=None,
-                 backend: str = "inductor"):
+                 backend: str = "inductor", mode: str = "default"):
         super().__init__()
         self.model = model
         self.chunk = int(chunk)
@@ -116,7 +116,11 @@ class LMLoss(torch.nn.Module):
         # Held in a list so the compiled wrapper is not registered as a second submodule.
         # `backend` other than inductor: benchmarks/gpu_check.sh's CPU dry run traces the graph with
         # dynamo's "eager" backend (seconds) instead of generating code (tens of seconds a piece).
-        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False, backend=backend) if compile else None]
+        # `mode`: torch.compile's (inductor only); "reduce-overhead" replays the step's kernels as
+        # CUDA graphs (benchmarks/throughput.py --compile-mode; on CPU the graphs are skipped).
+        kw = {"mode": mode} if backend == "inductor" and mode != "default" else {}
+        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False, backend=backend, **kw)
+                     if compile else None]
 
     def forward(self, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         rows = None if rows is None or rows >= tokens.size(0) else int(rows)  # None: all rows are real

@@ -86,6 +86,29 @@ def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
     assert "scaled_dot_product_attention" in d["results"][0]["error"]
 
 
+def test_throughput_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, capsys):
+    """--compile-mode goes to torch.compile for eelib's loop and the plain baseline alike, and the
+    JSON and the table say which mode ran (torch.compile stubbed: what it would be called with)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    import torch
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    out = tmp_path / "t.json"
+    rc = throughput.main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1",
+                          "--warmup", "1", "--modes", "eelib-compiled", "plain-compiled",
+                          "--compile-mode", "reduce-overhead", "--json", str(out)])
+    assert rc == 0
+    assert [kw.get("mode") for kw in seen] == ["reduce-overhead", "reduce-overhead"]
+    d = json.loads(out.read_text())
+    assert d["compile_mode"] == "reduce-overhead"
+    assert [r["compile_mode"] for r in d["results"]] == ["reduce-overhead"] * 2
+    assert "compile mode reduce-overhead" in capsys.readouterr().out
+
+
 def test_tokenize_throughput_batched_equals_per_document(tmp_path):
     out = tmp_path / "tok.json"
     p = _run("benchmarks/tokenize_throughput.py", "--vocab", "1000", "--tokens", "200000",
@@ -191,7 +214,8 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
         m = re.fullmatch(r"(\S+) (would run \(|skipped \(budget: )\d+s left, needs (\d+)s\)", line)
         assert m, line
         got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
-    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled", "tp1b-plain-compiled",
+    compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled",
+                "tp135-eelib-compiled-cudagraphs", "tp1b-plain-compiled",
                 "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp135-eelib-compiled-flash",
                 "tp135-eelib-compiled-chunked"]
     if budget == 200:  # 20 + 130: one compiled piece; 50 s left: one eager piece
@@ -218,9 +242,11 @@ def test_gpu_check_skip_gives_the_budget_to_the_next_pieces(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
     assert "tp135-plain-compiled skipped (SKIP)" in status and "tp1b-plain-eager skipped (SKIP)" in status
-    # 520 - 20 - 130 - 130 - 100 = 140: the piece that the plain piece's 130 s crowded out now runs
-    assert any(s.startswith("tp1b-plain-compiled would run") for s in status), status
-    assert any(s.startswith("tp135-eelib-compiled-2x skipped (budget") for s in status), status
+    # 520 - 20 - 130 - 130 = 240: the piece that the plain piece's 130 s crowded out now runs, and
+    # the sweep's 100 s after it; 10 s are left for nothing else
+    assert any(s.startswith("tp135-eelib-compiled-cudagraphs would run") for s in status), status
+    assert any(s.startswith("sweep would run") for s in status), status
+    assert any(s.startswith("tp1b-plain-compiled skipped (budget: 10s") for s in status), status
 
 
 def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
@@ -236,6 +262,9 @@ def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
                                                                       "triton": 30.1, "other": 2.3},
                                       "top_triton": []}
         (out / f"{name}.json").write_text(json.dumps(d))
+    # an optional piece gets its own ratio line (its numbers made up here: no GPU has run it yet)
+    d["results"][0].update(mode="eelib-compiled", compile_mode="reduce-overhead", tokens_per_s=314_437.0)
+    (out / "tp135-eelib-compiled-cudagraphs.json").write_text(json.dumps(d))
     p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
                        env=child_env(PYTHON=sys.executable, BUDGET="0", DRY="1"), capture_output=True,
                        text=True, timeout=120)
@@ -244,3 +273,4 @@ def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
     assert "tp135: eelib-compiled / plain-compiled = 1.19x tok/s, 0.81x peak memory" in p.stdout
     assert ("tp135 eelib-compiled GPU busy 90.5 of 96.4 ms/step: matmul 41.3, attention 16.8, "
             "triton 30.1, other 2.3") in p.stdout
+    assert "tp135: eelib-compiled, CUDA graphs / plain-compiled = 1.10x tok/s" in p.stdout

@@ -288,3 +288,17 @@ def test_attention_takes_the_flash_eligible_sdpa_call(monkeypatch):
         assert call["mask"] is None and call["causal"] is True
         # 9 query heads over 3 KV heads: either SDPA's own GQA, or K/V already repeated to 9
         assert call["gqa"] or call["hk"] == call["hq"]
+
+
+def test_compile_mode_goes_to_inductor_only(monkeypatch):
+    """LMLoss hands torch.compile a mode (reduce-overhead: CUDA graphs) with inductor only: the
+    tracing-only "eager" backend (gpu_check's CPU dry run) takes no mode, and default passes none."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: seen.append(kw) or m)
+    model = build_model("test-micro", 258, seed=0)
+    LMLoss(model, 0, compile=True, mode="reduce-overhead")
+    LMLoss(model, 0, compile=True, mode="reduce-overhead", backend="eager")
+    LMLoss(model, 0, compile=True)
+    LMLoss(model, 0, compile=False, mode="reduce-overhead")  # eager: nothing compiled
+    assert [(kw.get("backend"), kw.get("mode")) for kw in seen] == [
+        ("inductor", "reduce-overhead"), ("eager", None), ("inductor", None)]
