@@ -3,7 +3,6 @@ and on a worker thread. Apart from tests/test_batch.py so the two long files run
 under `make test`'s two pytest workers (pytest-xdist, one file per worker)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,42 +11,38 @@ import time
 import pytest
 
 from eelib import config as C
-from conftest import child_env, compared, eelib_cmd, max_abs_diff, run_cli, write_params
+from conftest import TINY, child_env, compared, eelib_cmd, max_abs_diff, read_rows, run_cli, write_params
 from test_batch import _cfg
 
 
 @pytest.mark.slow
-def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path):
+def test_batch_killed_mid_run_resumes_to_the_same_losses(tmp_path, baseline):
     """kill -9 a papermill batch (the whole process group: the batch, papermill, the stage
     notebook's kernel) once stage 2 has checkpointed; rerunning the same command finishes with the
-    losses of an uninterrupted batch (--executor python: the two executors must agree too, and the
-    reference costs no notebook kernels). One run, the mixed pipeline (λ = 1): a second one doubled
-    the test's CI time and added no code path (workers side by side: test_batch.py)."""
-    cfg = _cfg({"stage1.lam": [1.0]}, name="kill")
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    for d in (ref, cut):
-        d.mkdir()
-        write_params(d / "p.yaml", cfg)
+    losses of an uninterrupted run: the shared `eelib run` baseline of the same params (conftest),
+    so the batch through notebooks must also agree with the plain CLI, and the reference costs
+    nothing here. One run (a grid of one, the mixed pipeline at λ = 0.5): a second doubled the
+    test's CI time and added no code path (workers side by side: test_batch.py)."""
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    write_params(cut / "p.yaml", TINY)
     args = ["batch", "p.yaml", "--out", "outputs", "--workers", "1", "--no-report"]
-    p = run_cli(ref, *args, "--executor", "python", timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
 
     proc = subprocess.Popen(eelib_cmd(*args), cwd=cut, env=child_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    stage2 = cut / "outputs" / "kill" / "stage2"
+    stage2 = cut / "outputs" / "tiny" / "stage2"
     while time.time() < deadline and not any(stage2.glob("*/ckpt/step-*")):
         time.sleep(0.2)
     assert any(stage2.glob("*/ckpt/step-*")), "stage 2 never checkpointed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (cut / "outputs" / "kill" / "results.jsonl").exists() or \
-        not (cut / "outputs" / "kill" / "results.jsonl").read_text().strip()
+    assert not (cut / "outputs" / "tiny" / "results.jsonl").exists() or \
+        not (cut / "outputs" / "tiny" / "results.jsonl").read_text().strip()
 
     p = run_cli(cut, *args, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    read = lambda d: [json.loads(l) for l in (d / "outputs" / "kill" / "results.jsonl").read_text().splitlines()]
-    assert max_abs_diff(compared(read(ref)), compared(read(cut))) <= 1e-6
+    assert max_abs_diff(compared(read_rows(cut)), compared(baseline["rows"])) <= 1e-6
 
 
 def test_interrupt_sent_to_the_batch_alone_stops_its_workers(tmp_path):

@@ -39,11 +39,22 @@ def test_kernel_kinds_of_an_h200_profile():
     assert {n: kernel_kind(n) for n in want} == want
 
 
-def test_throughput_json(tmp_path):
+def _throughput():
+    """benchmarks/throughput.py as a module, run in this process (a new Python costs ≈ 9 s)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.pop(0)
+    return throughput
+
+
+def test_throughput_json(tmp_path, capsys):
     out = tmp_path / "t.json"
-    p = _run("benchmarks/throughput.py", "--preset", "test-micro", "--batch", "4", "--seq", "32",
-             "--steps", "2", "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--profile", "1",
-             "--accum", "3", "--json", str(out))
+    assert _throughput().main(["--preset", "test-micro", "--batch", "4", "--seq", "32", "--steps", "2",
+                               "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--profile", "1",
+                               "--accum", "3", "--json", str(out)]) == 0
+    p = capsys.readouterr()
     d = json.loads(out.read_text())
     for k in ("preset", "batch", "seq", "device", "n_params", "flops_per_token", "flops_formula",
               "peak_tflops", "results", "ratio"):
@@ -59,41 +70,43 @@ def test_throughput_json(tmp_path):
         assert [e["ms_per_step"] for e in prof] == sorted((e["ms_per_step"] for e in prof), reverse=True)
         assert any(e["name"].startswith("aten::") for e in prof)
         assert "kernels" not in r  # GPU kernels by kind: CUDA only
-    assert "eelib top operators, ms per step: " in p.stdout
+    assert "eelib top operators, ms per step: " in p.out
     # --accum 3: eelib also timed 3 micro-batches per optimizer step; the baseline has no such mode
     acc = d["results"][0]["accum"]
     assert acc["micro_batches"] == 3 and acc["tokens_per_s"] > 0 and acc["step_ms"] > 0
     assert "accum" not in d["results"][1]
-    assert "eelib with 3 micro-batches per optimizer step: " in p.stdout
+    assert "eelib with 3 micro-batches per optimizer step: " in p.out
     # 6N + 12·L·d·T for the tied test-micro: N = all params.
     assert d["flops_per_token"] == 6 * d["n_params"] + 12 * 1 * 32 * 32
     assert d["ratio"]["ours"] == "eelib" and d["ratio"]["tokens_per_s"] > 0
-    assert "eelib / plain-eager" in p.stdout
+    assert "eelib / plain-eager" in p.out
 
 
 def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
     """--sdpa-backend leaves torch one attention kernel: math runs on CPU; cuDNN, which has no CPU
     kernel, must fail the row loudly rather than fall back to another kernel unannounced."""
-    for backend, status in (("math", "ok"), ("cudnn", "error")):
-        out = tmp_path / f"{backend}.json"
-        subprocess.run([sys.executable, "benchmarks/throughput.py", "--preset", "test-micro", "--batch", "2",
-                        "--seq", "16", "--steps", "1", "--warmup", "1", "--modes", "eelib",
-                        "--sdpa-backend", backend, "--json", str(out)],
-                       cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=240)
-        d = json.loads(out.read_text())
-        assert d["sdpa_backend"] == backend
-        assert d["results"][0]["status"] == status, d["results"][0]
+    import torch
+    b = torch.backends.cuda  # process-wide flags: put back for the tests after this one
+    flags = (b.flash_sdp_enabled(), b.cudnn_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
+    try:
+        for backend, status in (("math", "ok"), ("cudnn", "error")):
+            out = tmp_path / f"{backend}.json"
+            _throughput().main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1",
+                                "--warmup", "1", "--modes", "eelib", "--sdpa-backend", backend, "--json", str(out)])
+            d = json.loads(out.read_text())
+            assert d["sdpa_backend"] == backend
+            assert d["results"][0]["status"] == status, d["results"][0]
+    finally:
+        for enable, on in zip((b.enable_flash_sdp, b.enable_cudnn_sdp, b.enable_mem_efficient_sdp,
+                               b.enable_math_sdp), flags):
+            enable(on)
     assert "scaled_dot_product_attention" in d["results"][0]["error"]
 
 
 def test_throughput_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, capsys):
     """--compile-mode goes to torch.compile for eelib's loop and the plain baseline alike, and the
     JSON and the table say which mode ran (torch.compile stubbed: what it would be called with)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
+    throughput = _throughput()
     import torch
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m, **kw: seen.append(kw) or m)
@@ -193,9 +206,13 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
         assert len((out / "sweep_work" / mode / "sweep" / "results.jsonl").read_text().splitlines()) == n
     assert d["ratio"] > 0
     # the same --work again would reuse its finished runs (0 s each) and read them as free: refused
-    again = subprocess.run([sys.executable, "benchmarks/sweep_throughput.py", "--work", str(out / "sweep_work")],
-                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120)
-    assert again.returncode != 0 and "holds an earlier sweep's runs" in again.stderr
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sweep_throughput
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit, match="holds an earlier sweep's runs"):
+        sweep_throughput.main(["--work", str(out / "sweep_work")])
 
 
 @pytest.mark.parametrize("budget", [200, 520])
