@@ -7,7 +7,8 @@ STAMP   := $(VENV)/.installed
 PARAMS  ?= params/quick.yaml
 SEEDS   ?=
 # make test: pytest-xdist workers, one test file each at a time (--dist loadfile: a file's
-# fixtures and its order stay in one process); 2 = the cores of the machine CI runs on.
+# fixtures and its order stay in one process), the longest files first (tests/conftest.py,
+# LONGEST_FIRST; --no-loadscope-reorder keeps that order); 2 = the cores of the machine CI runs on.
 TEST_WORKERS ?= 2
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 
@@ -42,7 +43,7 @@ readme: $(STAMP)
 	    outputs/fig3b-offline-200k outputs/replay-dropout-offline-small outputs/lora-offline-small
 
 test: $(STAMP)
-	EELIB_OUTPUTS=$$(mktemp -d) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+	EELIB_OUTPUTS=$$(mktemp -d) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not browser" $(PYTEST_ARGS)

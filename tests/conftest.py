@@ -185,3 +185,20 @@ def offline_run(tmp_path_factory) -> dict:
     p = run_tiny(cwd, env=env)
     return {"dir": cwd, "env": env, "proc": p,
             "rows": read_rows(cwd) if p.returncode == 0 else None}
+
+
+# `make test` hands whole files to its two pytest-xdist workers (--dist loadfile) in collection
+# order (--no-loadscope-reorder: xdist's own order, most tests first, put the long files with few
+# tests, test_batch_interrupts and test_ray, at the end, where one worker ran one while the other
+# had nothing left). The longest go first (sums of their tests on a CI-like run, 2026-11-28:
+# 200-230 s each down to test_ray's 78 s); the many short files and notebooks fill the end.
+# test_batch sits between the two files that need the shared `baseline` run, so the second
+# worker does not start by waiting for it. Order only: every test still runs.
+LONGEST_FIRST = ("test_resume.py", "test_batch.py", "test_batch_interrupts.py", "test_stage_wiring.py",
+                 "test_distributed.py", "test_benchmarks.py", "test_stage_reuse.py", "test_loss.py",
+                 "test_reliability.py", "test_ray.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
