@@ -23,7 +23,8 @@
 # The final table is printed from the JSON files in OUT_DIR (and saved as table.txt), with the
 # device's name (an H200 is not the H100 the targets name). Pieces, what the targets need
 # first: 135M (batch 32, seq 1024) eelib compiled and plain compiled; 1B (batch 16) eelib
-# compiled; 135M eelib with CUDA graphs (compile mode reduce-overhead); then, as the budget allows, a sweep of small runs (3 one after another vs 12
+# compiled; 135M eelib with CUDA graphs (compile mode reduce-overhead) and with bf16 weights (a
+# bound on a bf16 residual stream); then, as the budget allows, a sweep of small runs (3 one after another vs 12
 # processes on the GPU; the machine has 16 cores), 1B plain compiled, 135M eelib at batch 64 (the
 # 135M target is the one missed most), 1B eelib at batch 32 (params/1b trains with micro_batch 16:
 # would 32 fit an H100?), 135M eelib with the flash attention kernel only, 135M eelib with the
@@ -69,8 +70,9 @@ EOF
   # At test-micro both scales are one model, so three 1B pieces would repeat a 135M piece's
   # command with other numbers (≈ 13 s each, mostly Python start-up), and the 135M chunked-loss
   # piece would repeat the 1B one (chunked at test-micro); skipped unless SKIP is set.
-  # The CUDA-graphs piece, traced with the eager backend (no compile mode), is the 135M piece again.
-  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs"}
+  # The CUDA-graphs piece, traced with the eager backend (no compile mode), is the 135M piece
+  # again; the bf16-weights piece is too but for one flag (tests/test_benchmarks.py runs the flag).
+  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs tp135-eelib-compiled-bf16w"}
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
   SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3 --device cuda"; CAP=${CAP:-170}
@@ -158,6 +160,10 @@ tp tp1b-eelib-compiled "$P1B" "$B1B" "$CE1B" eelib-compiled
 # kernels (estimated; 96.4 ms on the H200, 2026-11-28, of which matmuls and attention 58); if the
 # GPU sits idle between launches, graphs close the gaps. Not yet run on a GPU.
 tp tp135-eelib-compiled-cudagraphs "$P135" "$B135" "$CE135" eelib-compiled --compile-mode reduce-overhead --accum "$ACC135"
+# 135M with bf16 weights: under autocast the fp32 weights keep the residual stream fp32, ≈ 19 ms of
+# the H200's step in norm/activation/residual traffic (estimated, docs/scaling.md). A bound on what
+# a bf16 stream with fp32 master weights could buy; not a way to train (AdamW rounds in bf16).
+tp tp135-eelib-compiled-bf16w "$P135" "$B135" "$CE135" eelib-compiled --weights bf16
 # the sweep next: the compiled pieces took 97-113 s on 2026-11-27 against the 130 s counted, so a
 # 2x piece placed first would take the time the sweep's 100 s were planned from
 piece sweep 100 "$PY" benchmarks/sweep_throughput.py $SWEEP --work "$OUT/sweep_work" --json "$OUT/sweep.json"
@@ -187,7 +193,8 @@ if meta:  # an H200 (the device tool's fallback) is not the H100 the targets and
 print(f"{'piece':<30}{'tok/s':>12}{'MFU':>8}{'peak GB':>9}{'warmup s':>10}  status")
 EXTRAS = {"eelib-compiled-chunked": "eelib-compiled, chunked CE", "eelib-compiled-2x": "eelib-compiled at 2x batch",
           "eelib-compiled-flash": "eelib-compiled, flash SDPA only",
-          "eelib-compiled-cudagraphs": "eelib-compiled, CUDA graphs"}  # optional pieces: their ratio lines
+          "eelib-compiled-cudagraphs": "eelib-compiled, CUDA graphs",
+          "eelib-compiled-bf16w": "eelib-compiled, bf16 weights (a bound)"}  # optional pieces: their ratio lines
 for scale in ("tp135", "tp1b"):
     rows = {}
     extra = tuple(m for m in EXTRAS if (out / f"{scale}-{m}.json").exists())
@@ -211,7 +218,7 @@ for scale in ("tp135", "tp1b"):
             mfu_a = f"{100 * r['mfu'] * a['tokens_per_s'] / r['tokens_per_s']:.1f}%" if r.get("mfu") is not None else "-"
             print(f"{'  ' + str(a['micro_batches']) + ' micro-batches a step':<30}{a['tokens_per_s']:>12,.0f}"
                   f"{mfu_a:>8}  (gradient accumulation: {a['micro_batches']} x {d['batch']} rows a step)")
-    for mode in ("eelib-compiled", "plain-compiled", "eelib-compiled-cudagraphs"):
+    for mode in ("eelib-compiled", "plain-compiled", "eelib-compiled-cudagraphs", "eelib-compiled-bf16w"):
         prof = rows.get(mode, {}).get("profile") or []
         if prof:
             print(f"  {scale} {mode} top operators (ms/step): " + "; ".join(

@@ -33,6 +33,9 @@ cannot take a mask tensor: under transformers 5.17 the plain modes' compiled ste
 `--compile-mode reduce-overhead` has torch.compile replay each step's kernels as CUDA graphs: the
 135M step runs a few thousand short kernels, so if the GPU waits on their launches (the profile's
 busy time below the step's wall time) this closes the gaps; on CPU the graphs are skipped.
+`--weights bf16` trains bf16 parameters (no fp32 master copy, so not a way to train): under
+autocast the weights, and with them the residual stream, stay fp32, and this measures what halving
+those bytes would be worth before fp32 master weights are built for it.
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated. On CUDA it also
@@ -205,6 +208,8 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
     # without a mask tensor (eelib/model.py, CAUSAL_SDPA)
     attention = CAUSAL_SDPA if mode.startswith("eelib") else "sdpa"
     model = build_model(args.preset, args.vocab, seed=0, attention=attention).to(device).train()
+    if args.weights == "bf16":  # an upper bound only: no fp32 master copy, so AdamW rounds in bf16
+        model = model.to(torch.bfloat16)
     fpt = flops_per_token(model, args.seq)
     row = {"mode": mode, "ce_chunk": args.ce_chunk if mode.startswith("eelib") else 0,
            "compiled": mode.endswith("compiled"), "attention": attention}
@@ -212,6 +217,8 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
         row["compile_backend"] = args.compile_backend
     if row["compiled"] and args.compile_mode != "default":
         row["compile_mode"] = args.compile_mode
+    if args.weights != "fp32":
+        row["weights"] = args.weights
     step = opt = None
     try:
         if mode.startswith("eelib"):
@@ -333,7 +340,7 @@ def run(args) -> dict:
            "flops_per_token": flops_per_token(probe, args.seq),
            "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
            "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "sdpa_backend": args.sdpa_backend,
-           "compile_mode": args.compile_mode, "results": []}
+           "compile_mode": args.compile_mode, "weights": args.weights, "results": []}
     del probe
 
     def emit(row: dict) -> None:  # the JSON so far, rewritten as each number comes in
@@ -359,7 +366,8 @@ def table(out: dict) -> str:
     head = (f"{out['preset']} ({out['n_params'] / 1e6:.2f}M params), batch {out['batch']} × seq {out['seq']}, "
             f"{out['device_name']}, {out['flops_per_token'] / 1e9:.3f} GFLOP/token"
             + (f", peak {out['peak_tflops']:g} TFLOP/s" if out["peak_tflops"] else "")
-            + (f", compile mode {out['compile_mode']}" if out.get("compile_mode", "default") != "default" else ""))
+            + (f", compile mode {out['compile_mode']}" if out.get("compile_mode", "default") != "default" else "")
+            + (f", {out['weights']} weights" if out.get("weights", "fp32") != "fp32" else ""))
     lines = [head, f"{'mode':<16}{'tok/s':>12}{'MFU':>8}{'step ms':>10}{'warmup s':>10}{'peak GB':>10}"]
     for r in out["results"]:
         if r.get("status") != "ok":
@@ -413,6 +421,9 @@ def parse(argv=None):
                     help="torch.compile mode of the -compiled modes (inductor only): reduce-overhead "
                          "replays each step as CUDA graphs (no kernel-launch gaps), max-autotune-no-cudagraphs "
                          "tries more matmul kernels (long warm-up)")
+    ap.add_argument("--weights", default="fp32", choices=("fp32", "bf16"),
+                    help="parameter dtype; bf16 halves the residual stream's bytes (fp32 under autocast "
+                         "otherwise) but has no fp32 master copy: a speed bound, not a way to train")
     ap.add_argument("--sdpa-backend", default="auto", choices=SDPA_BACKENDS,
                     help="the only attention kernel torch may use (auto: torch's own choice)")
     ap.add_argument("--json", default=None, help="also write the results here")

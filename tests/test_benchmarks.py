@@ -122,6 +122,27 @@ def test_throughput_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, ca
     assert "compile mode reduce-overhead" in capsys.readouterr().out
 
 
+def test_throughput_bf16_weights_train_in_bf16(tmp_path, capsys):
+    """--weights bf16 (gpu_check's bound on a bf16 residual stream) trains bf16 parameters, says so
+    in the JSON and the table, and the step still ends in a finite loss."""
+    out = tmp_path / "t.json"
+    tp = _throughput()
+    seen = []
+    real = tp.make_optimizer
+    tp.make_optimizer = lambda model, *a: seen.append({p.dtype for p in model.parameters()}) or real(model, *a)
+    try:
+        assert tp.main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "1",
+                        "--modes", "eelib", "--weights", "bf16", "--json", str(out)]) == 0
+    finally:
+        tp.make_optimizer = real
+    import torch
+    assert seen == [{torch.bfloat16}]
+    d = json.loads(out.read_text())
+    assert d["weights"] == "bf16" and d["results"][0]["weights"] == "bf16"
+    assert d["results"][0]["status"] == "ok" and d["results"][0]["loss"] > 0
+    assert "bf16 weights" in capsys.readouterr().out
+
+
 def test_tokenize_throughput_batched_equals_per_document(tmp_path):
     out = tmp_path / "tok.json"
     p = _run("benchmarks/tokenize_throughput.py", "--vocab", "1000", "--tokens", "200000",
@@ -232,7 +253,7 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
         assert m, line
         got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
     compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled",
-                "tp135-eelib-compiled-cudagraphs", "tp1b-plain-compiled",
+                "tp135-eelib-compiled-cudagraphs", "tp135-eelib-compiled-bf16w", "tp1b-plain-compiled",
                 "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp135-eelib-compiled-flash",
                 "tp135-eelib-compiled-chunked"]
     if budget == 200:  # 20 + 130: one compiled piece; 50 s left: one eager piece
