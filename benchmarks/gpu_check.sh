@@ -71,8 +71,9 @@ EOF
   # command with other numbers (≈ 13 s each, mostly Python start-up), and the 135M chunked-loss
   # piece would repeat the 1B one (chunked at test-micro); skipped unless SKIP is set.
   # The CUDA-graphs piece, traced with the eager backend (no compile mode), is the 135M piece
-  # again; the bf16-weights piece is too but for one flag (tests/test_benchmarks.py runs the flag).
-  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs tp135-eelib-compiled-bf16w"}
+  # again; the bf16-weights, flash-only and plain-eager pieces are too but for one flag or mode,
+  # which tests/test_benchmarks.py runs in-process (≈ 10 s of Python start-up a piece saved).
+  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs tp135-eelib-compiled-bf16w tp135-eelib-compiled-flash tp135-plain-eager"}
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
   SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3 --device cuda"; CAP=${CAP:-170}

@@ -40,10 +40,10 @@ def test_grid_value_is_validated_with_its_coordinates():
         C.expand(C.from_dict(_cfg({"stage1.lam": [0.0, 1.5]})))
 
 
-def test_stage1_is_shared_across_stage2_variants(tmp_path):
+def test_stage1_is_shared_across_stage2_variants(tmp_path, cli):
     """A sweep over a stage-2 field builds stage 1 once (stage outputs are keyed by config)."""
     write_params(tmp_path / "p.yaml", _cfg({"stage2.lr": [1.0e-3, 2.0e-3]}, name="share"))
-    p = run_cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--no-progress")
+    p = cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--no-progress")
     assert p.returncode == 0, p.stderr[-2000:]
     edir = tmp_path / "outputs" / "share"
     assert len(list((edir / "stage1").iterdir())) == 1

@@ -83,19 +83,21 @@ def test_throughput_json(tmp_path, capsys):
 
 
 def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
-    """--sdpa-backend leaves torch one attention kernel: math runs on CPU; cuDNN, which has no CPU
-    kernel, must fail the row loudly rather than fall back to another kernel unannounced."""
+    """--sdpa-backend leaves torch one attention kernel: flash (gpu_check's flash-only piece; torch
+    has a CPU flash kernel) runs eelib's causal SDPA; cuDNN, which has no CPU kernel, must fail the
+    row loudly rather than fall back to another kernel unannounced."""
     import torch
     b = torch.backends.cuda  # process-wide flags: put back for the tests after this one
     flags = (b.flash_sdp_enabled(), b.cudnn_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled())
     try:
-        for backend, status in (("math", "ok"), ("cudnn", "error")):
+        for backend, status in (("flash", "ok"), ("cudnn", "error")):
             out = tmp_path / f"{backend}.json"
             _throughput().main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1",
                                 "--warmup", "1", "--modes", "eelib", "--sdpa-backend", backend, "--json", str(out)])
             d = json.loads(out.read_text())
             assert d["sdpa_backend"] == backend
             assert d["results"][0]["status"] == status, d["results"][0]
+            assert d["results"][0]["attention"] == "eelib_causal_sdpa"
     finally:
         for enable, on in zip((b.enable_flash_sdp, b.enable_cudnn_sdp, b.enable_mem_efficient_sdp,
                                b.enable_math_sdp), flags):
@@ -174,17 +176,15 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
                        timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
-    pieces = ["preflight"] + [f"tp135-{m}" for m in ("eelib-compiled", "plain-compiled", "plain-eager",
-                                                    "eelib-compiled-2x", "eelib-compiled-flash")] + ["tp1b-eelib-compiled", "sweep"]
+    pieces = ["preflight"] + [f"tp135-{m}" for m in ("eelib-compiled", "plain-compiled", "eelib-compiled-2x")] + \
+        ["tp1b-eelib-compiled", "sweep"]
     for piece in pieces:
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    for piece in ("tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp1b-plain-eager",
-                  "tp135-eelib-compiled-chunked"):  # repeats at test-micro
+    for piece in ("tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp1b-plain-eager", "tp135-eelib-compiled-chunked",
+                  "tp135-eelib-compiled-cudagraphs", "tp135-eelib-compiled-bf16w", "tp135-eelib-compiled-flash",
+                  "tp135-plain-eager"):  # repeats at test-micro, or but for a flag tested in-process here
         assert f"{piece} skipped (SKIP)" in status
-    assert p.stdout.count("  ok") == 6 and "eelib-compiled / plain-compiled" in p.stdout
-    assert "eelib-compiled, flash SDPA only / plain-compiled" in p.stdout
-    flash = json.loads((out / "tp135-eelib-compiled-flash.json").read_text())
-    assert flash["sdpa_backend"] == "flash" and flash["results"][0]["attention"] == "eelib_causal_sdpa"
+    assert p.stdout.count("  ok") == 4 and "eelib-compiled / plain-compiled" in p.stdout
     # each piece's numbers on stdout as it ends, the device named, everything in one tarball
     assert "  -> eelib-compiled: ok " in p.stdout and "device: cpu, torch " in p.stdout
     import tarfile

@@ -256,7 +256,7 @@ stage3: {lrs: [0.001], tokens: 4096, batch_size: 8, eval_interval: 4}
 
 
 @pytest.mark.slow
-def test_torchrun_and_accelerate_run_one_match_one_process(tmp_path):
+def test_torchrun_and_accelerate_run_one_match_one_process(tmp_path, cli):
     """`torchrun --nproc_per_node 2 -m eelib run-one` and `accelerate launch --multi_gpu
     --num_processes 2 -m eelib run-one` (gloo on CPU): all three stages as DDP with world 2 (stage.json
     says so), rank-0 files, the same losses as `python -m eelib run-one` within float noise (~30 s).
@@ -272,16 +272,19 @@ def test_torchrun_and_accelerate_run_one_match_one_process(tmp_path):
     torchrun, accelerate = shutil.which("torchrun", path=bindir), shutil.which("accelerate", path=bindir)
     assert torchrun and accelerate, "torchrun and accelerate install with the project (torch, accelerate)"
     env = child_env()
-    launches = {"one": [sys.executable, "-m", "eelib", "run-one", "tiny.yaml", "--run", "r", "--out", "one"],
-                "torchrun": [torchrun, "--nproc_per_node", "2", "-m", "eelib", "run-one", "tiny.yaml",
+    # the one-process reference in this process (the cli fixture: one torch thread, as child_env)
+    p = cli(tmp_path, "run-one", "tiny.yaml", "--run", "r", "--out", "one")
+    assert p.returncode == 0, p.stderr[-3000:]
+    launches = {"torchrun": [torchrun, "--nproc_per_node", "2", "-m", "eelib", "run-one", "tiny.yaml",
                              "--run-name", "r", "--out", "torchrun"],
                 "accelerate": [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eelib", "run-one",
                                "tiny.yaml", "--run-name", "r", "--out", "accelerate"]}
     rows = {}
-    for name, cmd in launches.items():
-        p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, (name, p.stderr[-3000:])
+    for name, cmd in [("one", None), *launches.items()]:
+        if cmd:
+            p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, (name, p.stderr[-3000:])
         rows[name] = json.loads((tmp_path / f"{name}/trun/runs/r/result.json").read_text())["rows"][0]
         recs = sorted((tmp_path / name / "trun").glob("stage*/*/stage.json"))
         assert len(recs) == 3, name
