@@ -53,11 +53,11 @@ def test_stage1_is_shared_across_stage2_variants(tmp_path, cli):
     assert rows[0]["stage_dirs"][1] != rows[1]["stage_dirs"][1]
 
 
-def test_parallel_workers_failure_isolation_and_reuse(tmp_path):
+def test_parallel_workers_failure_isolation_and_reuse(tmp_path, cli):
     """Two workers, one run diverges (LR 1e6 → NaN): it fails alone, is listed, keeps its log; the
     other finishes. A rerun reuses the finished run untouched and retries only the failed one."""
     write_params(tmp_path / "p.yaml", _cfg({"stage1.lr": [3.0e-3, 1.0e6]}, name="iso"))
-    p = run_cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--workers", "2")
+    p = cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--workers", "2")  # the parent here, its workers processes
     assert p.returncode == 1, p.stdout + p.stderr
     edir = tmp_path / "outputs" / "iso"
     summary = json.loads((edir / "summary.json").read_text())
@@ -75,7 +75,7 @@ def test_parallel_workers_failure_isolation_and_reuse(tmp_path):
 
     done = edir / "runs" / "lr0.003" / "result.json"
     before = done.stat().st_mtime_ns
-    p2 = run_cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--workers", "2")
+    p2 = cli(tmp_path, "run", "p.yaml", "--out", "outputs", "--workers", "2")
     assert p2.returncode == 1
     summary2 = json.loads((edir / "summary.json").read_text())
     assert {r["run"]: r["status"] for r in summary2["runs"]} == {"lr0.003": "reused", "lr1000000.0": "failed"}
