@@ -24,17 +24,13 @@ setup: $(STAMP)
 PIN     ?= 1
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU torch where PyPI's default is CUDA
 TORCH_INDEX ?=
-# --no-compile: pip would byte-compile all of site-packages (2.2 GB; every transformers model
-# file), 116 s on 2 cores (2026-11-28), most of it never imported; Python compiles what is
-# imported, on first use, and keeps the .pyc in the venv.
-PIP_INSTALL := $(BIN)/pip install -q --no-compile
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP_INSTALL) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) || $(PIP_INSTALL) "torch>=2.4"
-	$(if $(filter 1,$(PIN)),$(PIP_INSTALL) -c constraints.txt -e ".[test]" || \
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) || $(BIN)/pip install -q "torch>=2.4"
+	$(if $(filter 1,$(PIN)),$(BIN)/pip install -q -c constraints.txt -e ".[test]" || \
 	  { echo "make setup: the pinned versions (constraints.txt) did not install here; installing the newest within pyproject's ranges" >&2; \
-	    $(PIP_INSTALL) -e ".[test]"; },$(PIP_INSTALL) -e ".[test]")
+	    $(BIN)/pip install -q -e ".[test]"; },$(BIN)/pip install -q -e ".[test]")
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
