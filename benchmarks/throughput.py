@@ -31,7 +31,7 @@ so a kernel other than torch's own pick (cuDNN: ≈ 30% of the 135M step on an H
 measured; a kernel that cannot run the call fails the piece loudly instead of falling back (flash
 cannot take a mask tensor: under transformers 5.17 the plain modes' compiled step passes one).
 `--compile-mode reduce-overhead` has torch.compile replay each step's kernels as CUDA graphs: the
-135M step runs a few thousand short kernels, so if the GPU waits on their launches (the profile's
+135M step runs some two thousand short kernels (estimated), so if the GPU waits on their launches (the profile's
 busy time below the step's wall time) this closes the gaps; on CPU the graphs are skipped.
 `--weights bf16` trains bf16 parameters (no fp32 master copy, so not a way to train): under
 autocast the weights, and with them the residual stream, stay fp32, and this measures what halving
@@ -58,7 +58,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, uninstalled
 
-from eelib.loss import LMLoss  # noqa: E402
+from eelib.loss import LMLoss, compile_module  # noqa: E402
 from eelib.mixture import Mixture, Source  # noqa: E402
 from eelib.model import CAUSAL_SDPA, build_model, llama_config  # noqa: E402
 from eelib.train import LoopSpec, _autocast, _check_finite, make_optimizer  # noqa: E402
@@ -120,8 +120,7 @@ def _eelib_step(model, device, batch, seq, ce_chunk, compile, backend="inductor"
 def _plain_step(model, device, batch, seq, compile, backend="inductor", mode="default"):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=device.type == "cuda")
-    kw = {"mode": mode} if backend == "inductor" and mode != "default" else {}
-    fwd = torch.compile(model, backend=backend, **kw) if compile else model
+    fwd = compile_module(model, backend, mode) if compile else model
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
 

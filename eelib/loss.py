@@ -83,6 +83,15 @@ def chunked_lm_loss(model, tokens: torch.Tensor, chunk: int, rows: int | None = 
     return ce_sum(model, tokens, tokens[:, 1:], chunk) / (tokens.size(0) * (tokens.size(1) - 1))
 
 
+def compile_module(module, backend: str = "inductor", mode: str = "default", **kw):
+    """torch.compile with a mode ("reduce-overhead": the step's kernels replayed as CUDA graphs,
+    skipped on CPU; benchmarks/throughput.py --compile-mode). Only inductor takes one: other
+    backends (gpu_check's tracing-only "eager") get none."""
+    if backend == "inductor" and mode != "default":
+        kw["mode"] = mode
+    return torch.compile(module, backend=backend, **kw)
+
+
 class _LossSum(torch.nn.Module):
     """forward(tokens, targets) -> ce_sum: what torch.compile wraps, model and loss in one graph."""
 
@@ -116,11 +125,7 @@ class LMLoss(torch.nn.Module):
         # Held in a list so the compiled wrapper is not registered as a second submodule.
         # `backend` other than inductor: benchmarks/gpu_check.sh's CPU dry run traces the graph with
         # dynamo's "eager" backend (seconds) instead of generating code (tens of seconds a piece).
-        # `mode`: torch.compile's (inductor only); "reduce-overhead" replays the step's kernels as
-        # CUDA graphs (benchmarks/throughput.py --compile-mode; on CPU the graphs are skipped).
-        kw = {"mode": mode} if backend == "inductor" and mode != "default" else {}
-        self._run = [torch.compile(_LossSum(model, self.chunk), dynamic=False, backend=backend, **kw)
-                     if compile else None]
+        self._run = [compile_module(_LossSum(model, self.chunk), backend, mode, dynamic=False) if compile else None]
 
     def forward(self, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         rows = None if rows is None or rows >= tokens.size(0) else int(rows)  # None: all rows are real

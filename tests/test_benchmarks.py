@@ -18,14 +18,20 @@ def _run(*args, timeout=240):
     return p
 
 
+def _throughput(name: str = "throughput"):
+    """benchmarks/<name>.py as a module, run in this process (a new Python costs ≈ 9 s)."""
+    import importlib
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def test_kernel_kinds_of_an_h200_profile():
     """throughput.py sorts a GPU profile's kernels into kinds by name: the names here are the
     H200's (benchmarks/results/h200-2026-11-28/tp135-eelib-compiled.json) and torch's usual ones."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from throughput import kernel_kind
-    finally:
-        sys.path.pop(0)
+    kernel_kind = _throughput().kernel_kind
     want = {"nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_NNN": "matmul",
             "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1": "attention",
             "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>": "attention",
@@ -37,16 +43,6 @@ def test_kernel_kinds_of_an_h200_profile():
             "Memcpy HtoD (Pinned -> Device)": "copy", "Memset (Device)": "copy",
             "void at::native::indexing_backward_kernel<c10::BFloat16>": "other"}
     assert {n: kernel_kind(n) for n in want} == want
-
-
-def _throughput():
-    """benchmarks/throughput.py as a module, run in this process (a new Python costs ≈ 9 s)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import throughput
-    finally:
-        sys.path.pop(0)
-    return throughput
 
 
 def test_throughput_json(tmp_path, capsys):
@@ -227,13 +223,8 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
         assert len((out / "sweep_work" / mode / "sweep" / "results.jsonl").read_text().splitlines()) == n
     assert d["ratio"] > 0
     # the same --work again would reuse its finished runs (0 s each) and read them as free: refused
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import sweep_throughput
-    finally:
-        sys.path.pop(0)
     with pytest.raises(SystemExit, match="holds an earlier sweep's runs"):
-        sweep_throughput.main(["--work", str(out / "sweep_work")])
+        _throughput("sweep_throughput").main(["--work", str(out / "sweep_work")])
 
 
 @pytest.mark.parametrize("budget", [200, 520])
