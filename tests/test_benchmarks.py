@@ -59,7 +59,10 @@ def test_throughput_json(tmp_path, capsys):
     assert [r["mode"] for r in d["results"]] == ["eelib", "plain-eager"]
     for r in d["results"]:
         assert r["status"] == "ok"
-        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and 0 < r["mfu"] < 1
+        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0
+        # MFU against the 1 TFLOP/s given, to its 4 decimals (a loaded machine's few hundred tok/s
+        # round to 0.0, so not "> 0")
+        assert abs(r["mfu"] - r["tokens_per_s"] * d["flops_per_token"] / 1e12) <= 5e-5
         assert r["loss"] > 0
         prof = r["profile"]  # --profile 1: the step's top operators by self time
         assert 0 < len(prof) <= 12 and all(e["ms_per_step"] >= 0 and e["calls_per_step"] > 0 for e in prof)
