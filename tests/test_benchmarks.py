@@ -18,7 +18,7 @@ def _run(*args, timeout=240):
     return p
 
 
-def _throughput(name: str = "throughput"):
+def _benchmark(name: str = "throughput"):
     """benchmarks/<name>.py as a module, run in this process (a new Python costs ≈ 9 s)."""
     import importlib
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -31,7 +31,7 @@ def _throughput(name: str = "throughput"):
 def test_kernel_kinds_of_an_h200_profile():
     """throughput.py sorts a GPU profile's kernels into kinds by name: the names here are the
     H200's (benchmarks/results/h200-2026-11-28/tp135-eelib-compiled.json) and torch's usual ones."""
-    kernel_kind = _throughput().kernel_kind
+    kernel_kind = _benchmark().kernel_kind
     want = {"nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_NNN": "matmul",
             "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1": "attention",
             "pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>>": "attention",
@@ -47,7 +47,7 @@ def test_kernel_kinds_of_an_h200_profile():
 
 def test_throughput_json(tmp_path, capsys):
     out = tmp_path / "t.json"
-    assert _throughput().main(["--preset", "test-micro", "--batch", "4", "--seq", "32", "--steps", "2",
+    assert _benchmark().main(["--preset", "test-micro", "--batch", "4", "--seq", "32", "--steps", "2",
                                "--warmup", "1", "--ce-chunk", "40", "--peak-tflops", "1", "--profile", "1",
                                "--accum", "3", "--json", str(out)]) == 0
     p = capsys.readouterr()
@@ -91,7 +91,7 @@ def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
     try:
         for backend, status in (("flash", "ok"), ("cudnn", "error")):
             out = tmp_path / f"{backend}.json"
-            _throughput().main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1",
+            _benchmark().main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1",
                                 "--warmup", "1", "--modes", "eelib", "--sdpa-backend", backend, "--json", str(out)])
             d = json.loads(out.read_text())
             assert d["sdpa_backend"] == backend
@@ -107,7 +107,7 @@ def test_throughput_sdpa_backend_is_the_only_kernel_allowed(tmp_path):
 def test_throughput_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, capsys):
     """--compile-mode goes to torch.compile for eelib's loop and the plain baseline alike, and the
     JSON and the table say which mode ran (torch.compile stubbed: what it would be called with)."""
-    throughput = _throughput()
+    throughput = _benchmark()
     import torch
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m, **kw: seen.append(kw) or m)
@@ -123,19 +123,17 @@ def test_throughput_compile_mode_reaches_torch_compile(tmp_path, monkeypatch, ca
     assert "compile mode reduce-overhead" in capsys.readouterr().out
 
 
-def test_throughput_bf16_weights_train_in_bf16(tmp_path, capsys):
+def test_throughput_bf16_weights_train_in_bf16(tmp_path, capsys, monkeypatch):
     """--weights bf16 (gpu_check's bound on a bf16 residual stream) trains bf16 parameters, says so
     in the JSON and the table, and the step still ends in a finite loss."""
     out = tmp_path / "t.json"
-    tp = _throughput()
+    tp = _benchmark()
     seen = []
     real = tp.make_optimizer
-    tp.make_optimizer = lambda model, *a: seen.append({p.dtype for p in model.parameters()}) or real(model, *a)
-    try:
-        assert tp.main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "1",
-                        "--modes", "eelib", "--weights", "bf16", "--json", str(out)]) == 0
-    finally:
-        tp.make_optimizer = real
+    monkeypatch.setattr(tp, "make_optimizer",
+                        lambda model, *a: seen.append({p.dtype for p in model.parameters()}) or real(model, *a))
+    assert tp.main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "1",
+                    "--modes", "eelib", "--weights", "bf16", "--json", str(out)]) == 0
     import torch
     assert seen == [{torch.bfloat16}]
     d = json.loads(out.read_text())
@@ -227,7 +225,7 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     assert d["ratio"] > 0
     # the same --work again would reuse its finished runs (0 s each) and read them as free: refused
     with pytest.raises(SystemExit, match="holds an earlier sweep's runs"):
-        _throughput("sweep_throughput").main(["--work", str(out / "sweep_work")])
+        _benchmark("sweep_throughput").main(["--work", str(out / "sweep_work")])
 
 
 @pytest.mark.parametrize("budget", [200, 520])
