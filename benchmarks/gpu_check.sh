@@ -40,7 +40,7 @@ OUT=$(cd "$OUT" && pwd)
 # A rerun into the same folder (a cut session, the warm machine) starts clean: an earlier call's
 # JSON would stand in the table for a piece skipped now, and its finished sweep runs would be reused
 # (0 s each) and read as free. The inductor cache stays: compile warm-ups then read short (stated).
-[ -z "${DRY:-}" ] && rm -rf "$OUT"/*.json "$OUT"/*.log "$OUT/sweep_work" "$OUT/status.txt" 2>/dev/null
+[ -z "${DRY:-}" ] && rm -rf "$OUT"/*.json "$OUT"/*.log "$OUT"/*.cmd "$OUT/sweep_work" "$OUT/status.txt" 2>/dev/null
 PY=${PYTHON:-python}
 # The GPU image has only python3 (KINDS.md); fall back to it where no `python` is on PATH.
 command -v "$PY" >/dev/null 2>&1 || PY=python3
@@ -67,13 +67,12 @@ EOF
   export PYTHONPATH="$OUT/blocker:$PYTHONPATH"
   DEV=cpu; P135=test-micro; P1B=test-micro; B135=4; B1B=2; SEQ=64; STEPS=2; WARM=1
   SWEEP="--scale micro --runs 2 --workers 2 --sequential-runs 1 --device cpu"; CAP=120; MIN=30
-  # At test-micro both scales are one model, so three 1B pieces would repeat a 135M piece's
-  # command with other numbers (≈ 13 s each, mostly Python start-up), and the 135M chunked-loss
-  # piece would repeat the 1B one (chunked at test-micro); skipped unless SKIP is set.
-  # The CUDA-graphs piece, traced with the eager backend (no compile mode), is the 135M piece
-  # again; the bf16-weights, flash-only and plain-eager pieces are too but for one flag or mode,
-  # which tests/test_benchmarks.py runs in-process (≈ 10 s of Python start-up a piece saved).
-  SKIP=${SKIP-"tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs tp135-eelib-compiled-bf16w tp135-eelib-compiled-flash tp135-plain-eager"}
+  # At test-micro both scales are one model and every throughput piece is one script, so only the
+  # pieces that run code of their own run here (preflight, eelib's and the plain loop, the sweep);
+  # the rest repeat throughput.py with other numbers or one more flag (≈ 13 s each, mostly Python
+  # start-up). tests/test_benchmarks.py runs those flags in-process and checks every GPU
+  # command (DRY=1 writes them). SKIP set by the caller replaces this list.
+  SKIP=${SKIP-"tp1b-eelib-compiled tp135-eelib-compiled-2x tp1b-eelib-compiled-2x tp1b-plain-compiled tp1b-plain-eager tp135-eelib-compiled-chunked tp135-eelib-compiled-cudagraphs tp135-eelib-compiled-bf16w tp135-eelib-compiled-flash tp135-plain-eager"}
 else
   DEV=cuda; P135=smollm2-135m; P1B=paper-1b; B135=32; B1B=16; SEQ=1024; STEPS=8; WARM=2
   SWEEP="--scale tiny --runs 12 --workers 12 --sequential-runs 3 --device cuda"; CAP=${CAP:-170}
@@ -113,6 +112,9 @@ piece() {  # piece NAME NEED CMD...: if NEED s are left, run under min(CAP, time
   case " ${SKIP:-} " in *" $name "*) echo "$name skipped (SKIP)" | tee -a "$OUT/status.txt"; return ;; esac
   local t; t=$(left)
   if [ "$t" -lt "$need" ]; then echo "$name skipped (budget: ${t}s left, needs ${need}s)" | tee -a "$OUT/status.txt"; return; fi
+  # its command, shell-quoted, in OUT/NAME.cmd (in the tarball; DRY=1 writes it too, so a test
+  # checks the GPU commands without a GPU)
+  { printf '%q ' "$@"; echo; } > "$OUT/$name.cmd"
   if [ "${DRY:-0}" = 1 ]; then
     echo "$name would run (${t}s left, needs ${need}s)" | tee -a "$OUT/status.txt"; SIM=$(( SIM + need )); return
   fi

