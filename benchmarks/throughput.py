@@ -33,9 +33,11 @@ cannot take a mask tensor: under transformers 5.17 the plain modes' compiled ste
 `--compile-mode reduce-overhead` has torch.compile replay each step's kernels as CUDA graphs: the
 135M step runs some two thousand short kernels (estimated), so if the GPU waits on their launches (the profile's
 busy time below the step's wall time) this closes the gaps; on CPU the graphs are skipped.
-`--weights bf16` trains bf16 parameters (no fp32 master copy, so not a way to train): under
-autocast the weights, and with them the residual stream, stay fp32, and this measures what halving
-those bytes would be worth before fp32 master weights are built for it.
+`--stream bf16` gives eelib's model a bf16 residual stream under autocast, fp32 weights and AdamW
+kept (config `residual_stream`, eelib/model.py): under autocast transformers' Llama otherwise keeps
+the stream, the RoPE tables and the activations saved for backward in the weights' fp32.
+`--weights bf16` trains bf16 parameters (no fp32 master copy, so not a way to train): a bound on
+what the bf16 stream, bf16 weights and a bf16 optimizer together could be worth.
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,
 the operators that took most device time (self time per step; CPU time on CPU): what a step
 spends its time on, so a gap between modes is measured rather than estimated. On CUDA it also
@@ -60,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from eelib.loss import LMLoss, compile_module  # noqa: E402
 from eelib.mixture import Mixture, Source  # noqa: E402
+from eelib.config import RESIDUAL_STREAMS  # noqa: E402
 from eelib.model import CAUSAL_SDPA, build_model, llama_config  # noqa: E402
 from eelib.train import LoopSpec, _autocast, _check_finite, make_optimizer  # noqa: E402
 
@@ -206,7 +209,8 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
     # the plain baseline keeps transformers' stock attention ("sdpa"); eelib's models use causal SDPA
     # without a mask tensor (eelib/model.py, CAUSAL_SDPA)
     attention = CAUSAL_SDPA if mode.startswith("eelib") else "sdpa"
-    model = build_model(args.preset, args.vocab, seed=0, attention=attention).to(device).train()
+    stream = args.stream if mode.startswith("eelib") else "fp32"  # the baseline stays transformers' own
+    model = build_model(args.preset, args.vocab, seed=0, attention=attention, stream=stream).to(device).train()
     if args.weights == "bf16":  # an upper bound only: no fp32 master copy, so AdamW rounds in bf16
         model = model.to(torch.bfloat16)
     fpt = flops_per_token(model, args.seq)
@@ -218,6 +222,8 @@ def bench_mode(mode: str, args, device, emit=lambda row: None) -> dict:
         row["compile_mode"] = args.compile_mode
     if args.weights != "fp32":
         row["weights"] = args.weights
+    if stream != "fp32":
+        row["residual_stream"] = stream
     step = opt = None
     try:
         if mode.startswith("eelib"):
@@ -339,7 +345,8 @@ def run(args) -> dict:
            "flops_per_token": flops_per_token(probe, args.seq),
            "flops_formula": "6*N + 12*L*d*T (N: matmul params = all minus an untied input embedding)",
            "peak_tflops": args.peak_tflops, "ce_chunk": args.ce_chunk, "sdpa_backend": args.sdpa_backend,
-           "compile_mode": args.compile_mode, "weights": args.weights, "results": []}
+           "compile_mode": args.compile_mode, "weights": args.weights,
+           "residual_stream": args.stream, "results": []}
     del probe
 
     def emit(row: dict) -> None:  # the JSON so far, rewritten as each number comes in
@@ -366,7 +373,8 @@ def table(out: dict) -> str:
             f"{out['device_name']}, {out['flops_per_token'] / 1e9:.3f} GFLOP/token"
             + (f", peak {out['peak_tflops']:g} TFLOP/s" if out["peak_tflops"] else "")
             + (f", compile mode {out['compile_mode']}" if out.get("compile_mode", "default") != "default" else "")
-            + (f", {out['weights']} weights" if out.get("weights", "fp32") != "fp32" else ""))
+            + (f", {out['weights']} weights" if out.get("weights", "fp32") != "fp32" else "")
+            + (f", eelib's residual stream {out['residual_stream']}" if out.get("residual_stream", "fp32") != "fp32" else ""))
     lines = [head, f"{'mode':<16}{'tok/s':>12}{'MFU':>8}{'step ms':>10}{'warmup s':>10}{'peak GB':>10}"]
     for r in out["results"]:
         if r.get("status") != "ok":
@@ -423,6 +431,9 @@ def parse(argv=None):
     ap.add_argument("--weights", default="fp32", choices=("fp32", "bf16"),
                     help="parameter dtype; bf16 halves the residual stream's bytes (fp32 under autocast "
                          "otherwise) but has no fp32 master copy: a speed bound, not a way to train")
+    ap.add_argument("--stream", default="fp32", choices=RESIDUAL_STREAMS,
+                    help="eelib's residual stream under autocast (config residual_stream): bf16 halves "
+                         "its bytes, weights and AdamW stay fp32")
     ap.add_argument("--sdpa-backend", default="auto", choices=SDPA_BACKENDS,
                     help="the only attention kernel torch may use (auto: torch's own choice)")
     ap.add_argument("--json", default=None, help="also write the results here")

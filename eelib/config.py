@@ -58,6 +58,10 @@ CORPUS_CAPACITY = {
 }
 
 
+# The residual stream's dtype under autocast (`residual_stream`; eelib/model.py, set_residual_stream).
+RESIDUAL_STREAMS = ("fp32", "bf16")
+
+
 class ConfigError(ValueError):
     """A params file (or override) that cannot run. The message names the field and the fix."""
 
@@ -136,6 +140,7 @@ class ExperimentConfig:
     compile: bool = False            # torch.compile the model (off on CPU: +4–11% only)
     threads: int = 0                 # torch CPU threads; 0 = torch's default
     ce_chunk: int = 0                # tokens per chunk of the chunked cross-entropy (eelib/loss.py); 0 = plain
+    residual_stream: str = "fp32"    # fp32 | bf16: the residual stream's dtype under CUDA autocast (eelib/model.py)
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)

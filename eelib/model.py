@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from eelib.config import RESIDUAL_STREAMS
+
 # Attention: torch's SDPA told `is_causal=True`, with no mask tensor (a speed choice; the paper is
 # silent). Stock "sdpa" in transformers 5.17 (the GPU image's, 2026-11-28) builds an explicit T × T
 # causal mask whenever dynamo traces, so a compiled step hands SDPA `attn_mask=`: cuDNN then works
@@ -84,14 +86,48 @@ def llama_config(preset: str, vocab_size: int, attention: str = CAUSAL_SDPA) -> 
                        bos_token_id=None, eos_token_id=None, pad_token_id=None, **kw)
 
 
-def build_model(preset: str, vocab_size: int, seed: int, attention: str = CAUSAL_SDPA) -> LlamaForCausalLM:
+def build_model(preset: str, vocab_size: int, seed: int, attention: str = CAUSAL_SDPA,
+                stream: str = "fp32") -> LlamaForCausalLM:
     """A freshly initialised model; `seed` alone fixes its weights. `attention="sdpa"` gives stock
-    transformers attention (the plain baseline of benchmarks/throughput.py)."""
+    transformers attention (the plain baseline of benchmarks/throughput.py). `stream`: the
+    residual stream's dtype under autocast (`set_residual_stream`)."""
     cfg = llama_config(preset, vocab_size, attention)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
+    set_residual_stream(model, stream)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The residual stream's dtype (issue 5; the paper is silent). Under bf16 autocast, transformers'
+# Llama keeps the stream in the weights' dtype: the embedding's output is fp32 (a lookup, not an
+# autocast op), each block adds its bf16 output to it in fp32, and every norm, RoPE table and
+# residual add reads and writes fp32. "bf16" casts the embedding's output to the autocast dtype,
+# so the stream, the RoPE tables (built in the input's dtype) and the activations saved for
+# backward are bf16, while the weights and AdamW stay fp32 (the master copy). Megatron-LM's
+# `--fp32-residual-connection` is off by default, i.e. a bf16 stream is its default in bf16
+# training. Without autocast (eelib's CPU runs) the hook does nothing, so CPU numbers are the
+# same either way.
+def _stream_hook(module, args, output):
+    dev = output.device.type
+    if torch.is_autocast_enabled(dev):
+        return output.to(torch.get_autocast_dtype(dev))
+    return output
+
+
+def set_residual_stream(model: LlamaForCausalLM, stream: str) -> None:
+    """Keep the residual stream in fp32 (transformers' behaviour) or in the autocast dtype."""
+    if stream not in RESIDUAL_STREAMS:
+        raise ValueError(f"residual stream must be one of {RESIDUAL_STREAMS}, got {stream!r}")
+    handle = getattr(model, "_eelib_stream_hook", None)
+    if handle is not None:
+        handle.remove()
+    model._eelib_stream_hook = None
+    if stream == "bf16":
+        embed = model.get_input_embeddings()
+        model._eelib_stream_hook = embed.register_forward_hook(_stream_hook)
+    model._eelib_stream = stream
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -147,7 +147,7 @@ ROW_FIELDS = ("pipeline", "allocation", "seed", "model", "stage1.lam", "data.pos
 
 
 # Fields that choose how a run executes, not what it computes (up to floating-point order).
-HOW_FIELDS = ("name", "device", "compile", "threads", "ce_chunk", "data.cache_dir", "stage1.micro_batch",
+HOW_FIELDS = ("name", "device", "compile", "threads", "ce_chunk", "residual_stream", "data.cache_dir", "stage1.micro_batch",
               "stage2.micro_batch", "stage3.micro_batch", "stage1.ckpt_interval")
 
 

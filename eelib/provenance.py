@@ -58,7 +58,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: int) -> dict:
+def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: int,
+                residual_stream: str = "fp32") -> dict:
     """What one training process ran with; JSON-ready."""
     return {
         "eelib": _version("eelib"), "source": source_revision(),
@@ -67,6 +68,8 @@ def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: in
         "device": device_name(device), "world": world,
         "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         "compile": bool(compile), "ce_chunk": int(ce_chunk),
+        # the stream's dtype under autocast; without autocast (CPU) it changes nothing (model.py)
+        "residual_stream": residual_stream,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         # CPU kernels differ by instruction set (AVX2, AVX-512), and so does their rounding:
         # same params + seed give the same numbers on CPUs of the same capability only.

@@ -224,7 +224,7 @@ def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResul
     if k:
         sources.append(Source(cfg.post_corpus, post.tokens, k, once=True, quota=k))
     mix = Mixture(sources, seed=cfg.seed)
-    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed, stream=cfg.residual_stream)
     spec = LoopSpec(lr=s1.lr, min_lr=s1.min_lr, warmup_steps=s1.warmup_steps,
                     weight_decay=s1.weight_decay, batch_size=s1.batch_size, micro_batch=s1.micro_batch,
                     max_steps=_steps(mix.total, s1.batch_size), ckpt_interval=s1.ckpt_interval,
@@ -261,7 +261,7 @@ def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progres
     t0, device = time.time(), resolve_device(cfg)
     d, s2 = cfg.data, cfg.stage2
     val = read_ahead(cfg)  # stage 1 may have been reused from a run with other stage-3 budgets
-    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed, stream=cfg.residual_stream)
     model.load_state_dict(checkpoint.load_model(stage1.dir / "final"))
     post = corpus_windows(cfg.post_corpus, "train", d.post_tokens, d)
     general = corpus_windows("c4", "train", d.general_tokens, d)
@@ -335,7 +335,7 @@ def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Pat
     t0, device = time.time(), resolve_device(cfg)
     d, s3 = cfg.data, cfg.stage3
     val = heldout(cfg)
-    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed)
+    model = build_model(cfg.model, vocab_size(d), seed=cfg.seed, stream=cfg.residual_stream)
     model.load_state_dict(checkpoint.load_model(stage2.dir / "final"))
     ft = corpus_windows(cfg.ft_corpus, "train", s3.tokens, d)
     mix = Mixture([Source(cfg.ft_corpus, ft.tokens, 1.0, once=True, quota=ft.n)], seed=cfg.seed + 2)

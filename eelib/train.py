@@ -21,7 +21,7 @@ import torch
 
 from eelib import checkpoint, distributed, provenance
 from eelib.io import fault_point
-from eelib.loss import LMLoss, chunked_lm_loss, lm_loss
+from eelib.loss import LMLoss, base_model, chunked_lm_loss, lm_loss
 from eelib.mixture import Mixture
 
 
@@ -263,7 +263,8 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
         print(f"[eelib] {desc}: resuming at step {step} from {Path(stage_dir) / 'ckpt'}", file=sys.stderr)
     # How this stage is computed, one segment per process that trains it (eelib/provenance.py).
     env = provenance.environment(device, world=dist.world if dist is not None else 1, compile=compile,
-                                 ce_chunk=spec.chunked_ce)
+                                 ce_chunk=spec.chunked_ce,
+                                 residual_stream=getattr(base_model(model), "_eelib_stream", "fp32"))
     segments = provenance.Segments(resumed.get("segments") if resumed is not None else None, env, step,
                                    spec.batch_size * mixture.seq_len)
 

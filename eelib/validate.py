@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from eelib.config import (CORPUS_CAPACITY, CORPUS_NAMES, OWN_CORPUS_NAME, PIPELINES, RESERVED_NAMES,
-                          ConfigError, DataConfig, ExperimentConfig, pipeline_corpora)
+                          RESIDUAL_STREAMS, ConfigError, DataConfig, ExperimentConfig, pipeline_corpora)
 from eelib.corpora.registry import HUB_DATASET_FIELDS
 
 
@@ -93,6 +93,8 @@ def _check_run(cfg: ExperimentConfig) -> None:
     _check(0 <= cfg.seed < 2**31, "seed", f"must be >= 0 and < 2**31 ({2**31:,}), got {cfg.seed}")
     _check(cfg.threads >= 0, "threads", "must be >= 0 (0 = torch default)")
     _check(cfg.ce_chunk >= 0, "ce_chunk", "must be >= 0 (0 = the plain loss; e.g. 8192 tokens per chunk)")
+    _check(cfg.residual_stream in RESIDUAL_STREAMS, "residual_stream",
+           f"use fp32 (transformers' stream under autocast) or bf16, got {cfg.residual_stream!r}")
     _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
            "must be a non-empty directory name without '/'")
     _check(cfg.name.isprintable() and cfg.name.strip() == cfg.name, "name",

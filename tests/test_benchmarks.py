@@ -142,6 +142,24 @@ def test_throughput_bf16_weights_train_in_bf16(tmp_path, capsys, monkeypatch):
     assert "bf16 weights" in capsys.readouterr().out
 
 
+def test_throughput_bf16_stream_is_eelibs_alone(tmp_path, capsys, monkeypatch):
+    """--stream bf16 builds eelib's model with the bf16 residual stream and leaves the plain
+    baseline transformers' own; JSON and table say so."""
+    tp = _benchmark()
+    seen = []
+    real = tp.build_model
+    monkeypatch.setattr(tp, "build_model", lambda *a, **kw: seen.append(kw.get("stream")) or real(*a, **kw))
+    out = tmp_path / "t.json"
+    assert tp.main(["--preset", "test-micro", "--batch", "2", "--seq", "16", "--steps", "1", "--warmup", "1",
+                    "--modes", "eelib", "plain-eager", "--stream", "bf16", "--json", str(out)]) == 0
+    assert seen == [None, "bf16", "fp32"]  # the FLOP count's probe (meta device), then the two modes
+    d = json.loads(out.read_text())
+    assert d["residual_stream"] == "bf16"
+    assert d["results"][0]["residual_stream"] == "bf16" and "residual_stream" not in d["results"][1]
+    assert all(r["status"] == "ok" for r in d["results"])
+    assert "eelib's residual stream bf16" in capsys.readouterr().out
+
+
 def test_tokenize_throughput_batched_equals_per_document(tmp_path):
     out = tmp_path / "tok.json"
     p = _run("benchmarks/tokenize_throughput.py", "--vocab", "1000", "--tokens", "200000",
@@ -177,7 +195,7 @@ def test_gpu_check_cpu_smoke_runs_every_piece_without_the_notebook_stack(tmp_pat
     status = (out / "status.txt").read_text().splitlines()
     for piece in ("preflight", "tp135-eelib-compiled", "tp135-plain-compiled", "sweep"):
         assert any(line.startswith(f"{piece} rc=0 ") for line in status), (piece, status)
-    for piece in ("tp1b-eelib-compiled", "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp1b-plain-compiled",
+    for piece in ("tp1b-eelib-compiled", "tp135-eelib-compiled-bf16stream", "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp1b-plain-compiled",
                   "tp1b-plain-eager", "tp135-eelib-compiled-chunked", "tp135-eelib-compiled-cudagraphs",
                   "tp135-eelib-compiled-bf16w", "tp135-eelib-compiled-flash", "tp135-plain-eager"):
         assert f"{piece} skipped (SKIP)" in status
@@ -239,7 +257,7 @@ def test_gpu_check_pieces_measure_what_the_params_train(tmp_path):
         assert argv[1] == "benchmarks/throughput.py", argv
         args[f.stem] = a = tp.parse(argv[2:])
         assert a.device == "cuda" and a.seq == 1024 and a.json == str(out / f"{f.stem}.json")
-    assert len(args) == 12  # every throughput piece
+    assert len(args) == 13  # every throughput piece
     for scale, preset in (("135m", "smollm2-135m"), ("1b", "paper-1b")):
         s1, name = _params_stage1(scale), f"tp{scale.removesuffix('m')}-eelib-compiled"
         a, a2 = args[name], args[name + "-2x"]
@@ -250,6 +268,8 @@ def test_gpu_check_pieces_measure_what_the_params_train(tmp_path):
             assert a.accum * a.batch == a2.accum * a2.batch == s1["batch_size"]
     assert args["tp135-eelib-compiled"].accum == 8
     assert args["tp135-eelib-compiled-cudagraphs"].compile_mode == "reduce-overhead"
+    assert args["tp135-eelib-compiled-bf16stream"].stream == "bf16"
+    assert {a.stream for n, a in args.items() if n != "tp135-eelib-compiled-bf16stream"} == {"fp32"}
     assert args["tp135-eelib-compiled-chunked"].ce_chunk == 8192
 
 
@@ -270,8 +290,8 @@ def test_gpu_check_starts_only_pieces_the_budget_covers(tmp_path, budget):
         assert m, line
         got[m[1]] = ("run" if m[2].startswith("would") else "skip", int(m[3]))
     compiled = ["tp135-eelib-compiled", "tp135-plain-compiled", "tp1b-eelib-compiled",
-                "tp135-eelib-compiled-cudagraphs", "tp135-eelib-compiled-bf16w", "tp1b-plain-compiled",
-                "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp135-eelib-compiled-flash",
+                "tp135-eelib-compiled-bf16stream", "tp135-eelib-compiled-cudagraphs", "tp135-eelib-compiled-bf16w",
+                "tp1b-plain-compiled", "tp135-eelib-compiled-2x", "tp1b-eelib-compiled-2x", "tp135-eelib-compiled-flash",
                 "tp135-eelib-compiled-chunked"]
     if budget == 200:  # 20 + 130: one compiled piece; 50 s left: one eager piece
         want = {"preflight": ("run", 20), "tp135-eelib-compiled": ("run", 130),
@@ -299,7 +319,7 @@ def test_gpu_check_skip_gives_the_budget_to_the_next_pieces(tmp_path):
     assert "tp135-plain-compiled skipped (SKIP)" in status and "tp1b-plain-eager skipped (SKIP)" in status
     # 520 - 20 - 130 - 130 = 240: the piece that the plain piece's 130 s crowded out now runs, and
     # the sweep's 100 s after it; 10 s are left for nothing else
-    assert any(s.startswith("tp135-eelib-compiled-cudagraphs would run") for s in status), status
+    assert any(s.startswith("tp135-eelib-compiled-bf16stream would run") for s in status), status
     assert any(s.startswith("sweep would run") for s in status), status
     assert any(s.startswith("tp1b-plain-compiled skipped (budget: 10s") for s in status), status
 

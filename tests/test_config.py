@@ -58,6 +58,8 @@ BAD = [
     ("dropout-one", _with(stage2__dropout=1.0), "stage2.dropout"),
     ("dropout-negative", _with(stage2__dropout=-0.1), "stage2.dropout"),
     ("micro-batch-negative", _with(stage1__micro_batch=-1), "stage1.micro_batch"),
+    ("residual-stream-fp16", _with(residual_stream="fp16"),
+     "residual_stream: use fp32 (transformers' stream under autocast) or bf16, got 'fp16'"),
     ("c4-train-too-small", _with(data__general_tokens=4_000_000), "data.general_tokens: 4,000,000 tokens asked of offline c4/train"),
     ("c4-val-too-small", _with(data__val_tokens=200_000), "data.val_tokens"),
     ("same-post-and-ft", _with(pipeline="music->music"), "pipeline"),

@@ -1,5 +1,6 @@
 """stage.json says how a stage was computed (eelib/provenance.py): one segment per training
-process, with its software, device, world size, compile / chunked-CE settings and speed."""
+process, with its software, device, world size, compile / chunked-CE / residual-stream settings
+and speed."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY, compared, read_rows, write_params
 from eelib import provenance
 
 
@@ -27,6 +28,7 @@ def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
         (seg,) = rec["computed"]
         assert (seg["from_step"], seg["to_step"]) == (0, rec["steps"]), path
         assert seg["world"] == 1 and seg["compile"] is False and seg["ce_chunk"] == 0
+        assert seg["residual_stream"] == "fp32"
         assert seg["device"].startswith("cpu (") and seg["precision"] == "fp32" and seg["threads"] == 1
         # CPU numbers are reproducible within one instruction set only (docs/reliability.md)
         assert seg["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -36,9 +38,24 @@ def test_every_stage_of_a_run_records_one_cpu_segment(baseline):
         assert seg["source"] == head or (head and seg["source"] == head + "+dirty"), (seg["source"], head)
 
 
+def test_residual_stream_reaches_every_stage_and_changes_no_cpu_number(tmp_path, baseline, cli):
+    """`residual_stream: bf16` builds every stage's model with the bf16 stream and each stage.json
+    says so; on CPU (no autocast) the rows equal the fp32 stream's bit for bit, which is why the
+    field keys no stage (docs/decisions.md)."""
+    write_params(tmp_path / "tiny.yaml", dict(TINY, residual_stream="bf16"))
+    p = cli(tmp_path, "run", "tiny.yaml", "--out", "outputs", "--no-progress")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert compared(read_rows(tmp_path)) == compared(baseline["rows"])
+    recs = sorted((tmp_path / "outputs" / "tiny").glob("stage*/*/stage.json"))
+    assert len(recs) == 4
+    for path in recs:
+        assert [seg["residual_stream"] for seg in json.loads(path.read_text())["computed"]] == ["bf16"], path
+
+
 def test_segments_continue_the_ones_a_checkpoint_carried():
-    env = provenance.environment(torch.device("cpu"), world=4, compile=True, ce_chunk=8192)
+    env = provenance.environment(torch.device("cpu"), world=4, compile=True, ce_chunk=8192, residual_stream="bf16")
     assert env["world"] == 4 and env["compile"] is True and env["ce_chunk"] == 8192
+    assert env["residual_stream"] == "bf16"
     earlier = [dict(env, from_step=0, to_step=50, seconds=1.0, wall_tokens_per_s=10.0)]
     seg = provenance.Segments(earlier, env, from_step=50, tokens_per_step=1024)
     out = seg.upto(60)

@@ -193,6 +193,7 @@ KEYED = [
     ("stage3.weight_decay", 0.1, {3}), ("stage3.batch_size", 4, {3}), ("stage3.eval_interval", 2, {3}),
     # how a stage executes, not what it computes (docs/decisions.md, "What stage keys leave out")
     ("device", "cpu", set()), ("compile", True, set()), ("threads", 2, set()), ("ce_chunk", 64, set()),
+    ("residual_stream", "bf16", set()),
     ("name", "other", set()), ("stage1.ckpt_interval", 7, set()),
 ]
 
