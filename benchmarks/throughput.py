@@ -35,7 +35,7 @@ cannot take a mask tensor: under transformers 5.17 the plain modes' compiled ste
 busy time below the step's wall time) this closes the gaps; on CPU the graphs are skipped.
 `--stream bf16` gives eelib's model a bf16 residual stream under autocast, fp32 weights and AdamW
 kept (config `residual_stream`, eelib/model.py): under autocast transformers' Llama otherwise keeps
-the stream, the RoPE tables and the activations saved for backward in the weights' fp32.
+the stream and the RoPE tables in the weights' fp32.
 `--weights bf16` trains bf16 parameters (no fp32 master copy, so not a way to train): a bound on
 what the bf16 stream, bf16 weights and a bf16 optimizer together could be worth.
 `--profile N` runs N more steps under torch.profiler after the timed ones and records, per mode,

@@ -100,12 +100,13 @@ def build_model(preset: str, vocab_size: int, seed: int, attention: str = CAUSAL
 
 
 # ---------------------------------------------------------------------------------------------
-# The residual stream's dtype (issue 5; the paper is silent). Under bf16 autocast, transformers'
-# Llama keeps the stream in the weights' dtype: the embedding's output is fp32 (a lookup, not an
-# autocast op), each block adds its bf16 output to it in fp32, and every norm, RoPE table and
-# residual add reads and writes fp32. "bf16" casts the embedding's output to the autocast dtype,
-# so the stream, the RoPE tables (built in the input's dtype) and the activations saved for
-# backward are bf16, while the weights and AdamW stay fp32 (the master copy). Megatron-LM's
+# The residual stream's dtype (issue 5; the paper says only "bf16-mixed", Table 5). Under bf16
+# autocast, transformers' Llama keeps the stream in the weights' dtype: the embedding's output is
+# fp32 (a lookup, not an autocast op), each block adds its bf16 output to it in fp32, and every
+# norm input, RoPE table and residual add is fp32. "bf16" casts the embedding's output to the
+# autocast dtype, so the stream and the RoPE tables (built in the input's dtype) are bf16: half
+# the bytes through every residual add and norm, while the weights and AdamW stay fp32 (the
+# master copy) and the norms still compute in fp32 inside. Megatron-LM's
 # `--fp32-residual-connection` is off by default, i.e. a bf16 stream is its default in bf16
 # training. Without autocast (eelib's CPU runs) the hook does nothing, so CPU numbers are the
 # same either way.
