@@ -58,6 +58,9 @@ CORPUS_CAPACITY = {
 }
 
 
+# The outputs root a run writes under when no --out / root is given (relative: the working directory).
+OUTPUTS = Path("outputs")
+
 # The residual stream's dtype under autocast (`residual_stream`; eelib/model.py, set_residual_stream).
 RESIDUAL_STREAMS = ("fp32", "bf16")
 
@@ -134,7 +137,7 @@ class ExperimentConfig:
     name: str = "experiment"
     pipeline: str = "music->chem"
     allocation: str = "added"        # added: Fig 3a (λ·D_post on top) | split: Fig 3b (λ / 1−λ)
-    model: str = "cpu-tiny"          # preset in eelib.model.PRESETS
+    model: str = "cpu-tiny"          # preset in eelib.presets.PRESETS
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     compile: bool = False            # torch.compile the model (off on CPU: +4–11% only)

@@ -13,6 +13,7 @@ from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from eelib.config import RESIDUAL_STREAMS
+from eelib.presets import PRESETS  # plain data, apart so that validation needs no torch
 
 # Attention: torch's SDPA told `is_causal=True`, with no mask tensor (a speed choice; the paper is
 # silent). Stock "sdpa" in transformers 5.17 (the GPU image's, 2026-11-28) builds an explicit T × T
@@ -32,47 +33,6 @@ def _causal_sdpa(module, query, key, value, attention_mask, **kwargs):
 
 
 AttentionInterface.register(CAUSAL_SDPA, _causal_sdpa)
-
-# vocab_size=None: taken from the tokenizer (the CPU presets use the byte tokenizer).
-PRESETS: dict[str, dict] = {
-    # The released HuggingFaceTB/SmolLM2-135M config (the paper prints no 135M architecture table, only Table 2's 1B one).
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                         tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=8192,
-                         rms_norm_eps=1e-5, initializer_range=576 ** -0.5),  # its init std, 1/sqrt(hidden)
-    # Paper Table 2: 24 layers, hidden 1728, 27 heads MHA, MLP 4608, RoPE 1e5, untied; 1.03B params.
-    "paper-1b": dict(hidden_size=1728, intermediate_size=4608, num_hidden_layers=24,
-                     num_attention_heads=27, num_key_value_heads=27, vocab_size=49152,
-                     tie_word_embeddings=False, rope_theta=100000.0, max_position_embeddings=8192,
-                     rms_norm_eps=1e-5, initializer_range=0.02),  # init std not in Table 2: HF's default
-    # CPU sizes (measured before the build: 23–29k tok/s at 0.59M params on 2 threads). Same family, same code path.
-    "cpu-tiny": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=4, vocab_size=None,
-                     tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=2048,
-                     rms_norm_eps=1e-5),
-    "cpu-small": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4,
-                      num_attention_heads=6, num_key_value_heads=6, vocab_size=None,
-                      tie_word_embeddings=True, rope_theta=100000.0, max_position_embeddings=2048,
-                      rms_norm_eps=1e-5),
-    # For unit tests only: a few thousand parameters.
-    "test-micro": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, vocab_size=None,
-                       tie_word_embeddings=True, rope_theta=10000.0, max_position_embeddings=1024,
-                       rms_norm_eps=1e-5),
-}
-
-
-# Stage keys name a preset, not its contents; so a change to what a preset builds bumps its
-# revision here, which enters the keys (`preset_key`), or stages trained with the old contents
-# would be reused. tests/test_stage_reuse.py pins each preset's contents to its revision.
-# smollm2-135m r1: init std 1/sqrt(576), the released config's, instead of 0.02 (2026-11-27).
-PRESET_REVISIONS = {"smollm2-135m": 1}
-
-
-def preset_key(preset: str) -> str:
-    """The preset as stage keys name it: the name, with its revision once it has one."""
-    rev = PRESET_REVISIONS.get(preset, 0)
-    return f"{preset}@r{rev}" if rev else preset
 
 
 def llama_config(preset: str, vocab_size: int, attention: str = CAUSAL_SDPA) -> LlamaConfig:

@@ -19,7 +19,7 @@ from typing import Iterable
 from eelib import config as C
 from eelib.io import CorruptRecord, atomic_write_json, atomic_write_text, read_json
 from eelib.rundir import _comparable, _flat, _stored_config, claim_run_dir, release_run
-from eelib.stages import OUTPUTS, finetune, posttrain, pretrain
+from eelib.config import OUTPUTS
 
 
 # What to do with a run's result.json that was cut or edited outside eelib (io.read_json).
@@ -61,13 +61,16 @@ def run_pipeline(cfg: C.ExperimentConfig, run: str = "run", root: Path | None = 
                  progress: bool = True, swept: list[str] | None = None) -> list[dict]:
     """Stages 1–3 for one config; reuses any stage already finished; returns its rows.
     `swept`: the keys of the grid this run belongs to (claim_run_dir)."""
+    # stages (torch, transformers: ≈ 8 s of imports) only here, where a run trains: a batch's
+    # parent process, which only hands runs out and collects them, never imports them
+    from eelib import stages
     rdir = claim_run_dir(cfg, run, root, swept)
     try:
         _refuse_stale(cfg, rdir, root)
         t0 = time.time()
-        s1 = pretrain(cfg, root=root, progress=progress)
-        s2 = posttrain(cfg, s1, root=root, progress=progress)
-        s3s = [finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
+        s1 = stages.pretrain(cfg, root=root, progress=progress)
+        s2 = stages.posttrain(cfg, s1, root=root, progress=progress)
+        s3s = [stages.finetune(cfg, s2, lr, root=root, progress=progress) for lr in cfg.stage3.lrs]
         rows = rows_for(cfg, run, s1, s2, s3s)
         from eelib import distributed
         # Under torchrun rank 0 writes the run's result; a finished run's result is kept as it was

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from eelib import config as C
 from eelib.io import atomic_write_json, atomic_write_text
-from eelib.stages import OUTPUTS
 
 
 def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path:
@@ -29,7 +28,7 @@ def run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None) -> Path
         # 'a/b' nests it where results.jsonl and the report never look (runs/*/result.json)
         raise C.ConfigError(f"run name {run!r}: give one directory name (no '/', not '.' or '..', at most "
                             "200 bytes), e.g. --run-name lam0.5 or -p run lam0.5")
-    return Path(root or OUTPUTS) / cfg.name / "runs" / run
+    return Path(root or C.OUTPUTS) / cfg.name / "runs" / run
 
 
 def _data_identity(cfg: C.ExperimentConfig) -> dict | None:
@@ -175,9 +174,11 @@ def claim_run_dir(cfg: C.ExperimentConfig, run: str, root: Path | None = None,
     its stamp and config.yaml are brought up to date. `swept`: the keys of the grid the run belongs
     to, recorded once in swept.json (what pooled_runs takes as varying by design).
     Under torchrun rank 0 claims and holds it for the group; the others get its outcome."""
-    from eelib import distributed
     rdir = Path(os.path.abspath(run_dir(cfg, run, root)))
-    dist = distributed.current()
+    # A process group exists only once eelib.distributed set it up; a process that never imported
+    # it (a batch's parent) has none, and need not import torch to learn so.
+    distributed = sys.modules.get("eelib.distributed")
+    dist = distributed.current() if distributed is not None else None
     if dist is None or dist.world == 1:
         _claim(cfg, rdir, run, swept)
         return rdir

@@ -24,11 +24,12 @@ from eelib import checkpoint, config as C
 from eelib.data import corpus_windows, files_identity, shard_key, vocab_size
 from eelib.tokenizer import tokenizer_id
 from eelib.mixture import Mixture, Source, check_delivery
-from eelib.model import add_lora, build_model, merge_lora, n_params, preset_key, set_dropout
+from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
+from eelib.presets import preset_key
 from eelib.stagedir import StageResult, begin, finish, locked, save_final
 from eelib.train import LoopSpec, heldout_loss, train
 
-OUTPUTS = Path("outputs")
+OUTPUTS = C.OUTPUTS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Bad input is refused with a `ConfigError` naming the field and the fix (issue 7): out-of-range
 values, inconsistent combinations, corpora and files that cannot be read, budgets a finite corpus
 cannot hold. `eelib.config` calls `validate` on every params file and every grid combination
-before anything runs; the model-preset checks are apart (`check_model`) because they import torch.
+before anything runs; the model-preset checks are apart (`check_model`), run after the field checks
+of every grid combination.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from eelib.config import (CORPUS_CAPACITY, CORPUS_NAMES, OWN_CORPUS_NAME, PIPELINES, RESERVED_NAMES,
                           RESIDUAL_STREAMS, ConfigError, DataConfig, ExperimentConfig, pipeline_corpora)
 from eelib.corpora.registry import HUB_DATASET_FIELDS
+from eelib.presets import PRESETS
 
 
 def data_files_found(pattern: str) -> list[str]:
@@ -266,9 +268,7 @@ def _check_grid(cfg: ExperimentConfig) -> None:
 
 
 def check_model(cfg: ExperimentConfig) -> ExperimentConfig:
-    # Apart, because it imports torch (seconds): the other checks answer a bad file instantly.
     d = cfg.data
-    from eelib.model import PRESETS  # local import: config must not pull torch at import time
     _check(cfg.model in PRESETS, "model", f"unknown preset {cfg.model!r}; use one of {sorted(PRESETS)}")
     max_pos = PRESETS[cfg.model]["max_position_embeddings"]
     _check(d.seq_len <= max_pos, "data.seq_len", f"must be <= {max_pos} for model {cfg.model!r}")

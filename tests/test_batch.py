@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,6 +81,30 @@ def test_parallel_workers_failure_isolation_and_reuse(tmp_path, cli):
     summary2 = json.loads((edir / "summary.json").read_text())
     assert {r["run"]: r["status"] for r in summary2["runs"]} == {"lr0.003": "reused", "lr1000000.0": "failed"}
     assert done.stat().st_mtime_ns == before
+
+
+PARENT_STEPS = """import sys
+from eelib import batch, config as C, pipeline
+cfg = C.load("p.yaml")  # every field and grid combination checked, model presets included
+runs = pipeline.grid_runs(cfg)
+rdir = pipeline.claim_run_dir(runs[0][1], runs[0][0], "outputs", list(cfg.grid))
+pipeline.release_run(rdir)
+batch.default_workers()
+print(sorted({"torch", "transformers"} & set(sys.modules)))
+"""
+
+
+def test_the_batch_parent_imports_no_torch(tmp_path):
+    """A batch's parent process checks the params, claims run directories and hands runs out; the
+    runs train in their own processes. Importing torch and transformers there cost every
+    `eelib batch` ≈ 8 s on the CI machine before a run started (the stages are now imported
+    where a run trains, the presets are plain data, and no GPU driver means no GPU to count)."""
+    write_params(tmp_path / "p.yaml", _cfg({"stage1.lam": [0.0, 0.5]}, name="parent"))
+    p = subprocess.run([sys.executable, "-c", PARENT_STEPS], cwd=tmp_path, env=child_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[]"
+    assert (tmp_path / "outputs" / "parent" / "runs" / "lam0.0" / "config.yaml").exists()  # it did claim
 
 
 def test_stage_notebooks_declare_every_config_field():

@@ -373,7 +373,7 @@ def test_a_run_that_fails_releases_its_experiment(tmp_path, monkeypatch):
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "pretrain", interrupted)
+    monkeypatch.setattr(stages, "pretrain", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_pipeline(_cfg(tmp_path), "run", root, progress=False)
     assert (root / "tiny").resolve() not in rundir._USERS

@@ -251,7 +251,7 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
         assert stages.pretrain(cfg, root=tmp_path / "out", progress=False)["digest"] == new.dir.name
 
 
-# What each preset builds, at its revision (eelib/model.py PRESET_REVISIONS). Stage keys name the
+# What each preset builds, at its revision (eelib/presets.py PRESET_REVISIONS). Stage keys name the
 # preset and its revision, not its contents: change a preset and this fails until its revision is
 # bumped (and this table updated), so no stage trained with the old contents is reused.
 PRESET_CONTENTS = {("smollm2-135m", 1): "42344e12c453", ("paper-1b", 0): "1155dc4e5935",
@@ -262,7 +262,8 @@ PRESET_CONTENTS = {("smollm2-135m", 1): "42344e12c453", ("paper-1b", 0): "1155dc
 def test_a_preset_whose_contents_change_gets_a_new_revision_in_the_stage_keys():
     from eelib import config as C
     from eelib import stages
-    from eelib.model import PRESET_REVISIONS, PRESETS, llama_config, preset_key
+    from eelib.model import llama_config
+    from eelib.presets import PRESET_REVISIONS, PRESETS, preset_key
     for name in PRESETS:
         d = llama_config(name, 258).to_dict()
         d.pop("transformers_version", None)

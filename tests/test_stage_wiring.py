@@ -237,13 +237,13 @@ def test_a_run_taken_over_while_it_trained_does_not_write_its_result(tmp_path, m
     from two different configs."""
     from eelib import pipeline as P
     cfg = _cfg(tmp_path)
-    real = P.finetune
+    real = stages.finetune
 
     def finetune_then_taken_over(c, s2, lr, **kw):
         out = real(c, s2, lr, **kw)
         (tmp_path / "out" / cfg.name / "runs" / "r" / "config.digest").write_text("another config\n")
         return out
-    monkeypatch.setattr(P, "finetune", finetune_then_taken_over)
+    monkeypatch.setattr(stages, "finetune", finetune_then_taken_over)
     with pytest.raises(RuntimeError, match="taken over by another config"):
         P.run_pipeline(cfg, "r", root=tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / cfg.name / "runs" / "r" / "result.json").exists()
