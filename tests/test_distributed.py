@@ -53,23 +53,38 @@ def _train(stage_dir, chunk=0, compile=False):
     return model, out
 
 
-def _worker(rank, port, tmp, chunk, compile):
+# (ce_chunk, compile): the compiled case is DDP around the model and its loss compiled in one
+# graph, checkpointed chunks inside (eelib/loss.py), against an eager one-process run. Its ranks
+# compile with the "aot_eager" backend: dynamo, AOT autograd and DDP's graph splitting at bucket
+# boundaries are the parts DDP adds, and they do not depend on the backend; inductor's code is
+# tested against eager in tests/test_loss.py. (With inductor, both ranks generating its C++ at
+# once, the fixture took 234 s on the 2-core machine under load; 74 s with aot_eager.)
+VARIANTS = {"plain-ce": (0, False), "chunked-ce": (7, False), "chunked-ce-compiled": (7, True)}
+
+
+def _worker(rank, port, tmp):
+    """Every variant in turn, in one process group: a spawned rank costs ≈ 8 s of imports on the
+    CI machine, so the three variants share two processes instead of taking six."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     d = distributed.init_from_env(backend="gloo")
-    if compile:  # dynamo + AOT autograd + DDP's graph splitting, without inductor's C++ codegen
-        import functools
-        import eelib.train
-        eelib.train.LMLoss = functools.partial(eelib.train.LMLoss, backend="aot_eager")
+    import functools
+    import eelib.train
+    eager_loss = eelib.train.LMLoss
     try:
-        mix, rows = _mixture(), []
-        while mix.remaining():
-            batch, _ = mix.next_batch(BATCH)
-            rows.append(d.shard(batch)[0])
-        model, out = _train(os.path.join(tmp, "stage3", "k"), chunk, compile)
-        with open(os.path.join(tmp, f"rank{rank}.pkl"), "wb") as f:
-            pickle.dump({"rows": rows, "state": model.state_dict(), "trajectory": out["trajectory"],
-                         "steps": out["steps"]}, f)
+        for name, (chunk, compile) in VARIANTS.items():
+            if compile:  # dynamo + AOT autograd + DDP's graph splitting, without inductor's C++ codegen
+                eelib.train.LMLoss = functools.partial(eager_loss, backend="aot_eager")
+            mix, rows = _mixture(), []
+            while mix.remaining():
+                batch, _ = mix.next_batch(BATCH)
+                rows.append(d.shard(batch)[0])
+            model, out = _train(os.path.join(tmp, name, "stage3", "k"), chunk, compile)
+            eelib.train.LMLoss = eager_loss
+            os.makedirs(os.path.join(tmp, name), exist_ok=True)  # rank 1 writes no checkpoint there
+            with open(os.path.join(tmp, name, f"rank{rank}.pkl"), "wb") as f:
+                pickle.dump({"rows": rows, "state": model.state_dict(), "trajectory": out["trajectory"],
+                             "steps": out["steps"]}, f)
     finally:
         distributed.shutdown()
 
@@ -80,18 +95,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# (ce_chunk, compile): the compiled case is DDP around the model and its loss compiled in one
-# graph, checkpointed chunks inside (eelib/loss.py), against an eager one-process run. Its ranks
-# compile with the "aot_eager" backend: dynamo, AOT autograd and DDP's graph splitting at bucket
-# boundaries are the parts DDP adds, and they do not depend on the backend; inductor's code is
-# tested against eager in tests/test_loss.py. (With inductor, both ranks generating its C++ at
-# once, the fixture took 234 s on the 2-core machine under load; 74 s with aot_eager.)
-@pytest.fixture(scope="module", params=[(0, False), (7, False), (7, True)],
-                ids=["plain-ce", "chunked-ce", "chunked-ce-compiled"])
-def ranks(request, tmp_path_factory):
-    chunk, compile = request.param
-    tmp = tmp_path_factory.mktemp(f"ddp{chunk}{compile}")
-    mp.spawn(_worker, args=(_free_port(), str(tmp), chunk, compile), nprocs=WORLD, join=True)
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=True)
+    return tmp
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def ranks(request, ddp_runs):
+    chunk, _ = VARIANTS[request.param]
+    tmp = ddp_runs / request.param
     out = [pickle.loads((tmp / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
     single_model, single = _train(tmp / "single" / "stage3" / "k", chunk)
     return {"tmp": tmp, "ranks": out, "single_state": single_model.state_dict(), "single": single}
@@ -183,39 +197,49 @@ class _Killed(BaseException):
     """Stands in for kill -9 inside a rank (BaseException: nothing in the loop catches it)."""
 
 
-def _dropout_worker(rank, port, tmp, kill, tag):
+# The dropout test's three runs, in order, in one process group (a spawned rank costs ≈ 8 s of
+# imports on the CI machine): uninterrupted, killed at step 5, and the same command resumed.
+DROPOUT_RUNS = (("ref", None, "ref"), ("cut", "stage2:step:5", "x"), ("cut", None, "res"))
+
+
+def _dropout_worker(rank, port, tmp):
     """2 ranks, dropout 0.3, 5 rows a step (3 + 2: the ranks draw different amounts of randomness),
-    a checkpoint every 2 steps; `kill` stops both ranks at that fault point."""
+    a checkpoint every 2 steps; each of DROPOUT_RUNS builds its model afresh, and a run with a
+    fault point stops both ranks there."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     distributed.init_from_env(backend="gloo")
     from eelib import train as T
     from eelib.model import build_model, set_dropout
     torch.set_num_threads(1)
-
-    def fault(tag_):
-        if tag_ == kill:
-            raise _Killed
-    T.fault_point = fault
     try:
-        model = build_model("test-micro", 258, seed=0)
-        set_dropout(model, 0.3)
-        masks = []  # the first micro-batch's embedding dropout mask
-        model.model.embed_tokens.register_forward_hook(
-            lambda mod, a, out: masks.append((out == 0).clone()) if not masks else None)
-        w = _windows()[0]
-        mix = Mixture([Source("a", w, 1.0, once=False)], seed=3)
-        spec = T.LoopSpec(lr=3e-3, min_lr=3e-4, warmup_steps=1, weight_decay=0.1, batch_size=BATCH,
-                          micro_batch=2, max_steps=8, ckpt_interval=2)
-        try:
-            T.train(model, mix, spec, stage_dir=os.path.join(tmp, "stage2", "k"), config_digest="d",
-                    device=torch.device("cpu"), seed=0, progress=False)
-        except _Killed:
-            return
-        with open(os.path.join(tmp, f"{tag}{rank}.pkl"), "wb") as f:
-            pickle.dump(model.state_dict(), f)
-        with open(os.path.join(tmp, f"{tag}mask{rank}.pkl"), "wb") as f:
-            pickle.dump(masks[0], f)
+        for sub, kill, tag in DROPOUT_RUNS:
+            def fault(tag_, kill=kill):
+                if tag_ == kill:
+                    raise _Killed
+            T.fault_point = fault
+            out = os.path.join(tmp, sub)
+            ckpt = os.path.join(out, "stage2", "k", "ckpt")
+            with open(os.path.join(tmp, f"{tag}{rank}-before.txt"), "w") as f:  # what the run starts from
+                f.write(" ".join(sorted(os.listdir(ckpt))) if os.path.isdir(ckpt) else "")
+            model = build_model("test-micro", 258, seed=0)
+            set_dropout(model, 0.3)
+            masks = []  # the first micro-batch's embedding dropout mask
+            model.model.embed_tokens.register_forward_hook(
+                lambda mod, a, out, masks=masks: masks.append((out == 0).clone()) if not masks else None)
+            w = _windows()[0]
+            mix = Mixture([Source("a", w, 1.0, once=False)], seed=3)
+            spec = T.LoopSpec(lr=3e-3, min_lr=3e-4, warmup_steps=1, weight_decay=0.1, batch_size=BATCH,
+                              micro_batch=2, max_steps=8, ckpt_interval=2)
+            try:
+                T.train(model, mix, spec, stage_dir=os.path.join(out, "stage2", "k"), config_digest="d",
+                        device=torch.device("cpu"), seed=0, progress=False)
+            except _Killed:
+                continue
+            with open(os.path.join(tmp, f"{tag}{rank}.pkl"), "wb") as f:
+                pickle.dump(model.state_dict(), f)
+            with open(os.path.join(tmp, f"{tag}mask{rank}.pkl"), "wb") as f:
+                pickle.dump(masks[0], f)
     finally:
         distributed.shutdown()
 
@@ -224,16 +248,16 @@ def test_ddp_resume_with_dropout_continues_every_ranks_random_stream(tmp_path):
     """Killed at step 5 and resumed, a 2-rank run with dropout ends with the weights of an
     uninterrupted one: each rank's random state is saved (rank 0 gathers them) and restored to
     its own rank. With rank 0's state restored on every rank, rank 1's masks would differ."""
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    mp.spawn(_dropout_worker, args=(_free_port(), str(ref), None, "ref"), nprocs=WORLD, join=True)
-    mp.spawn(_dropout_worker, args=(_free_port(), str(cut), "stage2:step:5", "x"), nprocs=WORLD, join=True)
-    assert not list(cut.glob("x*.pkl")) and (cut / "stage2" / "k" / "ckpt").is_dir()
-    mp.spawn(_dropout_worker, args=(_free_port(), str(cut), None, "res"), nprocs=WORLD, join=True)
-    a, b = (pickle.loads((d / f"{t}0.pkl").read_bytes()) for d, t in ((ref, "ref"), (cut, "res")))
+    mp.spawn(_dropout_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    assert not list(tmp_path.glob("x*.pkl"))  # the killed run finished nothing
+    for r in range(WORLD):  # the resumed run started from the killed run's checkpoints (steps 2, 4)
+        assert (tmp_path / f"res{r}-before.txt").read_text().split() == ["step-0000002", "step-0000004"]
+        assert (tmp_path / f"ref{r}-before.txt").read_text() == ""
+    a, b = (pickle.loads((tmp_path / f"{t}0.pkl").read_bytes()) for t in ("ref", "res"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # each rank draws its own masks for its own rows: with one seed for all ranks, rank 1's first
     # micro-batch (rows 1, 3 of the step) got exactly rank 0's mask (rows 0, 2) (a review found it)
-    m0, m1 = (pickle.loads((ref / f"refmask{r}.pkl").read_bytes()) for r in (0, 1))
+    m0, m1 = (pickle.loads((tmp_path / f"refmask{r}.pkl").read_bytes()) for r in (0, 1))
     assert m0.shape == m1.shape and m0.any() and not torch.equal(m0, m1)
 
 
