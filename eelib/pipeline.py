@@ -91,15 +91,15 @@ def stale_stages(cfg: C.ExperimentConfig, rows: list[dict], root: Path | None = 
     rule, preset or data marker changed since they were computed, or a local tokenizer or data
     file they read was edited in place ("stage 2: d857… -> fc81…").
     A λ = 0 stage 1 finished under the older key it is adopted from counts as the same."""
-    from eelib import stages
-    now = {1: stages.stage_dir(cfg, 1, root=root).name, 2: stages.stage_dir(cfg, 2, root=root).name}
-    also = {C.digest(stages._stage1_identity(cfg))} if cfg.stage1.lam == 0 else set()
+    from eelib import keys
+    now = {1: keys.stage_dir(cfg, 1, root=root).name, 2: keys.stage_dir(cfg, 2, root=root).name}
+    also = {C.digest(keys._stage1_identity(cfg))} if cfg.stage1.lam == 0 else set()
     out = []
     for r in rows:
         dirs = r.get("stage_dirs")
         if not dirs:  # rows written before they named their stages: nothing to compare
             continue
-        want = {**now, 3: stages.stage_dir(cfg, 3, r["stage3_lr"], root=root).name}
+        want = {**now, 3: keys.stage_dir(cfg, 3, r["stage3_lr"], root=root).name}
         for k, d in enumerate(dirs, start=1):
             if Path(d).name != want[k] and not (k == 1 and Path(d).name in also):
                 out.append(f"stage {k}: {Path(d).name} -> {want[k]}")

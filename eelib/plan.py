@@ -39,7 +39,7 @@ def _evals(steps: int, interval: int) -> int:
 
 def run_stages(cfg: C.ExperimentConfig) -> list[dict]:
     """The stages one run trains: [{stage, key, train_tokens, eval_tokens, upper_bound}]."""
-    from eelib.stages import _stage1_key, _stage2_key, _stage3_key
+    from eelib.keys import _stage1_key, _stage2_key, _stage3_key
 
     d, s1, s2, s3 = cfg.data, cfg.stage1, cfg.stage2, cfg.stage3
     seq, val = d.seq_len, _windows(d.val_tokens, d.seq_len) * d.seq_len

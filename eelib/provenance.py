@@ -1,6 +1,6 @@
 """How a stage was computed: software, hardware and loop settings, per training segment.
 
-A stage's key (eelib/stages.py) holds what its numbers depend on; device, world size, torch.compile,
+A stage's key (eelib/keys.py) holds what its numbers depend on; device, world size, torch.compile,
 chunked CE and threads are left out of it on purpose (they change how a stage is computed, not
 what), so a stage trained eagerly on a CPU and one trained compiled on 8 GPUs share a key. Their
 numbers still differ by float noise (docs/reliability.md), and a stage can be reused across

@@ -1,6 +1,6 @@
 """Stage directories: one process per directory, reuse of a finished one, adoption of a twin.
 
-A stage's directory is outputs/<experiment>/stage{1,2,3}/<digest of its key> (eelib/stages.py names
+A stage's directory is outputs/<experiment>/stage{1,2,3}/<digest of its key> (eelib/keys.py names
 it). This module is what happens around the training: `locked` makes parallel runs that share a
 stage wait and then reuse it; `begin` returns a finished stage (refusing one made by another
 config); `adopt_twin` hard-links a stage another experiment finished with the same key; `finish`

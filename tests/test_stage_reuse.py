@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import TINY, compared, read_rows, run_tiny, write_params
 
-from eelib import train as T
+from eelib import keys, train as T
 
 
 def _copy_baseline(baseline, tmp_path):
@@ -90,7 +90,7 @@ def test_split_stage2_warmup_takes_at_most_a_third_of_the_stage(tmp_path, monkey
             assert T.lr_at(spec.warmup_steps, spec) == spec.lr  # the peak is reached
         else:  # Fig 3a keeps the configured warmup
             assert spec.warmup_steps == 500
-    assert stages._stage2_key(C.from_dict(dict(raw, allocation="split")))["warmup"] == stages.SPLIT_WARMUP_RULE
+    assert stages._stage2_key(C.from_dict(dict(raw, allocation="split")))["warmup"] == keys.SPLIT_WARMUP_RULE
     assert "warmup" not in stages._stage2_key(C.from_dict(dict(raw, allocation="added")))
 
 
@@ -140,11 +140,11 @@ def test_stage2_key_lora_fields_and_min_lr_ratio(tmp_path, monkeypatch):
     key = lambda **s2: stages._stage2_key(C.from_dict(dict(raw, stage2={**raw["stage2"], **s2})))
     # full fine-tuning: LoRA fields key nothing, so FFT runs of a LoRA grid reuse plain stages
     assert key(lora_alpha=32, lora_dropout=0.05) == key()
-    assert "lora_init" not in key() and key(lora_r=4)["lora_init"] == stages.LORA_INIT_RULE
+    assert "lora_init" not in key() and key(lora_r=4)["lora_init"] == keys.LORA_INIT_RULE
     assert key(lora_r=4, lora_alpha=32) != key(lora_r=4)
     split = lambda **s2: stages._stage2_key(C.from_dict(dict(raw, allocation="split",
                                                               stage2={**raw["stage2"], **s2})))
-    assert split(replay=0.01)["replay_draw"] == stages.SPLIT_REPLAY_RULE and "replay_draw" not in split()
+    assert split(replay=0.01)["replay_draw"] == keys.SPLIT_REPLAY_RULE and "replay_draw" not in split()
     # min_lr_ratio is keyed only when set (older keys stay valid); min_lr stays keyed, since it
     # is the target wherever it is below the peak
     assert "min_lr_ratio" not in key()["stage2"] and key(min_lr_ratio=0.1) != key()
@@ -225,8 +225,9 @@ def test_unmixed_stage1_finished_under_the_older_key_is_adopted(tmp_path, monkey
     from eelib import config as C
     from eelib import stagedir, stages
     music = _unmixed(tmp_path, name="old", pipeline="music->chem")
-    with monkeypatch.context() as m:  # the older eelib
-        m.setattr(stages, "_stage1_key", stages._stage1_identity)
+    with monkeypatch.context() as m:  # the older eelib: its key names the directory and the record
+        m.setattr(keys, "_stage1_key", keys._stage1_identity)
+        m.setattr(stages, "_stage1_key", keys._stage1_identity)
         old = stages.pretrain(music, root=tmp_path / "out", progress=False)
     assert old.dir.name == C.digest(stages._stage1_identity(music)) != stages.stage_dir(music, 1).name
     rec = json.loads((old.dir / "stage.json").read_text())  # older records held a D_post loss
