@@ -86,7 +86,7 @@ def _stage2_key(cfg: C.ExperimentConfig) -> dict:
         s2["lora_alpha"], s2["lora_dropout"] = default.lora_alpha, default.lora_dropout
     key = {"stage1": C.digest(_stage1_identity(cfg)), "allocation": cfg.allocation,
            "val_tokens": cfg.data.val_tokens, "stage2": s2}
-    if cfg.allocation == "split":  # the warmup rule below changed what a split stage 2 trains
+    if cfg.allocation == "split":  # the warmup rule (stages._warmup) changed what a split stage 2 trains
         key["warmup"] = SPLIT_WARMUP_RULE
     if s2["lora_r"]:  # adapters were initialised from the global random state before
         key["lora_init"] = LORA_INIT_RULE
