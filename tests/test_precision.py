@@ -129,3 +129,35 @@ def test_residual_stream_switches_and_refuses_unknown():
     assert len(model.get_input_embeddings()._forward_hooks) == 1
     with pytest.raises(ValueError, match="residual stream must be one of"):
         set_residual_stream(model, "fp16")
+
+
+def test_stream_numerics_runs_both_streams_under_bf16_autocast(tmp_path, capsys):
+    """benchmarks/stream_numerics.py: both streams' rows from their own outputs roots, under CPU
+    bf16 autocast (so the streams differ), and the process's CPU policy (no autocast) restored."""
+    import importlib.util
+    import json
+    from conftest import ROOT, write_params
+    from eelib import train
+    spec = importlib.util.spec_from_file_location("stream_numerics", ROOT / "benchmarks" / "stream_numerics.py")
+    sn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sn)
+    cfg = {"name": "sn", "model": "test-micro", "threads": 1,
+           "data": {"seq_len": 64, "general_tokens": 16384, "post_tokens": 4096, "val_tokens": 1024,
+                    "cache_dir": str(tmp_path / "cache")},
+           "stage1": {"lam": 0.5, "batch_size": 8},
+           "stage2": {"batch_size": 8, "max_tokens": 8192, "eval_interval": 8, "patience": 2},
+           "stage3": {"lrs": [1e-3], "tokens": 4096, "batch_size": 8, "eval_interval": 4}}
+    write_params(tmp_path / "p.yaml", cfg)
+    before = train._autocast
+    assert sn.main([str(tmp_path / "p.yaml"), "--work", str(tmp_path / "w"), "--json", str(tmp_path / "o.json")]) == 0
+    assert train._autocast is before
+    (row,) = json.loads((tmp_path / "o.json").read_text())["rows"]
+    for k in sn.LOSSES:
+        assert 0 < row[f"{k}_fp32"] < 6 and 0 < row[f"{k}_bf16"] < 6
+        assert row[f"d{k}"] == row[f"{k}_bf16"] - row[f"{k}_fp32"]
+    assert any(row[f"d{k}"] != 0 for k in sn.LOSSES)  # bf16 autocast was on: the streams differ
+    for stream in ("fp32", "bf16"):  # each stream trained its own stages
+        recs = list((tmp_path / "w" / stream / "sn").glob("stage*/*/stage.json"))
+        assert len(recs) == 3
+        assert {json.loads(r.read_text())["computed"][0]["residual_stream"] for r in recs} == {stream}
+    assert "bf16 stream - fp32 stream" in capsys.readouterr().out
