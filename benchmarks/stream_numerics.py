@@ -48,7 +48,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     from eelib.cli import _overrides  # the CLI's --set, its errors included
-    cfg = C.load(args.params, _overrides(args.set))
+    try:
+        cfg = C.load(args.params, _overrides(args.set))
+    except C.ConfigError as e:  # one line, as eelib's CLI gives it
+        print(f"stream_numerics: error: {e}", file=sys.stderr)
+        return 2
     cfg = C.expand(cfg)[0] if cfg.grid else cfg
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(cfg, Path(args.work or tmp))
