@@ -91,6 +91,12 @@ def set_residual_stream(model: LlamaForCausalLM, stream: str) -> None:
     model._eelib_stream = stream
 
 
+def residual_stream(model) -> str:
+    """The stream `set_residual_stream` gave this model (or the model inside a peft wrapper)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "_eelib_stream", "fp32")
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -21,7 +21,8 @@ import torch
 
 from eelib import checkpoint, distributed, provenance
 from eelib.io import fault_point
-from eelib.loss import LMLoss, base_model, chunked_lm_loss, lm_loss
+from eelib.loss import LMLoss, chunked_lm_loss, lm_loss
+from eelib.model import residual_stream
 from eelib.mixture import Mixture
 
 
@@ -264,7 +265,7 @@ def train(model: torch.nn.Module, mixture: Mixture, spec: LoopSpec, *, stage_dir
     # How this stage is computed, one segment per process that trains it (eelib/provenance.py).
     env = provenance.environment(device, world=dist.world if dist is not None else 1, compile=compile,
                                  ce_chunk=spec.chunked_ce,
-                                 residual_stream=getattr(base_model(model), "_eelib_stream", "fp32"))
+                                 residual_stream=residual_stream(model))
     segments = provenance.Segments(resumed.get("segments") if resumed is not None else None, env, step,
                                    spec.batch_size * mixture.seq_len)
 

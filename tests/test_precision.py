@@ -134,13 +134,11 @@ def test_residual_stream_switches_and_refuses_unknown():
 def test_stream_numerics_runs_both_streams_under_bf16_autocast(tmp_path, capsys):
     """benchmarks/stream_numerics.py: both streams' rows from their own outputs roots, under CPU
     bf16 autocast (so the streams differ), and the process's CPU policy (no autocast) restored."""
-    import importlib.util
     import json
-    from conftest import ROOT, write_params
+    from conftest import write_params
+    from test_benchmarks import _benchmark
     from eelib import train
-    spec = importlib.util.spec_from_file_location("stream_numerics", ROOT / "benchmarks" / "stream_numerics.py")
-    sn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sn)
+    sn = _benchmark("stream_numerics")
     cfg = {"name": "sn", "model": "test-micro", "threads": 1,
            "data": {"seq_len": 64, "general_tokens": 16384, "post_tokens": 4096, "val_tokens": 1024,
                     "cache_dir": str(tmp_path / "cache")},
