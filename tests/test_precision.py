@@ -5,6 +5,7 @@ CUDA autocast is what the stages use; CPU autocast to bf16 takes the same code p
 torch for whichever autocast is on), so these run on CPU."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,23 @@ def test_stream_numerics_runs_both_streams_under_bf16_autocast(tmp_path, capsys)
         assert len(recs) == 3
         assert {json.loads(r.read_text())["computed"][0]["residual_stream"] for r in recs} == {stream}
     assert "bf16 stream - fp32 stream" in capsys.readouterr().out
+
+
+def test_stream_numerics_sets_the_seed_paired_difference_beside_seed_noise():
+    """--seeds: per LR and loss, the bf16 − fp32 difference paired by seed (mean, SE, two-sided t)
+    and the fp32 stream's own seed-to-seed std, the noise the difference is judged against."""
+    from test_benchmarks import _benchmark
+    sn = _benchmark("stream_numerics")
+    fp32 = {0: 3.0, 1: 3.2, 2: 2.9}
+    shift = {0: 0.05, 1: 0.04, 2: 0.06}  # a systematic +0.05 on L_im, nothing elsewhere
+    rows = {s: {"fp32": [{"stage3_lr": 1e-3, **{k: fp32[s] for k in sn.LOSSES}}],
+                "bf16": [{"stage3_lr": 1e-3, **{k: fp32[s] + (shift[s] if k == "L_im" else 0.0) for k in sn.LOSSES}}]}
+            for s in fp32}
+    table = sn.compare(rows)
+    assert [r["seed"] for r in table] == [0, 1, 2]
+    by_loss = {s["loss"]: s for s in sn.summarize(table)}
+    im = by_loss["L_im"]
+    assert im["n"] == 3 and im["mean_diff"] == pytest.approx(0.05) and im["se"] == pytest.approx(0.01 / 3 ** 0.5)
+    assert im["p_two_sided"] < 0.05  # t ≈ 8.7 on 2 dof
+    assert im["seed_std_fp32"] == pytest.approx(float(np.std([3.0, 3.2, 2.9], ddof=1)))
+    assert by_loss["L_ret"]["mean_diff"] == 0 and by_loss["L_ret"]["p_two_sided"] == 1.0
