@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,34 @@ def _link_or_copy(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
-def begin(stage: int, sdir: Path, key: dict) -> StageResult | None:
-    """Reuse a finished stage; refuse a directory written by a different config."""
+# How a stage was computed that changes its numbers at floating-point level but keys no stage
+# (docs/decisions.md, "What stage keys leave out"): the precision (CPU fp32 or CUDA bf16 autocast),
+# compile, ce_chunk, and the residual stream, which matters under autocast only. A stage reused
+# by a run that would compute it otherwise is named on stderr, not recomputed: under CPU bf16
+# autocast the two streams moved a tiny model's losses by up to 0.043 a seed, more than its L_im
+# seed std (benchmarks/results/cpu-stream-numerics-3seeds-2026-11-28.json).
+HOW_COMPUTED = ("precision", "compile", "ce_chunk", "residual_stream")
+
+
+def computed_otherwise(rec: dict, how: dict) -> dict:
+    """{field: [values]} of a stage record's computed segments that differ from `how`."""
+    out: dict = {}
+    for seg in rec.get("computed") or []:
+        for f in HOW_COMPUTED:
+            v = seg.get(f, "fp32" if f == "residual_stream" else None)  # records from before the field
+            if v is None or v == how[f]:
+                continue
+            if f == "residual_stream" and not seg.get("precision") == how["precision"] == "bf16 autocast":
+                continue  # without autocast on both sides the streams compute the same numbers
+            out.setdefault(f, [])
+            if v not in out[f]:
+                out[f].append(v)
+    return out
+
+
+def begin(stage: int, sdir: Path, key: dict, how: dict | None = None) -> StageResult | None:
+    """Reuse a finished stage; refuse a directory written by a different config. `how`: how this
+    run would compute the stage (HOW_COMPUTED); a reused stage computed otherwise is named."""
     done = sdir / "stage.json"
     if done.exists():
         rec = read_json(done, f"move {sdir} away (or restore it from a copy); the next run trains the "
@@ -120,6 +147,12 @@ def begin(stage: int, sdir: Path, key: dict) -> StageResult | None:
         if rec.get("key") != json.loads(json_dumps(key)):
             raise RuntimeError(f"{sdir} holds a stage made by a different config; it is never overwritten. "
                                "Move it away or use another experiment name.")
+        if how and distributed.is_main() and (other := computed_otherwise(rec, how)):
+            was = ", ".join(f"{f} {'/'.join(map(str, v))}" for f, v in other.items())
+            now = ", ".join(f"{f} {how[f]}" for f in other)
+            print(f"eelib: stage {stage} is reused from {sdir}, computed with {was}; this run would use "
+                  f"{now}. These key no stage, so its numbers differ from a recomputation at float level "
+                  "(docs/decisions.md); to recompute, use another experiment name.", file=sys.stderr)
         return StageResult(stage, sdir, rec)
     sdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main() and not (sdir / "key.json").exists():

@@ -64,6 +64,13 @@ def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def how_computed(cfg: C.ExperimentConfig) -> dict:
+    """How this config would compute a stage, in stage.json's `computed` terms (stagedir.begin)."""
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return {"precision": "bf16 autocast" if cuda else "fp32", "compile": cfg.compile,
+            "ce_chunk": cfg.ce_chunk, "residual_stream": cfg.residual_stream}
+
+
 def read_ahead(cfg: C.ExperimentConfig) -> dict[str, np.ndarray]:
     """Read what the later stages need before a stage trains: every held-out shard and the D_post
     and D_ft training shards. A record in the wrong shape, or a hub/local corpus too small for its budget
@@ -108,7 +115,7 @@ def pretrain(cfg: C.ExperimentConfig, root: Path | None = None, progress: bool =
 
 def _pretrain(cfg: C.ExperimentConfig, sdir: Path, progress: bool) -> StageResult:
     key = _stage1_key(cfg)
-    if (r := begin(1, sdir, key)) is not None:
+    if (r := begin(1, sdir, key, how_computed(cfg))) is not None:
         return r
     d, s1 = cfg.data, cfg.stage1
     t0, device = time.time(), resolve_device(cfg)
@@ -154,7 +161,7 @@ def posttrain(cfg: C.ExperimentConfig, stage1: StageResult, root: Path | None = 
 
 def _posttrain(cfg: C.ExperimentConfig, stage1: StageResult, sdir: Path, progress: bool) -> StageResult:
     key = _stage2_key(cfg)
-    if (r := begin(2, sdir, key)) is not None:
+    if (r := begin(2, sdir, key, how_computed(cfg))) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s2 = cfg.data, cfg.stage2
@@ -228,7 +235,7 @@ def finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, root: Path
 def _finetune(cfg: C.ExperimentConfig, stage2: StageResult, lr: float, sdir: Path,
               progress: bool) -> StageResult:
     key = _stage3_key(cfg, lr)
-    if (r := begin(3, sdir, key)) is not None:
+    if (r := begin(3, sdir, key, how_computed(cfg))) is not None:
         return r
     t0, device = time.time(), resolve_device(cfg)
     d, s3 = cfg.data, cfg.stage3

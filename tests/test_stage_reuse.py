@@ -368,6 +368,39 @@ def test_the_checkpoint_interval_changes_no_number_and_keys_no_stage(tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_a_stage_reused_by_a_run_that_would_compute_it_otherwise_is_named(tmp_path, capsys):
+    """ce_chunk keys no stage: a run with another chunk reuses the finished stage 1 and says on
+    stderr how that stage was computed; a reuse computed the same way says nothing."""
+    from eelib import config as C
+    from eelib import stages
+    raw = json.loads(json.dumps(TINY))
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    first = stages.pretrain(C.from_dict(raw), root=tmp_path / "out", progress=False)
+    capsys.readouterr()
+    again = stages.pretrain(C.from_dict(raw), root=tmp_path / "out", progress=False)
+    assert again.dir == first.dir and "reused" not in capsys.readouterr().err
+    chunked = stages.pretrain(C.from_dict(dict(raw, ce_chunk=16)), root=tmp_path / "out", progress=False)
+    assert chunked.dir == first.dir and chunked.record == first.record  # reused, not retrained
+    err = capsys.readouterr().err
+    assert "stage 1 is reused" in err and "ce_chunk 0" in err and "this run would use ce_chunk 16" in err
+
+
+def test_computed_otherwise_compares_the_stream_under_autocast_only():
+    from eelib.stagedir import computed_otherwise
+    gpu = {"precision": "bf16 autocast", "compile": True, "ce_chunk": 0, "residual_stream": "fp32"}
+    cpu = dict(gpu, precision="fp32", compile=False)
+    assert computed_otherwise({"computed": [gpu]}, gpu) == {}
+    assert computed_otherwise({"computed": [gpu]}, dict(gpu, residual_stream="bf16")) == {"residual_stream": ["fp32"]}
+    # a CPU stage: no autocast, so the stream changed nothing; precision and compile did
+    assert computed_otherwise({"computed": [cpu]}, dict(gpu, residual_stream="bf16")) == \
+        {"precision": ["fp32"], "compile": [False]}
+    assert computed_otherwise({"computed": [cpu]}, dict(cpu, residual_stream="bf16")) == {}
+    # a stage resumed on another machine has two segments; a record from before a field names none
+    old = {k: v for k, v in gpu.items() if k != "residual_stream"}
+    assert computed_otherwise({"computed": [cpu, old]}, gpu) == {"precision": ["fp32"], "compile": [False]}
+    assert computed_otherwise({"computed": []}, gpu) == {}
+
+
 def test_a_stage_directory_admits_one_process_at_a_time(tmp_path):
     """Parallel runs that share a stage (a grid's stage 1) must not train it side by side: each
     would remove the other's checkpoint temp dirs as stale (checkpoint._write_dir) and both would
