@@ -58,6 +58,11 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def precision(device_type: str) -> str:
+    """What a stage trains in on this kind of device (train._autocast): CUDA bf16 autocast, else fp32."""
+    return "bf16 autocast" if device_type == "cuda" else "fp32"
+
+
 def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: int,
                 residual_stream: str = "fp32") -> dict:
     """What one training process ran with; JSON-ready."""
@@ -66,7 +71,7 @@ def environment(device: torch.device, *, world: int, compile: bool, ce_chunk: in
         "python": platform.python_version(), "torch": torch.__version__,
         "transformers": _version("transformers"), "peft": _version("peft"),
         "device": device_name(device), "world": world,
-        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "precision": precision(device.type),
         "compile": bool(compile), "ce_chunk": int(ce_chunk),
         # the stream's dtype under autocast; without autocast (CPU) it changes nothing (model.py)
         "residual_stream": residual_stream,

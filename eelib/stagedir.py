@@ -152,7 +152,8 @@ def begin(stage: int, sdir: Path, key: dict, how: dict | None = None) -> StageRe
             now = ", ".join(f"{f} {how[f]}" for f in other)
             print(f"eelib: stage {stage} is reused from {sdir}, computed with {was}; this run would use "
                   f"{now}. These key no stage, so its numbers differ from a recomputation at float level "
-                  "(docs/decisions.md); to recompute, use another experiment name.", file=sys.stderr)
+                  "(docs/decisions.md); to recompute, use another outputs root (--out): under this one another "
+                  "experiment name would adopt this stage as its twin.", file=sys.stderr)
         return StageResult(stage, sdir, rec)
     sdir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main() and not (sdir / "key.json").exists():

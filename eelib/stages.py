@@ -22,6 +22,7 @@ import torch
 from eelib import checkpoint, config as C
 from eelib.data import corpus_windows, vocab_size
 from eelib.mixture import Mixture, Source, check_delivery
+from eelib.provenance import precision
 from eelib.model import add_lora, build_model, merge_lora, n_params, set_dropout
 from eelib.keys import _stage1_identity, _stage1_key, _stage2_key, _stage3_key, stage_dir
 from eelib.stagedir import StageResult, begin, finish, locked, save_final
@@ -57,17 +58,20 @@ def _warmup(warmup_steps: int, max_steps: int, split: bool) -> int:
 def resolve_device(cfg: C.ExperimentConfig) -> torch.device:
     if cfg.threads:  # on a GPU too: several runs sharing one GPU share the host's cores as well
         torch.set_num_threads(cfg.threads)
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+    if _wants_cuda(cfg):
         if not torch.cuda.is_available():
             raise RuntimeError("device: cuda was asked for but no CUDA device is visible; use device: auto")
         return torch.device("cuda")
     return torch.device("cpu")
 
 
+def _wants_cuda(cfg: C.ExperimentConfig) -> bool:
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
 def how_computed(cfg: C.ExperimentConfig) -> dict:
     """How this config would compute a stage, in stage.json's `computed` terms (stagedir.begin)."""
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    return {"precision": "bf16 autocast" if cuda else "fp32", "compile": cfg.compile,
+    return {"precision": precision("cuda" if _wants_cuda(cfg) else "cpu"), "compile": cfg.compile,
             "ce_chunk": cfg.ce_chunk, "residual_stream": cfg.residual_stream}
 
 
