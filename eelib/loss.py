@@ -21,11 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-
-
-def base_model(model):
-    """The LlamaForCausalLM inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from eelib.model import base_model
 
 
 def lm_loss(model, tokens: torch.Tensor, rows: int | None = None) -> torch.Tensor:

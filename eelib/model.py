@@ -91,10 +91,14 @@ def set_residual_stream(model: LlamaForCausalLM, stream: str) -> None:
     model._eelib_stream = stream
 
 
+def base_model(model):
+    """The LlamaForCausalLM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def residual_stream(model) -> str:
     """The stream `set_residual_stream` gave this model (or the model inside a peft wrapper)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base, "_eelib_stream", "fp32")
+    return getattr(base_model(model), "_eelib_stream", "fp32")
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -124,7 +128,7 @@ def set_dropout(model: LlamaForCausalLM, p: float) -> None:
     for h in getattr(model, "_eelib_dropout_hooks", []):
         h.remove()
     model._eelib_dropout_hooks = []
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     inner = base.model
     inner.config.attention_dropout = p
     for layer in inner.layers:
